@@ -1,0 +1,30 @@
+"""useg: unsupervised semantic segmentation as one cached Snakemake DAG (see README.md)."""
+
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: str(Path(workflow.basedir) / "config.yaml")
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/cluster.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        metrics_targets(),
+
+
+onsuccess:
+    print_summary()

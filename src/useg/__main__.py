@@ -1,0 +1,3 @@
+from useg.cli import main
+
+raise SystemExit(main())

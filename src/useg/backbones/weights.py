@@ -1,0 +1,139 @@
+"""Backbone weights: timm pretrained tags, local .pth/.safetensors files (DINO layout too), random.
+
+`.pth` files are read with `torch.load(..., weights_only=True)`: a checkpoint can never run code.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import timm
+import torch
+from timm.layers import resample_abs_pos_embed
+from torch import Tensor
+
+from useg.backbones.vit import BackboneConfig, ViTBackbone, create_vit
+from useg.errors import ConfigError, WeightsError
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+WRAPPER_KEYS = ("teacher", "state_dict", "model", "student")
+KEY_PREFIXES = ("module.", "backbone.", "encoder.", "model.")
+
+
+def is_weight_file(source: str) -> bool:
+    """True when `backbone.weights` names a local file rather than a timm tag."""
+    return source.endswith(WEIGHT_SUFFIXES) or "/" in source or "\\" in source
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read tensors from a .safetensors or a torch file (weights_only: no code execution)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(
+            f"backbone weights file {path} does not exist. Set backbone.weights to an existing "
+            "file, a timm pretrained tag (needs internet), 'random' or 'pretrain'."
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refused or file damaged
+        raise WeightsError(f"cannot read backbone weights {path}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def backbone_state(state: dict) -> dict[str, Tensor]:
+    """Unwrap training checkpoints (DINO teacher, `model`, `state_dict`) and strip key prefixes."""
+    for key in WRAPPER_KEYS:
+        if isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    cleaned = {}
+    for key, value in state.items():
+        if not isinstance(value, Tensor):
+            continue
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in KEY_PREFIXES:
+                if key.startswith(prefix):
+                    key, stripped = key[len(prefix) :], True
+        if not key.startswith("head."):
+            cleaned[key] = value
+    return cleaned
+
+
+def _fit_pos_embed(state: dict[str, Tensor], model) -> None:
+    """Resample a checkpoint's position embedding to this model's patch grid."""
+    pos = state.get("pos_embed")
+    if pos is not None and pos.shape != model.pos_embed.shape:
+        prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+        state["pos_embed"] = resample_abs_pos_embed(
+            pos.float(), new_size=model.patch_embed.grid_size, num_prefix_tokens=prefix
+        )
+
+
+def load_state_into(model, state: dict[str, Tensor], source: str) -> None:
+    """Load a backbone state dict strictly, explaining any mismatch."""
+    state = backbone_state(state)
+    _fit_pos_embed(state, model)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        raise WeightsError(
+            f"weights {source} do not fit the configured backbone: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
+            f"shape mismatch {mismatched[:5]}. Check backbone.model/patch_size/embed_dim/depth/num_heads."
+        )
+    model.load_state_dict(state)
+
+
+def load_timm_pretrained(cfg: BackboneConfig) -> dict[str, Tensor]:
+    """Fetch weights by timm pretrained tag (needs internet or a populated hub cache)."""
+    try:
+        return timm.create_model(cfg.weights, pretrained=True, num_classes=0).state_dict()
+    except Exception as exc:
+        raise WeightsError(
+            f"could not get timm pretrained weights {cfg.weights!r}: {exc}. Offline? Download the "
+            "checkpoint elsewhere and set backbone.weights to the local file."
+        ) from exc
+
+
+def load_weights(model, cfg: BackboneConfig, weights_path: str | Path | None = None) -> None:
+    """Fill `model` according to backbone.weights: random | pretrain | <file> | <timm tag>."""
+    source = cfg.weights
+    if source == "random":
+        log.info("backbone %s: random initialisation", cfg.name)
+        return
+    if source == "pretrain":
+        if weights_path is None:
+            raise ConfigError("backbone.weights: pretrain needs the checkpoint of the pretrain stage")
+        state, label = read_state_dict(weights_path), str(weights_path)
+    elif is_weight_file(source):
+        state, label = read_state_dict(source), source
+    else:
+        state, label = load_timm_pretrained(cfg), f"timm:{source}"
+    load_state_into(model, state, label)
+    log.info("backbone %s: loaded weights from %s", cfg.name, label)
+
+
+def build_backbone(cfg: BackboneConfig, weights_path: str | Path | None = None, seed: int = 0) -> ViTBackbone:
+    """The configured backbone, weights loaded, in eval mode (random init seeded by `seed`)."""
+    torch.manual_seed(seed)
+    model = create_vit(cfg)
+    load_weights(model, cfg, weights_path)
+    return ViTBackbone(model.eval(), name=cfg.name)

@@ -1,0 +1,1 @@
+"""Datasets: readers that all produce the same manifest, and the embedded synthetic scenes."""

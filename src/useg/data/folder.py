@@ -1,0 +1,90 @@
+"""Folder datasets: `images/` + optional `masks/` (same stem) + `classes.txt` + optional `splits.csv`.
+
+    root/
+      images/<stem>.<jpg|png|...>     any size, RGB / gray / RGBA
+      masks/<stem>.png                optional; single-channel class ids, 255 = ignore
+      instances/<stem>.png            optional; instance ids, 0 = none
+      classes.txt                     one class name per line; line number = class id
+      things.txt                      optional; names of the countable (thing) classes
+      splits.csv                      optional; header row, then `<stem>,<split>`; default split "train"
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from useg.data.images import IMAGE_EXTENSIONS
+from useg.errors import DataError
+
+DEFAULT_SPLIT = "train"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a dataset before it is checked."""
+
+    id: str
+    path: Path
+    split: str
+    mask_path: Path | None = None
+    instance_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class DatasetListing:
+    """What a reader found: image records and class names (empty when unlabelled)."""
+
+    records: list[ImageRecord]
+    classes: list[str]
+    things: list[str]
+
+
+def read_lines(path: Path) -> list[str]:
+    """Non-empty stripped lines of a text file, or [] when it does not exist."""
+    if not path.exists():
+        return []
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_splits(path: Path) -> dict[str, str]:
+    """Map stem -> split from a CSV with a header row and (stem, split) as its first two columns."""
+    if not path.exists():
+        return {}
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or len(rows[0]) < 2:
+        raise DataError(f"{path}: expected a header row and two columns <stem>,<split>")
+    return {row[0].strip(): row[1].strip() for row in rows[1:] if len(row) >= 2}
+
+
+def _optional(folder: Path, stem: str) -> Path | None:
+    candidate = folder / f"{stem}.png"
+    return candidate if candidate.exists() else None
+
+
+def list_folder_dataset(root: str | Path) -> DatasetListing:
+    """List a folder dataset; fails with a clear message when the layout is wrong."""
+    root = Path(root)
+    images_dir = root / "images"
+    if not images_dir.is_dir():
+        raise DataError(f"{root}: no images/ folder. A folder dataset needs images/ (and optional masks/).")
+    files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    stems: dict[str, Path] = {}
+    for path in files:
+        if path.stem in stems:
+            raise DataError(f"two images share the stem {path.stem!r}: {stems[path.stem]} and {path}")
+        stems[path.stem] = path
+    splits = read_splits(root / "splits.csv")
+    records = [
+        ImageRecord(
+            id=stem,
+            path=path.resolve(),
+            split=splits.get(stem, DEFAULT_SPLIT),
+            mask_path=_optional(root / "masks", stem),
+            instance_path=_optional(root / "instances", stem),
+        )
+        for stem, path in stems.items()
+    ]
+    return DatasetListing(records, read_lines(root / "classes.txt"), read_lines(root / "things.txt"))

@@ -1,0 +1,53 @@
+"""Decoding images and label maps: every image becomes 8-bit RGB, every mask a 2-D id map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IGNORE_INDEX = 255
+
+
+class UnreadableImage(Exception):
+    """The file cannot be decoded as an image."""
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """Convert any PIL mode (grayscale, 16-bit, palette, RGBA, CMYK) to HxWx3 uint8."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.astype(np.uint8))
+    return np.asarray(img.convert("RGB"))
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to an HxWx3 uint8 RGB array; alpha is dropped, gray is replicated."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _to_rgb(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UnreadableImage(f"{path}: {exc}") from exc
+
+
+def load_label_map(path: str | Path) -> np.ndarray:
+    """Decode a single-channel PNG of ids (palette PNGs give their indices) to a 2-D array."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("L", "P", "I", "I;16", "1"):
+                raise UnreadableImage(f"{path}: label maps must be single-channel, got mode {img.mode}")
+            return np.asarray(img).astype(np.int64)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UnreadableImage(f"{path}: {exc}") from exc
+
+
+def save_label_map(path: str | Path, labels: np.ndarray) -> None:
+    """Write a 2-D id map as an 8-bit (or 16-bit when ids exceed 255) PNG."""
+    dtype = np.uint8 if labels.max(initial=0) <= 255 else np.uint16
+    Image.fromarray(labels.astype(dtype)).save(path)

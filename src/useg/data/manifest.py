@@ -1,0 +1,144 @@
+"""The manifest stage: open every image once, validate it, and write `manifest.csv`.
+
+Columns: id, path, width, height, split, mask_path, instance_path (empty when absent).
+Next to it, `classes.json` records class names, thing classes and the ignore index.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from useg.atomic import write_json, write_text
+from useg.data.folder import DatasetListing, ImageRecord
+from useg.data.images import IGNORE_INDEX, UnreadableImage, load_label_map, load_rgb
+from useg.errors import DataError
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("id", "path", "width", "height", "split", "mask_path", "instance_path")
+MAX_LISTED = 20
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One validated image."""
+
+    id: str
+    path: str
+    width: int
+    height: int
+    split: str
+    mask_path: str = ""
+    instance_path: str = ""
+
+
+def _check_record(record: ImageRecord, num_classes: int, min_size: int) -> tuple[ManifestRow | None, str | None]:
+    """Validate one image (and its mask); return the row, or the problem as text."""
+    try:
+        image = load_rgb(record.path)
+    except UnreadableImage as exc:
+        return None, f"unreadable image {exc}"
+    height, width = image.shape[:2]
+    if min(height, width) < min_size:
+        return None, f"{record.path} is {width}x{height} px, smaller than one {min_size}-px patch"
+    for label_path in filter(None, (record.mask_path, record.instance_path)):
+        try:
+            labels = load_label_map(label_path)
+        except UnreadableImage as exc:
+            return None, f"unreadable label map {exc}"
+        if labels.shape != (height, width):
+            return None, (
+                f"label map {label_path} is {labels.shape[1]}x{labels.shape[0]} but image "
+                f"{record.path} is {width}x{height}"
+            )
+        if label_path == record.mask_path and num_classes:
+            bad = np.setdiff1d(np.unique(labels), [*range(num_classes), IGNORE_INDEX])
+            if bad.size:
+                return None, f"mask {label_path} has ids {bad.tolist()} outside 0..{num_classes - 1} and {IGNORE_INDEX}"
+    return ManifestRow(
+        id=record.id,
+        path=str(record.path),
+        width=width,
+        height=height,
+        split=record.split,
+        mask_path=str(record.mask_path or ""),
+        instance_path=str(record.instance_path or ""),
+    ), None
+
+
+def _report(problems: list[str]) -> str:
+    shown = "\n  ".join(problems[:MAX_LISTED])
+    more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+    return f"{len(problems)} problem(s) in the dataset:\n  {shown}{more}"
+
+
+def build_manifest(listing: DatasetListing, min_size: int, on_corrupt: str = "error") -> list[ManifestRow]:
+    """Validate every record; corrupt images fail the stage, or are skipped when on_corrupt='skip'."""
+    if not listing.records:
+        raise DataError("the dataset has no images: check dataset.root and that images/ holds image files")
+    rows, problems = [], []
+    for record in tqdm(listing.records, desc="manifest", unit="img"):
+        row, problem = _check_record(record, len(listing.classes), min_size)
+        if row is not None:
+            rows.append(row)
+        else:
+            problems.append(problem)
+    if problems and on_corrupt == "error":
+        raise DataError(_report(problems) + "\nFix or remove these files, or set dataset.on_corrupt: skip.")
+    if problems:
+        log.warning("skipping %s", _report(problems))
+    if not rows:
+        raise DataError("no usable image is left in the dataset")
+    return rows
+
+
+def write_manifest(rows: list[ManifestRow], listing: DatasetListing, out_csv: str | Path, out_classes: str | Path) -> None:
+    """Write manifest.csv and classes.json atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([getattr(row, column) for column in COLUMNS])
+    write_text(out_csv, buffer.getvalue())
+    write_json(out_classes, {"classes": listing.classes, "things": listing.things, "ignore_index": IGNORE_INDEX})
+    splits = {s: sum(r.split == s for r in rows) for s in sorted({r.split for r in rows})}
+    log.info("manifest: %d images %s -> %s", len(rows), splits, out_csv)
+
+
+def read_manifest(path: str | Path) -> list[ManifestRow]:
+    """Read manifest.csv back into rows."""
+    with Path(path).open(newline="") as fh:
+        return [
+            ManifestRow(**{**row, "width": int(row["width"]), "height": int(row["height"])})
+            for row in csv.DictReader(fh)
+        ]
+
+
+def split_rows(rows: list[ManifestRow], split: str) -> list[tuple[int, ManifestRow]]:
+    """(manifest row number, row) of every image in `split`; an unknown split is an error."""
+    selected = [(i, row) for i, row in enumerate(rows) if row.split == split]
+    if not selected:
+        available = sorted({row.split for row in rows})
+        raise DataError(f"split {split!r} has no images; the manifest has splits {available}")
+    return selected
+
+
+def shard_rows(items: list, shard: int, num_shards: int) -> list:
+    """Contiguous shard `shard` of `num_shards` (sizes differ by at most one)."""
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
+    bounds = np.linspace(0, len(items), num_shards + 1).round().astype(int)
+    return items[bounds[shard] : bounds[shard + 1]]
+
+
+def read_classes(path: str | Path) -> dict:
+    """Read classes.json written by the manifest stage."""
+    return json.loads(Path(path).read_text())

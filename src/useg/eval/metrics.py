@@ -1,0 +1,76 @@
+"""Dataset-level metrics from a class x cluster confusion matrix.
+
+Protocols: `hungarian` (one-to-one matching, the standard) and `overcluster` (many-to-one, used
+when clusters outnumber classes). A class enters the mean IoU when it occurs in the ground truth
+or in the matched predictions; classes with an empty union are reported as null.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from useg.cluster.hungarian import hungarian_match, many_to_one_match
+
+
+def confusion_matrix(
+    gt: np.ndarray, pred: np.ndarray, num_classes: int, num_labels: int, ignore_index: int = 255
+) -> np.ndarray:
+    """Counts [C, K] of ground-truth class c predicted as label k; ignore pixels excluded."""
+    if gt.shape != pred.shape:
+        raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} differ in size")
+    valid = gt != ignore_index
+    gt, pred = gt[valid].astype(np.int64), pred[valid].astype(np.int64)
+    if gt.size and (gt.max() >= num_classes or pred.max() >= num_labels or pred.min() < 0):
+        raise ValueError("ids out of range for the confusion matrix")
+    return np.bincount(gt * num_labels + pred, minlength=num_classes * num_labels).reshape(num_classes, num_labels)
+
+
+def mapped_confusion(confusion: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """Class x class confusion after mapping clusters to classes; unmatched clusters are dropped.
+
+    Pixels in an unmatched cluster then count as missed for their class (false negatives) and as
+    a false positive of no class.
+    """
+    num_classes = confusion.shape[0]
+    out = np.zeros((num_classes, num_classes), np.int64)
+    for cluster, cls in enumerate(mapping):
+        if cls >= 0:
+            out[:, cls] += confusion[:, cluster]
+    return out
+
+
+def scores_from_mapping(confusion: np.ndarray, mapping: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-class IoU (nan for an empty union) and pixel accuracy of a cluster -> class mapping."""
+    matched = mapped_confusion(confusion, mapping)
+    tp = np.diag(matched).astype(np.float64)
+    gt_total = confusion.sum(axis=1).astype(np.float64)
+    pred_total = matched.sum(axis=0).astype(np.float64)
+    union = gt_total + pred_total - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    total = confusion.sum()
+    return iou, float(tp.sum() / total) if total else float("nan")
+
+
+def protocol_result(protocol: str, confusion: np.ndarray, mapping: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """The JSON block of one protocol: mIoU, pixel accuracy, per-class IoU and the matching."""
+    iou, accuracy = scores_from_mapping(confusion, mapping)
+    return {
+        "protocol": protocol,
+        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "pixel_accuracy": accuracy,
+        "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, iou)},
+        "matching": {str(k): (class_names[c] if c >= 0 else None) for k, c in enumerate(mapping)},
+    }
+
+
+def evaluate_confusion(confusion: np.ndarray, class_names: list[str]) -> dict[str, dict[str, Any]]:
+    """Results under `hungarian`, plus `overcluster` when there are more clusters than classes."""
+    results = {"hungarian": protocol_result("hungarian", confusion, hungarian_match(confusion), class_names)}
+    if confusion.shape[1] > confusion.shape[0]:
+        results["overcluster"] = protocol_result(
+            "overcluster", confusion, many_to_one_match(confusion), class_names
+        )
+    return results

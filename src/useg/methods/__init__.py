@@ -1,0 +1,1 @@
+"""Methods built from shared parts: kmeans baseline, transfgu, maskdistill, alignseg, croc, pass_."""

@@ -1,0 +1,85 @@
+"""Baseline `kmeans`: per-dataset k-means of patch tokens (the CrOC / STEGO clustering protocol).
+
+Fit: k-means of (L2-normalised) patch tokens of the fit split, trained on a capped uniform
+sample. Predict: every patch's score for every centroid, upsampled bilinearly to the working
+size, arg-max -> label map.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from useg.cluster.kmeans import fit_kmeans, l2_normalise, reservoir_sample
+from useg.methods.common import scores_to_labels
+from useg.stores.base import open_store, write_store
+from useg.stores.features import FeatureStore
+from useg.stores.predictions import PredictionsWriter
+
+log = logging.getLogger(__name__)
+
+CENTROIDS_KIND = "Centroids"
+
+
+def patch_rows(stores: list[FeatureStore], normalise: bool, batch_size: int = 64) -> Iterator[np.ndarray]:
+    """Stream every patch token of the shards as float32 rows."""
+    for store in stores:
+        for batch in store.batches(batch_size):
+            rows = batch.patches.reshape(-1, store.embed_dim).astype(np.float32)
+            yield l2_normalise(rows) if normalise else rows
+
+
+def fit_patch_kmeans(
+    stores: list[FeatureStore], k: int, cfg: dict[str, Any], seed: int, out_path: str | Path, prov: dict[str, Any]
+) -> np.ndarray:
+    """Fit the centroids on a capped sample of patch tokens and save them as a Centroids store."""
+    total = sum(len(s) * s.grid[0] * s.grid[1] for s in stores)
+    sample = reservoir_sample(patch_rows(stores, cfg["normalize"]), total, cfg["max_train_points"], seed)
+    log.info("k-means: K=%d on %d of %d patch tokens", k, len(sample), total)
+    result = fit_kmeans(sample, k, niter=cfg["niter"], seed=seed, spherical=cfg["normalize"], nredo=cfg["nredo"])
+    with write_store(out_path, CENTROIDS_KIND, prov, k=k, normalize=cfg["normalize"], inertia=result.inertia) as g:
+        g.create_array("centroids", data=result.centroids)
+    return result.centroids
+
+
+def read_centroids(path: str | Path) -> tuple[np.ndarray, bool]:
+    """Centroids [K, D] and whether features are L2-normalised before scoring."""
+    group = open_store(path, CENTROIDS_KIND)
+    return group["centroids"][:], bool(group.attrs["normalize"])
+
+
+def centroid_scores(patches: np.ndarray, centroids: np.ndarray, normalise: bool) -> torch.Tensor:
+    """Score [B, K, h, w] = 2 x.c - |c|^2, i.e. minus the squared distance up to a per-pixel constant."""
+    feats = torch.from_numpy(patches.astype(np.float32))
+    if normalise:
+        feats = torch.nn.functional.normalize(feats, dim=-1)
+    c = torch.from_numpy(centroids)
+    scores = 2 * feats @ c.T - (c * c).sum(dim=1)
+    return scores.permute(0, 3, 1, 2)
+
+
+def predict_patch_kmeans(
+    stores: list[FeatureStore],
+    centroids_path: str | Path,
+    out_path: str | Path,
+    size: tuple[int, int],
+    prov: dict[str, Any],
+    batch_size: int = 32,
+) -> None:
+    """Label every image of the shards with its nearest centroid per pixel."""
+    centroids, normalise = read_centroids(centroids_path)
+    index = np.concatenate([s.index for s in stores])
+    ids = [i for s in stores for i in s.ids]
+    with PredictionsWriter(out_path, index, ids, size, len(centroids), "kmeans", prov) as writer:
+        start = 0
+        for store in stores:
+            for batch in tqdm(store.batches(batch_size), desc="kmeans predict", unit="batch"):
+                writer.write(start, scores_to_labels(centroid_scores(batch.patches, centroids, normalise), size))
+                start += len(batch.index)
+    log.info("kmeans: predicted %d images -> %s", len(index), out_path)

@@ -1,0 +1,77 @@
+"""Shared store mechanics: provenance attrs, atomic creation, opening with kind checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from useg import __version__
+from useg.atomic import atomic_output
+from useg.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+
+def config_hash(config_slice: Any) -> str:
+    """Stable short hash of a JSON-serialisable config slice."""
+    canonical = json.dumps(config_slice, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def provenance(stage: str, config_slice: Any, seed: int | None) -> dict[str, Any]:
+    """The attrs every artifact carries: stage, config slice and hash, code version, seed, time."""
+    return {
+        "stage": stage,
+        "config": config_slice,
+        "config_hash": config_hash(config_slice),
+        "useg_version": __version__,
+        "seed": seed,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@contextmanager
+def write_store(path: str | Path, kind: str, prov: dict[str, Any], **attrs: Any) -> Iterator[zarr.Group]:
+    """Create a Zarr group of `kind` at a temporary path; it appears at `path` only when complete."""
+    with atomic_output(path) as tmp:
+        group = zarr.open_group(str(tmp), mode="w")
+        group.attrs.update({"kind": kind, "schema_version": SCHEMA_VERSION, "provenance": prov, **attrs})
+        yield group
+
+
+def open_store(path: str | Path, kind: str | None = None) -> zarr.Group:
+    """Open a finished store read-only, checking that it exists and is of the expected kind."""
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise StoreError(f"{path} is not a useg store (no zarr.json): was the stage that writes it run?")
+    group = zarr.open_group(str(path), mode="r")
+    found = group.attrs.get("kind")
+    if kind is not None and found != kind:
+        raise StoreError(f"{path} is a {found!r} store, expected {kind!r}")
+    return group
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """The attrs of any store (provenance included)."""
+    return dict(open_store(path).attrs)
+
+
+def create_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any, rows_per_chunk: int) -> zarr.Array:
+    """Create an array chunked along its first (image) axis only."""
+    chunks = (max(1, min(rows_per_chunk, shape[0] or 1)),) + tuple(shape[1:])
+    return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0 if dtype is not str else "")
+
+
+def string_array(group: zarr.Group, name: str, values: list[str]) -> None:
+    """Store a list of strings (e.g. image ids) as a variable-length string array."""
+    arr = group.create_array(name, shape=(len(values),), dtype=str, chunks=(max(1, len(values)),))
+    if values:
+        arr[:] = np.asarray(values, dtype=object)

@@ -1,0 +1,119 @@
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from useg.backbones import BackboneConfig, build_backbone
+from useg.backbones.vit import create_vit
+from useg.errors import ConfigError, WeightsError
+
+
+def tiny(patch: int, **kw) -> BackboneConfig:
+    args = dict(model="vit_tiny_patch16_224", patch_size=patch, embed_dim=64, depth=2, num_heads=2, input_size=(32, 48))
+    return BackboneConfig(**{**args, **kw})
+
+
+@pytest.mark.parametrize("patch", [8, 16])
+def test_outputs_and_shapes(patch):
+    backbone = build_backbone(tiny(patch))
+    images = torch.randn(2, 3, 32, 48)
+    out = backbone(images, qkv_blocks=(0, -1))
+    h, w = 32 // patch, 48 // patch
+    assert out.grid == (h, w)
+    assert out.cls.shape == (2, 64) and out.patches.shape == (2, h, w, 64)
+    assert out.attn.shape == (2, 2, h, w)
+    assert set(out.qkv) == {0, 1}
+    for tensor in out.qkv[1]:
+        assert tensor.shape == (2, 2, 1 + h * w, 32)
+    # CLS attention over patches: positive and, with the CLS->CLS term, sums to one per head
+    assert (out.attn > 0).all() and (out.attn.sum(dim=(2, 3)) < 1).all()
+
+
+def test_tokens_equal_timm_forward_features():
+    backbone = build_backbone(tiny(8))
+    images = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        out = backbone(images)
+        ref = backbone.model.forward_features(images)
+    torch.testing.assert_close(out.cls, ref[:, 0])
+    torch.testing.assert_close(out.patches.reshape(2, -1, 64), ref[:, 1:])
+
+
+def test_attention_is_the_softmax_of_scaled_q_k():
+    backbone = build_backbone(tiny(8))
+    with torch.no_grad():
+        out = backbone(torch.randn(1, 3, 32, 48), qkv_blocks=(-1,))
+    q, k, _ = out.qkv[1]
+    probs = ((q * 32**-0.5) @ k.transpose(-2, -1)).softmax(-1)
+    torch.testing.assert_close(out.attn.reshape(1, 2, -1), probs[:, :, 0, 1:])
+
+
+def _outputs(backbone):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        return backbone(torch.randn(1, 3, 32, 48)).patches
+
+
+def test_weights_round_trip_through_pth_and_safetensors(tmp_path):
+    source = build_backbone(tiny(8), seed=3)
+    state = source.model.state_dict()
+    torch.save(state, tmp_path / "w.pth")
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
+    for name in ("w.pth", "w.safetensors"):
+        loaded = build_backbone(tiny(8, weights=str(tmp_path / name)), seed=99)
+        torch.testing.assert_close(_outputs(loaded), _outputs(source))
+
+
+def test_original_dino_checkpoint_layout_loads(tmp_path):
+    source = build_backbone(tiny(8), seed=5)
+    wrapped = {f"module.backbone.{k}": v for k, v in source.model.state_dict().items()}
+    wrapped["module.head.last_layer.weight"] = torch.zeros(3, 3)
+    torch.save({"teacher": wrapped, "epoch": 10}, tmp_path / "dino.pth")
+    loaded = build_backbone(tiny(8, weights=str(tmp_path / "dino.pth")))
+    torch.testing.assert_close(_outputs(loaded), _outputs(source))
+
+
+def test_position_embedding_is_resampled_for_another_input_size(tmp_path):
+    source = build_backbone(tiny(8, input_size=(64, 64)))
+    torch.save(source.model.state_dict(), tmp_path / "w.pth")
+    loaded = build_backbone(tiny(8, input_size=(32, 48), weights=str(tmp_path / "w.pth")))
+    assert loaded.model.pos_embed.shape == (1, 1 + 4 * 6, 64)
+
+
+def test_missing_weight_file_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        build_backbone(tiny(8, weights=str(tmp_path / "absent.pth")))
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    torch.save(create_vit(tiny(8, embed_dim=96, num_heads=3)).state_dict(), tmp_path / "w.pth")
+    with pytest.raises(WeightsError, match="shape mismatch"):
+        build_backbone(tiny(8, weights=str(tmp_path / "w.pth")))
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_pickled_code_in_a_checkpoint_is_never_run(tmp_path, capsys):
+    with open(tmp_path / "evil.pth", "wb") as fh:
+        pickle.dump({"x": Payload()}, fh)
+    with pytest.raises(WeightsError, match="cannot read"):
+        build_backbone(tiny(8, weights=str(tmp_path / "evil.pth")))
+    assert "code ran" not in capsys.readouterr().out
+
+
+def test_pretrain_without_checkpoint_and_bad_model_are_config_errors():
+    with pytest.raises(ConfigError, match="pretrain"):
+        build_backbone(tiny(8, weights="pretrain"))
+    with pytest.raises(ConfigError, match="cannot be built"):
+        build_backbone(tiny(8, model="no_such_vit"))
+
+
+def test_random_init_is_seeded():
+    a, b, c = build_backbone(tiny(8), seed=1), build_backbone(tiny(8), seed=1), build_backbone(tiny(8), seed=2)
+    torch.testing.assert_close(_outputs(a), _outputs(b))
+    assert not torch.allclose(_outputs(a), _outputs(c))

@@ -1,0 +1,43 @@
+"""The `kmeans` baseline: fit centroids on the train split, label the evaluation split."""
+
+
+rule kmeans_fit:
+    input:
+        classes=f"{OUT}/classes.json",
+        features=feature_shards(DATASET["train_split"]),
+    output:
+        directory(f"{OUT}/kmeans/centroids.zarr"),
+    params:
+        cfg=lambda w: as_json({"kmeans": config["kmeans"], "seed": config["seed"]}),
+    log:
+        f"{OUT}/logs/kmeans_fit.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        CPU_ENV
+    shell:
+        "python -m useg kmeans-fit --params {params.cfg:q} --classes {input.classes} --features {input.features}"
+        " --out {output} --threads {threads} --log {log}"
+
+
+rule kmeans_predict:
+    input:
+        centroids=f"{OUT}/kmeans/centroids.zarr",
+        features=feature_shards(DATASET["eval_split"]),
+    output:
+        directory(f"{OUT}/kmeans/predictions.zarr"),
+    params:
+        cfg=lambda w: as_json({"seed": config["seed"]}),
+    log:
+        f"{OUT}/logs/kmeans_predict.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        CPU_ENV
+    shell:
+        "python -m useg kmeans-predict --params {params.cfg:q} --centroids {input.centroids}"
+        " --features {input.features} --out {output} --threads {threads} --log {log}"

@@ -1,0 +1,24 @@
+"""Evaluation: every method's predictions scored against the ground truth of the eval split."""
+
+
+rule evaluate:
+    input:
+        predictions=f"{OUT}/{{method}}/predictions.zarr",
+        manifest=f"{OUT}/manifest.csv",
+        classes=f"{OUT}/classes.json",
+    output:
+        f"{OUT}/{{method}}/metrics.json",
+    params:
+        cfg=lambda w: as_json({"dataset": DS, "method": w.method, "split": DATASET["eval_split"]}),
+    log:
+        f"{OUT}/logs/evaluate-{{method}}.log",
+    threads: config["evaluate"]["threads"]
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        CPU_ENV
+    shell:
+        "python -m useg evaluate --params {params.cfg:q} --predictions {input.predictions}"
+        " --manifest {input.manifest} --classes {input.classes} --out {output}"
+        " --threads {threads} --log {log}"
