@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import faiss
@@ -77,9 +77,3 @@ def reservoir_sample(chunks: Iterable[np.ndarray], total: int, cap: int, seed: i
     if offset != total:
         raise ValueError(f"stream had {offset} rows, expected {total}")
     return np.concatenate(picked) if picked else np.empty((0, 0), np.float32)
-
-
-def batched(x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    """Consecutive row batches of an array."""
-    for start in range(0, len(x), batch_size):
-        yield x[start : start + batch_size]

@@ -1,0 +1,43 @@
+"""Subcommand `useg features`."""
+
+from __future__ import annotations
+
+import argparse
+
+from useg.cli import add_stage, stage_params
+
+
+def run_features(args: argparse.Namespace) -> None:
+    """Extract backbone outputs of one manifest shard into a FeatureStore."""
+    from useg.backbones import BackboneConfig, build_backbone
+    from useg.backbones.extract import extract_features
+    from useg.data.manifest import read_manifest, shard_rows, split_rows
+    from useg.runtime import resolve_device, set_threads
+    from useg.stores.base import provenance
+
+    params = stage_params(args)
+    set_threads(args.threads)
+    cfg = BackboneConfig.from_dict(params["backbone"])
+    backbone = build_backbone(cfg, args.weights, seed=params["seed"])
+    rows = shard_rows(split_rows(read_manifest(args.manifest), args.split), args.shard, args.shards)
+    where = {"split": args.split, "shard": args.shard, "shards": args.shards}
+    extract_features(
+        backbone,
+        rows,
+        args.out,
+        cfg.input_size,
+        provenance("features", {**params, **where}, params["seed"]),
+        resolve_device(params["features"]["device"]),
+        batch_size=params["features"]["batch_size"],
+        workers=max(1, args.threads),
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_stage(sub, "features", run_features, "extract ViT features of one manifest shard into a FeatureStore")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--shard", type=int, required=True)
+    p.add_argument("--shards", type=int, required=True)
+    p.add_argument("--weights", help="checkpoint file when backbone.weights is 'pretrain'")
+    p.add_argument("--out", required=True)

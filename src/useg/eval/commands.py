@@ -1,0 +1,33 @@
+"""Subcommand `useg evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+
+from useg.cli import add_stage, stage_params
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    """Score a Predictions store against the manifest's ground truth -> metrics.json."""
+    from useg.data.manifest import read_classes, read_manifest
+    from useg.eval.stage import evaluate_predictions
+
+    params = stage_params(args)
+    classes = read_classes(args.classes)
+    evaluate_predictions(
+        args.predictions,
+        read_manifest(args.manifest),
+        classes["classes"],
+        args.out,
+        context={k: params[k] for k in ("dataset", "method", "split") if k in params},
+        ignore_index=classes.get("ignore_index", 255),
+        threads=args.threads,
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_stage(sub, "evaluate", run_evaluate, "score predictions against ground truth -> metrics.json")
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--classes", required=True)
+    p.add_argument("--out", required=True)
