@@ -37,6 +37,22 @@ def dataset_root():
     return DATASET["root"]
 
 
+# --- benchmark dataset kinds (manifest config slice) ---
+FOLDER_KINDS = ("synthetic", "folder")
+BENCHMARK_KEYS = ("setting", "image_lists", "class_list", "train_split", "eval_split")
+
+
+def manifest_config():
+    """Config slice of the manifest stage; benchmark kinds also list images by split and label setting."""
+    keys = ["kind", "name", "on_corrupt"]
+    if DATASET["kind"] not in FOLDER_KINDS:
+        keys += BENCHMARK_KEYS
+    return {k: DATASET[k] for k in keys}
+
+
+# --- end benchmark dataset kinds ---
+
+
 def feature_shards(split):
     """Every FeatureStore shard of a split."""
     return expand(

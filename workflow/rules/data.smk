@@ -25,7 +25,7 @@ rule manifest:
         csv=f"{OUT}/manifest.csv",
         classes=f"{OUT}/classes.json",
     params:
-        cfg=lambda w: as_json({k: DATASET[k] for k in ("kind", "name", "on_corrupt")}),
+        cfg=lambda w: as_json(manifest_config()),
         min_size=config["backbone"]["patch_size"] or 16,
     log:
         f"{OUT}/logs/manifest.log",

@@ -18,10 +18,11 @@ def run_synthesize(args: argparse.Namespace) -> None:
 def run_manifest(args: argparse.Namespace) -> None:
     """Validate every image once and write manifest.csv + classes.json."""
     from useg.data.manifest import build_manifest, write_manifest
+    from useg.data.options import DatasetOptions
     from useg.data.registry import list_dataset
 
     params = stage_params(args)
-    listing = list_dataset(params["kind"], args.root)
+    listing = list_dataset(params["kind"], args.root, DatasetOptions.from_params(params))
     rows = build_manifest(listing, min_size=args.min_size, on_corrupt=params.get("on_corrupt", "error"))
     write_manifest(rows, listing, args.out_csv, args.out_classes)
 

@@ -15,7 +15,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from useg.data.images import IMAGE_EXTENSIONS
+from useg.data.images import IGNORE_INDEX, IMAGE_EXTENSIONS
 from useg.errors import DataError
 
 DEFAULT_SPLIT = "train"
@@ -30,15 +30,17 @@ class ImageRecord:
     split: str
     mask_path: Path | None = None
     instance_path: Path | None = None
+    label_map: str = ""  # label setting of the mask files (useg.data.labels); "" = they hold class ids
 
 
 @dataclass(frozen=True)
 class DatasetListing:
-    """What a reader found: image records and class names (empty when unlabelled)."""
+    """What a reader found: image records, class names (empty when unlabelled), the ignore id."""
 
     records: list[ImageRecord]
     classes: list[str]
     things: list[str]
+    ignore_index: int = IGNORE_INDEX
 
 
 def read_lines(path: Path) -> list[str]:

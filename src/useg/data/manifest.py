@@ -1,6 +1,8 @@
 """The manifest stage: open every image once, validate it, and write `manifest.csv`.
 
-Columns: id, path, width, height, split, mask_path, instance_path (empty when absent).
+Columns: id, path, width, height, split, mask_path, instance_path (empty when absent), label_map
+(the label setting that turns the mask files into class ids: read masks with
+`useg.data.labels.load_mask(row)`, never by opening mask_path directly).
 Next to it, `classes.json` records class names, thing classes and the ignore index.
 """
 
@@ -18,12 +20,13 @@ from tqdm import tqdm
 
 from useg.atomic import write_json, write_text
 from useg.data.folder import DatasetListing, ImageRecord
-from useg.data.images import IGNORE_INDEX, UnreadableImage, load_label_map, load_rgb
+from useg.data.images import UnreadableImage, load_rgb
+from useg.data.labels import load_instances, load_mask
 from useg.errors import DataError
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("id", "path", "width", "height", "split", "mask_path", "instance_path")
+COLUMNS = ("id", "path", "width", "height", "split", "mask_path", "instance_path", "label_map")
 MAX_LISTED = 20
 
 
@@ -38,9 +41,12 @@ class ManifestRow:
     split: str
     mask_path: str = ""
     instance_path: str = ""
+    label_map: str = ""
 
 
-def _check_record(record: ImageRecord, num_classes: int, min_size: int) -> tuple[ManifestRow | None, str | None]:
+def _check_record(
+    record: ImageRecord, num_classes: int, ignore_index: int, min_size: int
+) -> tuple[ManifestRow | None, str | None]:
     """Validate one image (and its mask); return the row, or the problem as text."""
     try:
         image = load_rgb(record.path)
@@ -49,9 +55,11 @@ def _check_record(record: ImageRecord, num_classes: int, min_size: int) -> tuple
     height, width = image.shape[:2]
     if min(height, width) < min_size:
         return None, f"{record.path} is {width}x{height} px, smaller than one {min_size}-px patch"
-    for label_path in filter(None, (record.mask_path, record.instance_path)):
+    for label_path, load in ((record.mask_path, load_mask), (record.instance_path, load_instances)):
+        if not label_path:
+            continue
         try:
-            labels = load_label_map(label_path)
+            labels = load(record)
         except UnreadableImage as exc:
             return None, f"unreadable label map {exc}"
         if labels.shape != (height, width):
@@ -60,9 +68,9 @@ def _check_record(record: ImageRecord, num_classes: int, min_size: int) -> tuple
                 f"{record.path} is {width}x{height}"
             )
         if label_path == record.mask_path and num_classes:
-            bad = np.setdiff1d(np.unique(labels), [*range(num_classes), IGNORE_INDEX])
+            bad = np.setdiff1d(np.unique(labels), [*range(num_classes), ignore_index])
             if bad.size:
-                return None, f"mask {label_path} has ids {bad.tolist()} outside 0..{num_classes - 1} and {IGNORE_INDEX}"
+                return None, _bad_ids(label_path, bad, num_classes, ignore_index, record.label_map)
     return ManifestRow(
         id=record.id,
         path=str(record.path),
@@ -71,7 +79,14 @@ def _check_record(record: ImageRecord, num_classes: int, min_size: int) -> tuple
         split=record.split,
         mask_path=str(record.mask_path or ""),
         instance_path=str(record.instance_path or ""),
+        label_map=record.label_map,
     ), None
+
+
+def _bad_ids(path: Path, bad: np.ndarray, num_classes: int, ignore_index: int, label_map: str) -> str:
+    if label_map:
+        return f"mask {path} holds ids outside the {label_map!r} label table: do dataset.kind and setting match the files?"
+    return f"mask {path} has ids {bad.tolist()} outside 0..{num_classes - 1} and {ignore_index}"
 
 
 def _report(problems: list[str]) -> str:
@@ -86,7 +101,7 @@ def build_manifest(listing: DatasetListing, min_size: int, on_corrupt: str = "er
         raise DataError("the dataset has no images: check dataset.root and that images/ holds image files")
     rows, problems = [], []
     for record in tqdm(listing.records, desc="manifest", unit="img"):
-        row, problem = _check_record(record, len(listing.classes), min_size)
+        row, problem = _check_record(record, len(listing.classes), listing.ignore_index, min_size)
         if row is not None:
             rows.append(row)
         else:
@@ -108,7 +123,7 @@ def write_manifest(rows: list[ManifestRow], listing: DatasetListing, out_csv: st
     for row in rows:
         writer.writerow([getattr(row, column) for column in COLUMNS])
     write_text(out_csv, buffer.getvalue())
-    write_json(out_classes, {"classes": listing.classes, "things": listing.things, "ignore_index": IGNORE_INDEX})
+    write_json(out_classes, {"classes": listing.classes, "things": listing.things, "ignore_index": listing.ignore_index})
     splits = {s: sum(r.split == s for r in rows) for s in sorted({r.split for r in rows})}
     log.info("manifest: %d images %s -> %s", len(rows), splits, out_csv)
 

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from useg.atomic import write_json
-from useg.data.images import load_label_map
+from useg.data.labels import load_mask
 from useg.data.manifest import ManifestRow
 from useg.data.transforms import resize_labels
 from useg.errors import DataError
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def _image_confusion(row: ManifestRow, labels: np.ndarray, num_classes: int, num_labels: int, ignore: int) -> np.ndarray:
-    gt = load_label_map(row.mask_path)
+    gt = load_mask(row)
     pred = resize_labels(labels, gt.shape)
     return confusion_matrix(gt, pred, num_classes, num_labels, ignore)
 
