@@ -15,10 +15,10 @@ from PIL import Image
 SIZE = (40, 48)  # height, width
 
 
-def _image(path: Path, seed: int, suffix_mode: str = "RGB") -> None:
+def _image(path: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8), mode=suffix_mode).save(path)
+    Image.fromarray(rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8), mode="RGB").save(path)
 
 
 def block_ids(raw_ids: list[int], seed: int) -> np.ndarray:
@@ -104,7 +104,6 @@ def make_cityscapes(root: Path) -> dict:
         stem = f"{city}_{frame}"
         _image(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", n)
         _gray(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", block_ids(CITY_RAW, n))
-        _gray(root / "gtFine" / split / city / f"{stem}_gtFine_instanceIds.png", block_ids([0, 26001], n) % 256)
     return {"kind": "cityscapes", "train_split": "train", "eval_split": "val"}
 
 
@@ -127,6 +126,7 @@ IMAGENET_S_WNIDS = [f"n{i:08d}" for i in range(300)]
 
 def make_imagenet_s(root: Path) -> dict:
     """ImageNet-S300: class-per-folder train images, validation masks with ids up to 300, 1000 = ignore."""
+    root.mkdir(parents=True, exist_ok=True)
     (root / "ImageNetS_categories_im300.txt").write_text("\n".join(IMAGENET_S_WNIDS) + "\n")
     used = {IMAGENET_S_WNIDS[0]: 1, IMAGENET_S_WNIDS[256]: 257, IMAGENET_S_WNIDS[299]: 300}
     for n, wnid in enumerate(used):
