@@ -6,8 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from tests.fake_benchmarks import IMAGENET_S_WNIDS, make_cityscapes, make_coco20k, make_cocostuff, make_imagenet_s, make_lip, make_voc
+from tests.fake_benchmarks import (
+    IMAGENET_S_WNIDS,
+    make_cityscapes,
+    make_coco20k,
+    make_cocostuff,
+    make_imagenet_s,
+    make_lip,
+    make_voc,
+)
 from useg.data.labels import IMAGENET_S_IGNORE, label_setting, load_instances, load_mask, read_mask, table_rows
 from useg.data.manifest import build_manifest, read_classes, read_manifest, write_manifest
 from useg.data.options import DatasetOptions
@@ -104,7 +113,9 @@ def test_voc_unknown_split_is_an_error(tmp_path):
         listed(tmp_path, {"kind": "voc", "train_split": "trainval", "eval_split": "val"})
 
 
-@pytest.mark.parametrize(("setting", "expected"), [(None, {9, 11, 17, 22, 255}), (171, {0, 2, 80, 157, 255}), (80, {0, 1, 3, 255})])
+@pytest.mark.parametrize(
+    ("setting", "expected"), [(None, {9, 11, 17, 22, 255}), (171, {0, 2, 80, 157, 255}), (80, {0, 1, 3, 255})]
+)
 def test_cocostuff_masks_in_each_setting(tmp_path, setting, expected):
     listing = listed(tmp_path, make_cocostuff(tmp_path, setting))
     assert len(listing.classes) == {None: 27, 171: 171, 80: 81}[setting]
@@ -145,7 +156,8 @@ def test_lip_id_files_select_images_and_settings_merge_parts(tmp_path):
 def test_imagenet_s_class_list_rg_ids_above_255_and_ignore_1000(tmp_path):
     options = make_imagenet_s(tmp_path)
     listing = listed(tmp_path, options)
-    assert len(listing.classes) == 301 and listing.classes[0] == "background" and listing.classes[257] == IMAGENET_S_WNIDS[256]
+    assert len(listing.classes) == 301 and listing.classes[0] == "background"
+    assert listing.classes[257] == IMAGENET_S_WNIDS[256]
     assert listing.ignore_index == IMAGENET_S_IGNORE
     train = [r for r in listing.records if r.split == "train"]
     assert len(train) == 3 and all("n99999999" not in str(r.path) for r in train), "classes outside the list are skipped"
@@ -183,8 +195,6 @@ def test_manifest_validates_mapped_masks_and_records_the_label_map(tmp_path):
 def test_manifest_reports_raw_ids_the_table_does_not_know(tmp_path):
     options = make_cocostuff(tmp_path)
     mask = tmp_path / "annotations" / "val2017" / "000000000139.png"
-    from PIL import Image
-
     Image.fromarray(np.full((40, 48), 11, np.uint8), mode="L").save(mask)  # 11: COCO's unused 'street sign'
     with pytest.raises(DataError, match="cocostuff-27"):
         build_manifest(listed(tmp_path, options), min_size=8)
@@ -194,3 +204,26 @@ def test_read_mask_without_setting_is_the_raw_file(tmp_path):
     listing = listed(tmp_path, make_cityscapes(tmp_path))
     record = by_id(listing)["aachen_000000_000019"]
     assert set(np.unique(read_mask(record.mask_path))) == {0, 3, 7, 11, 23, 26, 33}
+
+
+# --- config schema: the per-kind settings ---------------------------------------------------
+
+
+def _schema_errors(dataset: dict) -> list[str]:
+    import jsonschema
+    import yaml
+
+    from tests.conftest import REPO
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors({"dataset": dataset})]
+
+
+def test_schema_checks_settings_per_kind_and_required_keys():
+    assert not _schema_errors({"kind": "cocostuff", "root": "/d", "setting": 171, "image_lists": {"val2017": "x.txt"}})
+    assert not _schema_errors({"kind": "synthetic"})
+    assert any("setting" in e and "27" in e for e in _schema_errors({"kind": "lip", "root": "/d", "setting": 27}))
+    assert any("class_list" in e for e in _schema_errors({"kind": "imagenet-s", "root": "/d"}))
+    assert any("root" in e for e in _schema_errors({"kind": "voc"}))
+    assert any("kind" in e for e in _schema_errors({"kind": "ade20k", "root": "/d"}))

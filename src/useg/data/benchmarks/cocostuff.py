@@ -25,7 +25,9 @@ SETTINGS = (27, 171, 80)
 
 def _records(root: Path, options: DatasetOptions, split: str, setting: str) -> list[ImageRecord]:
     images_dir = first_dir([root / "images" / split], f"COCO images of split {split!r}")
-    masks_dir = first_dir([root / sub / split for sub in ("annotations", "stuffthingmaps")], f"COCO-Stuff masks of {split!r}")
+    masks_dir = first_dir(
+        [root / sub / split for sub in ("annotations", "stuffthingmaps")], f"COCO-Stuff masks of split {split!r}"
+    )
     files = {p.stem: p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
     kept = keep_listed(root, options, split, list(files))
     return [

@@ -34,7 +34,8 @@ def first_dir(candidates: list[Path], what: str) -> Path:
     for path in candidates:
         if path.is_dir():
             return path
-    raise DataError(f"no {what} folder: looked for " + ", ".join(str(p) for p in candidates))
+    looked = ", ".join(str(p) for p in candidates)
+    raise DataError(f"no {what} folder (looked for {looked}): check dataset.root and dataset.train_split / eval_split")
 
 
 def optional_file(path: Path) -> Path | None:
