@@ -68,7 +68,7 @@ def train_probe(
     with torch.no_grad():  # fold the standardisation into the conv
         probe.bias -= (probe.weight[:, :, 0, 0] * (mean / std)).sum(dim=1)
         probe.weight /= std[None, :, None, None]
-    log.info("linear probe: %d images, %d classes, final loss %.4f", len(x), num_classes, float(loss))
+    log.info("linear probe: %d images, %d classes, final loss %.4f", len(x), num_classes, float(loss.detach()))
     return probe
 
 
