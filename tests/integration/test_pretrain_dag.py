@@ -24,7 +24,7 @@ def test_pretrain_feeds_features_and_the_backbone_evaluation(tmp_path: Path):
     cfg = tiny_config(
         backbone={"weights": "pretrain"}, croc=TINY_CROC, backbone_eval={"protocols": ["linear-probe"], "probe": probe}
     )
-    result = check(run_snakemake(tmp_path, cfg))
+    result = check(run_snakemake(tmp_path, cfg, timeout=1200))
     ckpt = tmp_path / OUT / "croc/checkpoint.pth"
     state = torch.load(ckpt, weights_only=True)
     assert "blocks.0.attn.qkv.weight" in state and not any(k.startswith("head") for k in state)
