@@ -25,11 +25,12 @@ from useg.atomic import write_json
 from useg.backbones.vit import BackboneConfig, ViTBackbone, create_vit
 from useg.data.augment import View, ViewAugment, two_views
 from useg.data.images import load_rgb
+from useg.errors import ConfigError, DataError
 from useg.methods.croc.clustering import ClusterConfig, Clustering, multi_head_clustering
 from useg.methods.croc.heads import CrOCHead
 from useg.methods.croc.losses import cluster_centroids, dense_loss, global_loss, total_loss, update_center
+from useg.runtime import resolve_device
 from useg.train import check_finite, cosine_schedule, ema_update, load_checkpoint, save_checkpoint
-from useg.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,6 @@ class CrOCTrainer:
         if cfg.tokens not in TOKEN_INDEX:
             raise ConfigError(f"croc.tokens must be one of {sorted(TOKEN_INDEX)}, got {cfg.tokens!r}")
         self.cfg, self.seed = cfg, seed
-        from useg.runtime import resolve_device
-
         self.device = resolve_device(cfg.device)
         torch.manual_seed(seed)
         backbone = ViTBackbone(create_vit(backbone_cfg), name=backbone_cfg.name)
