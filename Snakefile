@@ -15,8 +15,10 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/cluster.smk"
+include: "workflow/rules/backbone_eval.smk"
 include: "workflow/rules/evaluate.smk"
 
 

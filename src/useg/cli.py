@@ -11,12 +11,18 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from useg.errors import UsegError
 from useg.logs import setup_logging
+
+# Idle OpenMP workers sleep instead of spinning: on a shared or oversubscribed CPU, spinning
+# threads starve each other and small-tensor training slows down by an order of magnitude.
+# Set before any stage imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 log = logging.getLogger("useg")
 
@@ -26,6 +32,7 @@ COMMAND_MODULES = (
     "useg.data.commands",
     "useg.backbones.commands",
     "useg.methods.kmeans.commands",
+    "useg.methods.croc.commands",
     "useg.eval.commands",
     "useg.stores.commands",
 )

@@ -48,3 +48,12 @@ def test_a_class_absent_from_ground_truth_and_predictions_is_left_out():
 def test_confusion_rejects_size_mismatch():
     with pytest.raises(ValueError, match="differ in size"):
         confusion_matrix(np.zeros((2, 2), int), np.zeros((2, 3), int), 2, 2)
+
+
+def test_supervised_predictions_are_scored_as_class_ids_under_linear_probe():
+    conf = np.array([[5, 1, 0], [0, 4, 0], [2, 0, 3]])
+    results = evaluate_confusion(conf, ["a", "b", "c"], supervised=True)
+    assert set(results) == {"linear-probe"}
+    probe = results["linear-probe"]
+    assert probe["supervised"] is True and probe["matching"] == {"0": "a", "1": "b", "2": "c"}
+    assert probe["per_class_iou"]["a"] == pytest.approx(5 / 8)

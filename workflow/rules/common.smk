@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -10,6 +11,7 @@ DATASET = config["dataset"]
 DS = DATASET["name"]
 BACKBONE = config["backbone"]["name"]
 OUT = f"{RESULTS}/{DS}"
+CROC_CHECKPOINT = f"{OUT}/croc/checkpoint.pth"
 CPU_ENV = "../../envs/cpu.yaml"
 GPU_ENV = "../../envs/gpu.yaml"
 
@@ -19,10 +21,16 @@ SRC = Path(workflow.basedir) / "src"
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(SRC))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 
+WEIGHTS = config["backbone"]["weights"]
+VARIANTS = ("pretrain", "random")  # backbone variants the backbone evaluation compares
+
+
 wildcard_constraints:
     shard=r"\d+",
     split=r"[A-Za-z0-9_-]+",
-    method=r"[a-z0-9_-]+",
+    method=r"[a-z0-9_-]+|backbone-eval/(pretrain|random)/(kmeans|linear-probe)",
+    features=re.escape(BACKBONE) + r"(-pretrain|-random)?",
+    variant=r"pretrain|random",
 
 
 def as_json(obj):
@@ -53,22 +61,56 @@ def manifest_config():
 # --- end benchmark dataset kinds ---
 
 
-def feature_shards(split):
-    """Every FeatureStore shard of a split."""
+def feature_shards(split, features=BACKBONE):
+    """Every FeatureStore shard of a split (of the configured backbone unless `features` names a variant)."""
     return expand(
-        f"{OUT}/features/{BACKBONE}/{split}/shard-{{shard}}.zarr",
+        f"{OUT}/features/{features}/{split}/shard-{{shard}}.zarr",
         shard=range(config["features"]["shards"]),
     )
 
 
+def features_name(variant):
+    """Feature folder of a backbone variant: the configured one when its weights are the variant's."""
+    return BACKBONE if WEIGHTS == variant else f"{BACKBONE}-{variant}"
+
+
+def features_weights(features):
+    """backbone.weights of a feature folder: the configured weights, or the variant its suffix names."""
+    return WEIGHTS if features == BACKBONE else features[len(BACKBONE) + 1 :]
+
+
+def features_backbone(wildcards):
+    """The backbone config slice of a feature folder (weights replaced for a variant)."""
+    return {**config["backbone"], "weights": features_weights(wildcards.features)}
+
+
 def backbone_weights(wildcards):
     """The checkpoint a `pretrain` backbone loads (none for random, files or timm tags)."""
+    if features_weights(wildcards.features) == "pretrain":
+        return [CROC_CHECKPOINT]
     return []
 
 
+def pretrain_params():
+    """Config slice of the pretraining stage: croc section, architecture, seed, train split."""
+    arch = {k: v for k, v in config["backbone"].items() if k not in ("weights", "name")}
+    return {"croc": config["croc"], "backbone": arch, "seed": config["seed"], "split": DATASET["train_split"]}
+
+
+def backbone_eval_targets():
+    """metrics.json of every backbone variant under every backbone-evaluation protocol."""
+    if WEIGHTS != "pretrain" or not config["backbone_eval"]["enabled"]:
+        return []
+    return expand(
+        f"{OUT}/backbone-eval/{{variant}}/{{protocol}}/metrics.json",
+        variant=VARIANTS,
+        protocol=config["backbone_eval"]["protocols"],
+    )
+
+
 def metrics_targets():
-    """metrics.json of every configured method."""
-    return [f"{OUT}/{method}/metrics.json" for method in config["methods"]]
+    """metrics.json of every configured method, then of the backbone evaluation."""
+    return [f"{OUT}/{method}/metrics.json" for method in config["methods"]] + backbone_eval_targets()
 
 
 def print_summary():
@@ -81,7 +123,7 @@ def print_summary():
             metrics = json.load(fh)
         for name, result in metrics["protocols"].items():
             print(
-                f"  {metrics['method']:<12} {name:<12} mIoU {100 * result['miou']:6.2f} %"
+                f"  {metrics['method']:<32} {name:<12} mIoU {100 * result['miou']:6.2f} %"
                 f"   pixel acc {100 * result['pixel_accuracy']:6.2f} %"
             )
         print(f"  metrics: {os.path.abspath(path)}")

@@ -1,4 +1,8 @@
-"""Feature extraction: one job per manifest shard, each writing a FeatureStore."""
+"""Feature extraction: one job per manifest shard, each writing a FeatureStore.
+
+`features/<backbone.name>/` holds the configured backbone; `<backbone.name>-random` and
+`<backbone.name>-pretrain` the same architecture with other weights (backbone evaluation).
+"""
 
 
 rule features:
@@ -6,15 +10,15 @@ rule features:
         manifest=f"{OUT}/manifest.csv",
         weights=backbone_weights,
     output:
-        directory(f"{OUT}/features/{BACKBONE}/{{split}}/shard-{{shard}}.zarr"),
+        directory(f"{OUT}/features/{{features}}/{{split}}/shard-{{shard}}.zarr"),
     params:
         cfg=lambda w: as_json(
-            {"backbone": config["backbone"], "features": config["features"], "seed": config["seed"]}
+            {"backbone": features_backbone(w), "features": config["features"], "seed": config["seed"]}
         ),
         shards=config["features"]["shards"],
         weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
     log:
-        f"{OUT}/logs/features/{BACKBONE}/{{split}}-{{shard}}.log",
+        f"{OUT}/logs/features/{{features}}/{{split}}-{{shard}}.log",
     threads: 2
     resources:
         mem_mb=4000,

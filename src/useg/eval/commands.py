@@ -25,7 +25,38 @@ def run_evaluate(args: argparse.Namespace) -> None:
     )
 
 
+def run_linear_probe(args: argparse.Namespace) -> None:
+    """Train a 1x1 conv on frozen train-split features with ground truth; label the eval split."""
+    from useg.data.manifest import read_classes, read_manifest
+    from useg.eval.probe import linear_probe
+    from useg.runtime import set_threads
+    from useg.stores.base import provenance
+    from useg.stores.features import open_shards
+
+    params = stage_params(args)
+    set_threads(args.threads)
+    classes = read_classes(args.classes)
+    linear_probe(
+        open_shards(args.train_features),
+        open_shards(args.eval_features),
+        read_manifest(args.manifest),
+        len(classes["classes"]),
+        params["probe"],
+        params["seed"],
+        args.out,
+        provenance("linear-probe", params, params["seed"]),
+        ignore=classes.get("ignore_index", 255),
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    p = add_stage(sub, "linear-probe", run_linear_probe, "supervised linear probe on frozen features -> predictions")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--classes", required=True)
+    p.add_argument("--train-features", nargs="+", required=True)
+    p.add_argument("--eval-features", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+
     p = add_stage(sub, "evaluate", run_evaluate, "score predictions against ground truth -> metrics.json")
     p.add_argument("--predictions", required=True)
     p.add_argument("--manifest", required=True)

@@ -1,7 +1,7 @@
 """Dataset-level metrics from a class x cluster confusion matrix.
 
-Protocols: `hungarian` (one-to-one matching, the standard) and `overcluster` (many-to-one, used
-when clusters outnumber classes). A class enters the mean IoU when it occurs in the ground truth
+Protocols: `hungarian` (one-to-one matching, the standard), `overcluster` (many-to-one, used
+when clusters outnumber classes) and `linear-probe` (supervised: labels are already class ids). A class enters the mean IoU when it occurs in the ground truth
 or in the matched predictions; classes with an empty union are reported as null.
 """
 
@@ -66,8 +66,17 @@ def protocol_result(protocol: str, confusion: np.ndarray, mapping: np.ndarray, c
     }
 
 
-def evaluate_confusion(confusion: np.ndarray, class_names: list[str]) -> dict[str, dict[str, Any]]:
-    """Results under `hungarian`, plus `overcluster` when there are more clusters than classes."""
+def evaluate_confusion(
+    confusion: np.ndarray, class_names: list[str], supervised: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Results under `hungarian`, plus `overcluster` when there are more clusters than classes.
+
+    Supervised predictions (labels are class ids, e.g. a linear probe) are scored as they are,
+    under `linear-probe`, marked `supervised: true`.
+    """
+    if supervised:
+        identity = np.arange(confusion.shape[1])
+        return {"linear-probe": {**protocol_result("linear-probe", confusion, identity, class_names), "supervised": True}}
     results = {"hungarian": protocol_result("hungarian", confusion, hungarian_match(confusion), class_names)}
     if confusion.shape[1] > confusion.shape[0]:
         results["overcluster"] = protocol_result(

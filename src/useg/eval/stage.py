@@ -68,7 +68,8 @@ def evaluate_predictions(
         "num_classes": len(class_names),
         "num_clusters": predictions.num_labels,
         "class_names": class_names,
-        "protocols": evaluate_confusion(confusion, class_names),
+        "supervised": predictions.supervised,
+        "protocols": evaluate_confusion(confusion, class_names, predictions.supervised),
         "confusion": confusion.tolist(),
     }
     write_json(out_path, metrics)

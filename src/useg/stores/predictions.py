@@ -6,7 +6,8 @@ Layout of `predictions.zarr`::
     ids     str    [N]
     labels  uint16 [N, H, W]  predicted cluster / class id per pixel
 
-attrs: kind="Predictions", num_labels (K), method, provenance. Evaluation resizes each map
+attrs: kind="Predictions", num_labels (K), method, supervised (labels are class ids from a
+model trained with ground truth, e.g. the linear probe), provenance. Evaluation resizes each map
 (nearest) to its ground-truth size.
 """
 
@@ -36,15 +37,18 @@ class PredictionsWriter:
         num_labels: int,
         method: str,
         prov: dict[str, Any],
+        supervised: bool = False,
     ) -> None:
         self.path, self.index, self.ids, self.size = Path(path), np.asarray(index, np.int64), ids, size
-        self.num_labels, self.method, self.prov = num_labels, method, prov
+        self.num_labels, self.method, self.prov, self.supervised = num_labels, method, prov, supervised
         self._stack = ExitStack()
 
     def __enter__(self) -> PredictionsWriter:
         n = len(self.index)
         group = self._stack.enter_context(
-            write_store(self.path, KIND, self.prov, num_labels=self.num_labels, method=self.method)
+            write_store(
+                self.path, KIND, self.prov, num_labels=self.num_labels, method=self.method, supervised=self.supervised
+            )
         )
         create_array(group, "index", (n,), "int64", max(n, 1))[:] = self.index
         string_array(group, "ids", self.ids)
@@ -66,6 +70,7 @@ class Predictions:
         self.group = open_store(path, KIND)
         self.num_labels: int = self.group.attrs["num_labels"]
         self.method: str = self.group.attrs["method"]
+        self.supervised: bool = bool(self.group.attrs.get("supervised", False))
         self.index: np.ndarray = self.group["index"][:]
         self.ids: list[str] = [str(s) for s in self.group["ids"][:]]
 

@@ -1,0 +1,127 @@
+"""Augmented views that remember where they came from.
+
+Each view is a random resized crop (optionally flipped horizontally) of the original image with
+photometric augmentations. It keeps its crop box in the original image and its flip flag, so every
+patch of the view has a 2-D position in the original image frame (CrOC Fig. 4): E in R^{N x 2},
+rows (y, x) normalised by the original height and width to [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from torch import Tensor
+
+from useg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class ViewAugment:
+    """Parameters of the view augmentations (DINO global views by default)."""
+
+    size: tuple[int, int] = (224, 224)
+    scale: tuple[float, float] = (0.4, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    solarize_p: float = 0.1
+
+
+@dataclass(frozen=True)
+class Crop:
+    """Crop box in original pixels (top, left, height, width) and horizontal flip flag."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+
+
+@dataclass
+class View:
+    """One augmented view: normalised image [3, h, w], its crop, and patch positions [N, 2]."""
+
+    image: Tensor
+    crop: Crop
+    coords: Tensor
+
+
+def sample_crop(shape: tuple[int, int], aug: ViewAugment, rng: np.random.Generator) -> Crop:
+    """A random resized crop box (area fraction in `scale`, aspect in `ratio`) and a flip."""
+    height, width = shape
+    area = height * width
+    for _ in range(10):
+        target = area * rng.uniform(*aug.scale)
+        aspect = math.exp(rng.uniform(math.log(aug.ratio[0]), math.log(aug.ratio[1])))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return Crop(top, left, h, w, bool(rng.random() < aug.flip_p))
+    return Crop(0, 0, height, width, bool(rng.random() < aug.flip_p))
+
+
+def patch_coords(crop: Crop, size: tuple[int, int], patch: int, original: tuple[int, int]) -> Tensor:
+    """Centre (y, x) of every patch of a view in the original frame, over [0, 1] (row-major) [N, 2]."""
+    out_h, out_w = size
+    ys = (np.arange(out_h // patch) + 0.5) * patch
+    xs = (np.arange(out_w // patch) + 0.5) * patch
+    if crop.flip:
+        xs = out_w - xs
+    y = (crop.top + ys * crop.height / out_h) / original[0]
+    x = (crop.left + xs * crop.width / out_w) / original[1]
+    grid = np.stack(np.meshgrid(y, x, indexing="ij"), axis=-1).reshape(-1, 2)
+    return torch.from_numpy(grid.astype(np.float32))
+
+
+def photometric(image: Tensor, aug: ViewAugment, rng: np.random.Generator) -> Tensor:
+    """Colour jitter, grayscale, Gaussian blur and solarisation of a [3, h, w] image in [0, 1]."""
+    if rng.random() < aug.jitter_p:
+        ops = [
+            lambda x: TF.adjust_brightness(x, rng.uniform(1 - aug.brightness, 1 + aug.brightness)),
+            lambda x: TF.adjust_contrast(x, rng.uniform(1 - aug.contrast, 1 + aug.contrast)),
+            lambda x: TF.adjust_saturation(x, rng.uniform(1 - aug.saturation, 1 + aug.saturation)),
+            lambda x: TF.adjust_hue(x, rng.uniform(-aug.hue, aug.hue)),
+        ]
+        for i in rng.permutation(len(ops)):
+            image = ops[i](image)
+    if rng.random() < aug.grayscale_p:
+        image = TF.rgb_to_grayscale(image, num_output_channels=3)
+    if rng.random() < aug.blur_p:
+        sigma = float(rng.uniform(0.1, 2.0))
+        kernel = 2 * max(1, round(sigma * 2)) + 1
+        image = TF.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
+    if rng.random() < aug.solarize_p:
+        image = torch.where(image >= 0.5, 1 - image, image)
+    return image.clamp(0, 1)
+
+
+def make_view(image: np.ndarray, aug: ViewAugment, patch: int, rng: np.random.Generator) -> View:
+    """One augmented view of an HxWx3 uint8 image with its crop and patch positions."""
+    crop = sample_crop(image.shape[:2], aug, rng)
+    region = image[crop.top : crop.top + crop.height, crop.left : crop.left + crop.width]
+    region = cv2.resize(region, (aug.size[1], aug.size[0]), interpolation=cv2.INTER_LINEAR)
+    if crop.flip:
+        region = region[:, ::-1]
+    tensor = torch.from_numpy(np.ascontiguousarray(region.transpose(2, 0, 1))).float() / 255
+    tensor = photometric(tensor, aug, rng)
+    mean, std = torch.from_numpy(IMAGENET_MEAN)[:, None, None], torch.from_numpy(IMAGENET_STD)[:, None, None]
+    return View((tensor - mean) / std, crop, patch_coords(crop, aug.size, patch, image.shape[:2]))
+
+
+def two_views(image: np.ndarray, aug: ViewAugment, patch: int, rng: np.random.Generator) -> tuple[View, View]:
+    """Two independent global views of the same image."""
+    return make_view(image, aug, patch, rng), make_view(image, aug, patch, rng)

@@ -1,0 +1,1 @@
+"""CrOC: backbone pretraining by self-distillation with cross-view online clustering."""

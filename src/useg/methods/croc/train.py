@@ -1,0 +1,294 @@
+"""The `pretrain` stage: CrOC self-distillation of a student ViT from its EMA teacher (CrOC Sec. 3.2).
+
+Per step: two views per image; the teacher's last-block keys/values/queries of both views are
+clustered jointly per head (Sec. 3.3); teacher and student centroids of each view are distilled
+across views (dense loss) beside the DINO image-level loss. The teacher backbone is the product.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from useg.atomic import write_json
+from useg.backbones.vit import BackboneConfig, ViTBackbone, create_vit
+from useg.data.augment import View, ViewAugment, two_views
+from useg.data.images import load_rgb
+from useg.errors import ConfigError, DataError
+from useg.methods.croc.clustering import ClusterConfig, Clustering, multi_head_clustering
+from useg.methods.croc.heads import CrOCHead
+from useg.methods.croc.losses import cluster_centroids, dense_loss, global_loss, total_loss, update_center
+from useg.runtime import resolve_device
+from useg.train import check_finite, cosine_schedule, ema_update, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+TOKEN_INDEX = {"queries": 0, "keys": 1, "values": 2}
+
+
+@dataclass(frozen=True)
+class CrOCConfig:
+    """The `croc` config section (paper defaults in workflow/schemas/config.schema.yaml)."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 5e-4
+    min_lr: float = 1e-6
+    warmup_epochs: int = 10
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    momentum: float = 0.996
+    momentum_end: float = 1.0
+    clip_grad: float = 3.0
+    freeze_last_layer_epochs: int = 1
+    tau_t: float = 0.07
+    tau_s: float = 0.1
+    center_momentum: float = 0.9
+    alpha: float = 1.0
+    k_start: int = 12
+    lambda_pos: float = 4.0
+    lam: float = 20.0
+    sinkhorn_iters: int = 200
+    tokens: str = "values"
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    head_global_dim: int = 65536
+    head_dense_dim: int = 8192
+    view_size: list[int] = field(default_factory=lambda: [224, 224])
+    crop_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
+    augment: dict[str, float] = field(default_factory=dict)
+    device: str = "auto"
+
+    def clustering(self) -> ClusterConfig:
+        return ClusterConfig(self.k_start, self.lambda_pos, self.lam, self.sinkhorn_iters)
+
+    def view_augment(self) -> ViewAugment:
+        return ViewAugment(size=tuple(self.view_size), scale=tuple(self.crop_scale), **self.augment)
+
+
+class Network(nn.Module):
+    """Backbone + shared projection head (student or teacher)."""
+
+    def __init__(self, backbone: ViTBackbone, head: CrOCHead) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+
+@dataclass
+class Batch:
+    """Two views of a batch of images: images [B, 3, h, w] each and patch positions [B, 2N, 2]."""
+
+    views: tuple[Tensor, Tensor]
+    coords: Tensor
+
+
+def make_batch(images: list[np.ndarray], aug: ViewAugment, patch: int, rngs: list[np.random.Generator]) -> Batch:
+    """Stack the two views of every image; coordinates of view 1 then view 2 along the token axis."""
+    pairs: list[tuple[View, View]] = [two_views(img, aug, patch, rng) for img, rng in zip(images, rngs)]
+    first = torch.stack([a.image for a, _ in pairs])
+    second = torch.stack([b.image for _, b in pairs])
+    coords = torch.stack([torch.cat([a.coords, b.coords]) for a, b in pairs])
+    return Batch((first, second), coords)
+
+
+@dataclass
+class Losses:
+    """Losses of one batch with the clustering and the teacher logits (for the centres)."""
+
+    total: Tensor
+    glob: Tensor
+    dense: Tensor
+    clusters: Clustering
+    teacher_global: Tensor
+    teacher_dense: Tensor
+
+
+class CrOCTrainer:
+    """Student/teacher pair, heads, centres, optimiser and schedules of one CrOC run."""
+
+    def __init__(self, cfg: CrOCConfig, backbone_cfg: BackboneConfig, iters_per_epoch: int, seed: int) -> None:
+        if cfg.tokens not in TOKEN_INDEX:
+            raise ConfigError(f"croc.tokens must be one of {sorted(TOKEN_INDEX)}, got {cfg.tokens!r}")
+        self.cfg, self.seed = cfg, seed
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(seed)
+        backbone = ViTBackbone(create_vit(backbone_cfg), name=backbone_cfg.name)
+        head = CrOCHead(
+            backbone.embed_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim, cfg.head_global_dim, cfg.head_dense_dim
+        )
+        self.student = Network(backbone, head).to(self.device)
+        self.teacher = copy.deepcopy(self.student).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.center_global = torch.zeros(cfg.head_global_dim, device=self.device)
+        self.center_dense = torch.zeros(cfg.head_dense_dim, device=self.device)
+        trainable = [p for p in self.student.parameters() if p.requires_grad]
+        decay = [p for p in trainable if p.ndim > 1]
+        no_decay = [p for p in trainable if p.ndim <= 1]
+        self.optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+        self.iters_per_epoch = iters_per_epoch
+        self.lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters_per_epoch, cfg.warmup_epochs)
+        self.wd = cosine_schedule(cfg.weight_decay, cfg.weight_decay_end, cfg.epochs, iters_per_epoch)
+        self.mom = cosine_schedule(cfg.momentum, cfg.momentum_end, cfg.epochs, iters_per_epoch)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "student": self.student.state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "center_global": self.center_global,
+            "center_dense": self.center_dense,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.student.load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.center_global, self.center_dense = state["center_global"], state["center_dense"]
+
+    def _forward(self, net: Network, images: Tensor, block: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """CLS [B, D], patch tokens [B, N, D], clustering tokens [B, H, N, dh], CLS attention [B, H, N]."""
+        out = net.backbone(images, qkv_blocks=(block,))
+        p = net.backbone.num_prefix_tokens
+        tokens = out.qkv[block][TOKEN_INDEX[self.cfg.tokens]][:, :, p:]
+        return out.cls, out.patches.flatten(1, 2), tokens, out.attn.flatten(2)
+
+    def losses(self, batch: Batch, generator: torch.Generator) -> Losses:
+        """Cluster the teacher tokens of both views, then the global and dense losses (CrOC eq. 2-7)."""
+        cfg = self.cfg
+        views = [v.to(self.device) for v in batch.views]
+        block = self.teacher.backbone.depth - 1
+        with torch.no_grad():
+            t_out = [self._forward(self.teacher, v, block) for v in views]
+            n = t_out[0][1].shape[1]
+            clusters = multi_head_clustering(
+                torch.cat([t_out[0][2], t_out[1][2]], dim=2),
+                torch.cat([t_out[0][3], t_out[1][3]], dim=2),
+                batch.coords.to(self.device),
+                cfg.clustering(),
+                generator,
+            )
+            q = (clusters.assign[:, :n], clusters.assign[:, n:])
+            t_glob = [self.teacher.head.image(o[0]) for o in t_out]
+            t_dense = [self.teacher.head.centroid(cluster_centroids(o[1], qv)) for o, qv in zip(t_out, q)]
+        s_out = [self.student.backbone(v) for v in views]
+        s_glob = [self.student.head.image(o.cls) for o in s_out]
+        s_dense = [self.student.head.centroid(cluster_centroids(o.patches.flatten(1, 2), qv)) for o, qv in zip(s_out, q)]
+        glob = global_loss((t_glob[0], t_glob[1]), (s_glob[0], s_glob[1]), self.center_global, cfg.tau_t, cfg.tau_s)
+        dense = dense_loss(
+            (t_dense[0], t_dense[1]), (s_dense[0], s_dense[1]), clusters.valid, self.center_dense, cfg.tau_t, cfg.tau_s
+        )
+        return Losses(total_loss(dense, glob, cfg.alpha), glob, dense, clusters, torch.cat(t_glob), torch.cat(t_dense))
+
+    def step(self, batch: Batch, it: int, generator: torch.Generator) -> dict[str, Any]:
+        """One optimisation step; returns the losses and the chosen K per image and head."""
+        cfg = self.cfg
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] = float(self.lr[it])
+            if i == 0:
+                group["weight_decay"] = float(self.wd[it])
+        out = self.losses(batch, generator)
+        check_finite(out.total, it // self.iters_per_epoch, it % self.iters_per_epoch, "lower croc.lr or raise croc.warmup_epochs")
+        self.optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        if cfg.clip_grad > 0:
+            nn.utils.clip_grad_norm_(self.student.parameters(), cfg.clip_grad)
+        if it < cfg.freeze_last_layer_epochs * self.iters_per_epoch:
+            for layer in (self.student.head.global_last, self.student.head.dense_last):
+                for p in layer.parameters():
+                    p.grad = None
+        self.optimizer.step()
+        ema_update(self.teacher, self.student, float(self.mom[it]))
+        self.center_global = update_center(self.center_global, out.teacher_global, cfg.center_momentum)
+        weight = torch.cat([out.clusters.valid, out.clusters.valid])
+        self.center_dense = update_center(self.center_dense, out.teacher_dense, cfg.center_momentum, weight)
+        return {
+            "loss": float(out.total.detach()),
+            "global": float(out.glob.detach()),
+            "dense": float(out.dense.detach()),
+            "k": out.clusters.k.flatten().tolist(),
+        }
+
+
+def load_images(paths: list[str], threads: int) -> list[np.ndarray]:
+    """Decode the training images (RGB uint8)."""
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return list(pool.map(load_rgb, paths))
+
+
+def pretrain(
+    cfg: CrOCConfig,
+    backbone_cfg: BackboneConfig,
+    image_paths: list[str],
+    out_checkpoint: str | Path,
+    out_log: str | Path,
+    resume_path: str | Path,
+    config_hash: str,
+    seed: int,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Train CrOC on `image_paths`; write the teacher backbone (timm keys) and the training log."""
+    if not image_paths:
+        raise DataError("pretraining needs images: the train split of the manifest is empty")
+    batch_size = min(cfg.batch_size, len(image_paths))
+    iters = len(image_paths) // batch_size
+    trainer = CrOCTrainer(cfg, backbone_cfg, iters, seed)
+    patch = trainer.student.backbone.patch_size
+    aug = cfg.view_augment()
+    if aug.size[0] % patch or aug.size[1] % patch:
+        raise ConfigError(f"croc.view_size {list(aug.size)} must be a multiple of the patch size {patch}")
+    images = load_images(image_paths, threads)
+    history: list[dict[str, Any]] = []
+    start = 0
+    state = load_checkpoint(resume_path, config_hash)
+    if state is not None:
+        trainer.load(state)
+        history, start = state["history"], state["epoch"] + 1
+    began = time.perf_counter()
+    for epoch in range(start, cfg.epochs):
+        rng = np.random.default_rng([seed, epoch])
+        generator = torch.Generator().manual_seed(seed * 100003 + epoch)
+        order = rng.permutation(len(images))
+        losses, ks = [], Counter()
+        trainer.student.train()
+        for b in tqdm(range(iters), desc=f"croc epoch {epoch + 1}/{cfg.epochs}", unit="step"):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            rngs = [np.random.default_rng([seed, epoch, int(i)]) for i in idx]
+            batch = make_batch([images[i] for i in idx], aug, patch, rngs)
+            out = trainer.step(batch, epoch * iters + b, generator)
+            losses.append((out["loss"], out["global"], out["dense"]))
+            ks.update(out["k"])
+        mean = np.mean(losses, axis=0)
+        history.append(
+            {"epoch": epoch + 1, "loss": float(mean[0]), "loss_global": float(mean[1]), "loss_dense": float(mean[2]),
+             "lr": float(trainer.lr[(epoch + 1) * iters - 1]), "k_histogram": {str(k): v for k, v in sorted(ks.items())}}
+        )  # fmt: skip
+        log.info("croc epoch %d/%d: loss %.4f (global %.4f, dense %.4f)", epoch + 1, cfg.epochs, *mean)
+        save_checkpoint(resume_path, {**trainer.state(), "epoch": epoch, "history": history, "config_hash": config_hash})
+    wall = time.perf_counter() - began
+    save_checkpoint(out_checkpoint, trainer.teacher.backbone.model.state_dict())
+    total_k: Counter = Counter()
+    for h in history:
+        total_k.update({int(k): v for k, v in h["k_histogram"].items()})
+    summary = {
+        "epochs": history,
+        "k_histogram": {str(k): v for k, v in sorted(total_k.items())},
+        "images": len(image_paths),
+        "steps_per_epoch": iters,
+        "resumed_from_epoch": start,
+        "wall_seconds_this_run": wall,
+    }
+    write_json(out_log, summary)
+    log.info("croc: %d epochs on %d images in %.1f s -> %s", cfg.epochs, len(image_paths), wall, out_checkpoint)
+    return summary

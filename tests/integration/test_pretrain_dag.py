@@ -1,0 +1,46 @@
+"""The tiny DAG with `backbone.weights: pretrain`: pretrain -> features -> backbone evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.integration.dag import check, run_snakemake, tiny_config
+
+pytestmark = pytest.mark.integration
+
+OUT = "results/tiny"
+TINY_CROC = {
+    "epochs": 1, "batch_size": 4, "warmup_epochs": 0, "k_start": 3, "sinkhorn_iters": 10, "view_size": [32, 32],
+    "head_hidden_dim": 32, "head_bottleneck_dim": 16, "head_global_dim": 64, "head_dense_dim": 32,
+}  # fmt: skip
+
+
+def test_pretrain_feeds_features_and_the_backbone_evaluation(tmp_path: Path):
+    probe = {"epochs": 2, "batch_size": 4, "lr": 0.01, "weight_decay": 0.0}
+    cfg = tiny_config(
+        backbone={"weights": "pretrain"}, croc=TINY_CROC, backbone_eval={"protocols": ["linear-probe"], "probe": probe}
+    )
+    result = check(run_snakemake(tmp_path, cfg, timeout=1200))
+    ckpt = tmp_path / OUT / "croc/checkpoint.pth"
+    state = torch.load(ckpt, weights_only=True)
+    assert "blocks.0.attn.qkv.weight" in state and not any(k.startswith("head") for k in state)
+    log = json.loads((tmp_path / OUT / "croc/train-log.json").read_text())
+    assert len(log["epochs"]) == 1 and log["k_histogram"]
+    assert (tmp_path / OUT / "croc/resume/last.pth").is_file(), "resume state kept outside the outputs"
+    features = json.loads((tmp_path / OUT / "features/tiny/train/shard-0.zarr/zarr.json").read_text())
+    assert features["attributes"]["provenance"]["config"]["backbone"]["weights"] == "pretrain"
+    assert (tmp_path / OUT / "features/tiny-random/val/shard-1.zarr").is_dir()
+    km = json.loads((tmp_path / OUT / "kmeans/metrics.json").read_text())
+    assert "hungarian" in km["protocols"] and km["supervised"] is False
+    for variant in ("pretrain", "random"):
+        probe = json.loads((tmp_path / OUT / f"backbone-eval/{variant}/linear-probe/metrics.json").read_text())
+        assert set(probe["protocols"]) == {"linear-probe"} and probe["supervised"] is True
+        assert probe["protocols"]["linear-probe"]["supervised"] is True
+    assert "backbone-eval/random/linear-probe" in result.stdout
+    # the pretrained checkpoint is an input of the feature jobs: retraining reruns them
+    dry = run_snakemake(tmp_path, tiny_config(**{**cfg, "croc": {**TINY_CROC, "lr": 1e-3}}), "-n")
+    assert "pretrain" in dry.stdout and "features" in dry.stdout

@@ -1,0 +1,24 @@
+"""CrOC backbone pretraining: the checkpoint every `backbone.weights: pretrain` feature job loads."""
+
+
+rule pretrain:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+    output:
+        checkpoint=CROC_CHECKPOINT,
+        log=f"{OUT}/croc/train-log.json",
+    params:
+        cfg=lambda w: as_json(pretrain_params()),
+        resume=f"{OUT}/croc/resume/last.pth",
+    log:
+        f"{OUT}/logs/pretrain.log",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=1,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg pretrain --params {params.cfg:q} --manifest {input.manifest} --out {output.checkpoint}"
+        " --out-log {output.log} --resume {params.resume} --threads {threads} --log {log}"
