@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "useg.methods.kmeans.commands",
     "useg.eval.commands",
     "useg.stores.commands",
+    "useg.profiles.commands",
 )
 
 

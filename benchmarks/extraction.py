@@ -1,0 +1,91 @@
+"""Feature-stage throughput against a bare backbone forward loop over the same decoded batches.
+
+ratio = stage images/s / bare images/s. The stage decodes (thread pool, one batch ahead), runs
+the backbone and writes the FeatureStore; the bare loop only runs the backbone on batches decoded
+beforehand. Goal: ratio >= 0.9. Each side is timed `--repeats` times; the best time counts.
+
+    python benchmarks/extraction.py --images 512 --out benchmarks/results/extraction.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import TINY_VIT, image_rows, save  # noqa: E402
+
+from useg.backbones import BackboneConfig, build_backbone  # noqa: E402
+from useg.backbones.extract import extract_features, input_batches  # noqa: E402
+from useg.runtime import resolve_device, set_threads  # noqa: E402
+from useg.stores.base import provenance  # noqa: E402
+
+
+def best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default="benchmarks/results/extraction.json")
+    args = parser.parse_args()
+
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    cfg = BackboneConfig.from_dict(TINY_VIT)
+    backbone = build_backbone(cfg, seed=0).to(device).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = image_rows(Path(tmp), args.images)
+        numbered = list(enumerate(rows))
+        batches = list(input_batches(rows, cfg.input_size, args.batch_size, args.threads))
+
+        @torch.inference_mode()
+        def bare() -> None:
+            for images in batches:
+                out = backbone(images.to(device))
+                out.patches.cpu()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        def stage() -> None:
+            extract_features(
+                backbone, numbered, Path(tmp) / "shard.zarr", cfg.input_size, provenance("features", {}, 0), device,
+                batch_size=args.batch_size, workers=args.threads,
+            )  # fmt: skip
+
+        bare()  # warm-up
+        bare_s, stage_s = best_time(bare, args.repeats), best_time(stage, args.repeats)
+    save(
+        {
+            "benchmark": "extraction",
+            "backbone": TINY_VIT,
+            "images": args.images,
+            "batch_size": args.batch_size,
+            "threads": args.threads,
+            "device": str(device),
+            "bare_images_per_s": args.images / bare_s,
+            "stage_images_per_s": args.images / stage_s,
+            "ratio": bare_s / stage_s,
+            "goal": 0.9,
+        },
+        args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()
