@@ -19,6 +19,12 @@ TINY_VIT = dict(
     name="vit-tiny-p8", model="vit_tiny_patch16_224", patch_size=8, embed_dim=96, depth=4, num_heads=3,
     input_size=[96, 96], weights="random",
 )  # fmt: skip
+# the papers' ViT-S/8 (DINO architecture) at 224 x 224, random weights: same cost as the real ones
+VIT_S8 = dict(
+    name="vit-s8", model="vit_small_patch8_224", patch_size=8, embed_dim=384, depth=12, num_heads=6,
+    input_size=[224, 224], weights="random",
+)  # fmt: skip
+BACKBONES = {"tiny": TINY_VIT, "vit-s8": VIT_S8}
 
 
 def image_rows(folder: Path, count: int, image_size: int = 96, unique: int = 100) -> list[ManifestRow]:

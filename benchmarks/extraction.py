@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TINY_VIT, image_rows, save  # noqa: E402
+from common import BACKBONES, image_rows, save  # noqa: E402
 
 from useg.backbones import BackboneConfig, build_backbone  # noqa: E402
 from useg.backbones.extract import extract_features, input_batches  # noqa: E402
@@ -42,15 +42,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), default="tiny")
     parser.add_argument("--out", default="benchmarks/results/extraction.json")
     args = parser.parse_args()
 
     set_threads(args.threads)
     device = resolve_device(args.device)
-    cfg = BackboneConfig.from_dict(TINY_VIT)
+    cfg = BackboneConfig.from_dict(BACKBONES[args.backbone])
     backbone = build_backbone(cfg, seed=0).to(device).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = image_rows(Path(tmp), args.images)
+        rows = image_rows(Path(tmp), args.images, image_size=cfg.input_size[0])
         numbered = list(enumerate(rows))
         batches = list(input_batches(rows, cfg.input_size, args.batch_size, args.threads))
 
@@ -70,10 +71,11 @@ def main() -> None:
 
         bare()  # warm-up
         bare_s, stage_s = best_time(bare, args.repeats), best_time(stage, args.repeats)
+        store_bytes = sum(f.stat().st_size for f in (Path(tmp) / "shard.zarr").rglob("*") if f.is_file())
     save(
         {
             "benchmark": "extraction",
-            "backbone": TINY_VIT,
+            "backbone": BACKBONES[args.backbone],
             "images": args.images,
             "batch_size": args.batch_size,
             "threads": args.threads,
@@ -81,6 +83,8 @@ def main() -> None:
             "bare_images_per_s": args.images / bare_s,
             "stage_images_per_s": args.images / stage_s,
             "ratio": bare_s / stage_s,
+            "seconds_per_image": stage_s / args.images,
+            "store_bytes_per_image": store_bytes / args.images,
             "goal": 0.9,
         },
         args.out,

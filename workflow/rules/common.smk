@@ -37,12 +37,15 @@ def dataset_root():
     return DATASET["root"]
 
 
+def shard_paths(pattern, split, shards=None):
+    """Every shard of a per-shard artifact (`pattern` holds {split} and {shard}): the gather side
+    of a scatter/gather stage. Shard count: `shards`, default `features.shards`."""
+    return expand(pattern, split=split, shard=range(shards or config["features"]["shards"]))
+
+
 def feature_shards(split):
     """Every FeatureStore shard of a split."""
-    return expand(
-        f"{OUT}/features/{BACKBONE}/{split}/shard-{{shard}}.zarr",
-        shard=range(config["features"]["shards"]),
-    )
+    return shard_paths(f"{OUT}/features/{BACKBONE}/{{split}}/shard-{{shard}}.zarr", split)
 
 
 def backbone_weights(wildcards):

@@ -31,26 +31,52 @@ class KMeansResult:
     inertia: float
 
 
+def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, max_points: int = 200_000) -> np.ndarray:
+    """k-means++ seeding: each next centre drawn with probability proportional to D(x)^2.
+
+    Runs on a uniform subsample of at most `max_points` rows, so its cost does not grow with N.
+    """
+    if len(x) > max_points:
+        x = x[np.sort(rng.choice(len(x), max_points, replace=False))]
+    centres = np.empty((k, x.shape[1]), np.float32)
+    centres[0] = x[rng.integers(len(x))]
+    d2 = ((x - centres[0]) ** 2).sum(axis=1, dtype=np.float64)
+    for i in range(1, k):
+        total = d2.sum()
+        pick = rng.choice(len(x), p=d2 / total) if total > 0 else rng.integers(len(x))
+        centres[i] = x[pick]
+        d2 = np.minimum(d2, ((x - centres[i]) ** 2).sum(axis=1, dtype=np.float64))
+    return centres
+
+
 def fit_kmeans(
     x: np.ndarray, k: int, niter: int = 50, seed: int = 0, spherical: bool = False, nredo: int = 1
 ) -> KMeansResult:
-    """Fit k-means on rows of `x` (spherical: unit-norm centroids, for cosine clustering)."""
+    """Fit k-means on rows of `x` (spherical: unit-norm centroids, for cosine clustering).
+
+    Each of the `nredo` restarts is seeded by k-means++ and refined by faiss Lloyd iterations;
+    the restart with the lowest objective is kept.
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
     if len(x) < k:
         raise ValueError(f"k-means with K={k} needs at least {k} points, got {len(x)}")
-    km = faiss.Kmeans(
-        x.shape[1],
-        k,
-        niter=niter,
-        seed=seed,
-        spherical=spherical,
-        nredo=nredo,
-        gpu=gpu_available(),
-        max_points_per_centroid=max(256, len(x) // k + 1),
-        verbose=False,
-    )
-    km.train(x)
-    return KMeansResult(centroids=km.centroids.copy(), inertia=float(km.obj[-1]))
+    rng = np.random.default_rng(seed)
+    best: KMeansResult | None = None
+    for redo in range(max(1, nredo)):
+        km = faiss.Kmeans(
+            x.shape[1],
+            k,
+            niter=niter,
+            seed=seed + redo,
+            spherical=spherical,
+            gpu=gpu_available(),
+            max_points_per_centroid=max(256, len(x) // k + 1),
+            verbose=False,
+        )
+        km.train(x, init_centroids=kmeans_plus_plus(x, k, rng))
+        if best is None or km.obj[-1] < best.inertia:
+            best = KMeansResult(centroids=km.centroids.copy(), inertia=float(km.obj[-1]))
+    return best
 
 
 def assign(x: np.ndarray, centroids: np.ndarray, batch_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
