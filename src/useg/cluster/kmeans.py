@@ -31,21 +31,31 @@ class KMeansResult:
     inertia: float
 
 
+def squared_distances(x: np.ndarray, x_sq: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """[N, M] squared L2 distances of rows of `x` (squared norms `x_sq`) to rows of `c`."""
+    return np.maximum(x_sq[:, None] - 2 * (x @ c.T) + (c * c).sum(axis=1)[None, :], 0).astype(np.float64)
+
+
 def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, max_points: int = 200_000) -> np.ndarray:
-    """k-means++ seeding: each next centre drawn with probability proportional to D(x)^2.
+    """Greedy k-means++ seeding: 2 + ln K candidates drawn with probability proportional to D(x)^2,
+    the one that lowers the potential most becomes the next centre.
 
     Runs on a uniform subsample of at most `max_points` rows, so its cost does not grow with N.
     """
     if len(x) > max_points:
         x = x[np.sort(rng.choice(len(x), max_points, replace=False))]
+    x_sq = np.einsum("ij,ij->i", x, x)
+    trials = 2 + int(np.log(k))
     centres = np.empty((k, x.shape[1]), np.float32)
-    centres[0] = x[rng.integers(len(x))]
-    d2 = ((x - centres[0]) ** 2).sum(axis=1, dtype=np.float64)
+    first = rng.integers(len(x))
+    centres[0] = x[first]
+    d2 = squared_distances(x, x_sq, x[first : first + 1])[:, 0]
     for i in range(1, k):
         total = d2.sum()
-        pick = rng.choice(len(x), p=d2 / total) if total > 0 else rng.integers(len(x))
-        centres[i] = x[pick]
-        d2 = np.minimum(d2, ((x - centres[i]) ** 2).sum(axis=1, dtype=np.float64))
+        picks = rng.choice(len(x), trials, p=d2 / total) if total > 0 else rng.integers(len(x), size=trials)
+        potentials = np.minimum(d2[:, None], squared_distances(x, x_sq, x[picks]))
+        best = int(np.argmin(potentials.sum(axis=0)))
+        centres[i], d2 = x[picks[best]], potentials[:, best]
     return centres
 
 
