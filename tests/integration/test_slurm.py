@@ -23,8 +23,11 @@ def slurm_is_up() -> bool:
     """A controller answers and the test partition exists."""
     if not shutil.which("sbatch") or not shutil.which("scontrol"):
         return False
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
-    parts = subprocess.run(["sinfo", "-h", "-p", "debug", "-o", "%P"], capture_output=True, text=True)
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+        parts = subprocess.run(["sinfo", "-h", "-p", "debug", "-o", "%P"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:  # a configured controller that does not answer
+        return False
     return "is UP" in ping.stdout and parts.stdout.strip() != ""
 
 
