@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -24,12 +25,13 @@ def atomic_output(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; it replaces `target` only if the block succeeds.
 
     A killed or failing writer leaves at most a hidden `.<name>.tmp-<pid>` path behind, never
-    something at `target` that looks complete.
+    something at `target` that looks complete; the next writer of `target` removes such leftovers.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.tmp-*"):
+        remove_path(stale)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    remove_path(tmp)
     try:
         yield tmp
     except BaseException:

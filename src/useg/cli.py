@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "useg.methods.croc.commands",
     "useg.eval.commands",
     "useg.stores.commands",
+    "useg.profiles.commands",
 )
 
 

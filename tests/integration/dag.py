@@ -37,8 +37,8 @@ def tiny_config(**overrides: Any) -> dict[str, Any]:
     return cfg
 
 
-def run_snakemake(workdir: Path, config: dict[str, Any], *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the repository's Snakefile in `workdir` with `config` written to workdir/config.yaml."""
+def snakemake_command(workdir: Path, config: dict[str, Any], *args: str) -> tuple[list[str], dict[str, str]]:
+    """Command and environment running the repository's Snakefile in `workdir` on `config`."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "test-config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -50,6 +50,12 @@ def run_snakemake(workdir: Path, config: dict[str, Any], *args: str, timeout: in
         "--cores", "2",
         *args,
     ]  # fmt: skip
+    return cmd, env
+
+
+def run_snakemake(workdir: Path, config: dict[str, Any], *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in `workdir` with `config` written to workdir/test-config.yaml."""
+    cmd, env = snakemake_command(workdir, config, *args)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -67,3 +67,12 @@ def test_hungarian_leaves_extra_clusters_unmatched_and_many_to_one_merges_them()
     confusion = np.array([[10, 0, 6], [0, 7, 1]])
     assert hungarian_match(confusion).tolist() == [0, 1, -1]
     assert many_to_one_match(confusion).tolist() == [0, 1, 0]
+
+
+def test_kmeans_plus_plus_seeds_one_centre_per_separated_blob():
+    from useg.cluster.kmeans import kmeans_plus_plus
+
+    x, truth = blobs(k=6, per=50)
+    seeds = kmeans_plus_plus(x, 6, np.random.default_rng(0))
+    nearest_blob = {int(truth[np.argmin(((x - c) ** 2).sum(1))]) for c in seeds}
+    assert nearest_blob == set(range(6)), "D^2 sampling does not pick two seeds in one far-apart blob"

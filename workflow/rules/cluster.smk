@@ -13,8 +13,8 @@ rule kmeans_fit:
         f"{OUT}/logs/kmeans_fit.log",
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=kmeans_fit_mem,
+        runtime=by_input_size(30, 10),
     conda:
         CPU_ENV
     shell:
@@ -34,8 +34,8 @@ rule kmeans_predict:
         f"{OUT}/logs/kmeans_predict.log",
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=by_input_size(30, 10),
     conda:
         CPU_ENV
     shell:

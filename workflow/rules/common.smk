@@ -61,12 +61,15 @@ def manifest_config():
 # --- end benchmark dataset kinds ---
 
 
+def shard_paths(pattern, split, shards=None):
+    """Every shard of a per-shard artifact (`pattern` holds {split} and {shard}): the gather side
+    of a scatter/gather stage. Shard count: `shards`, default `features.shards`."""
+    return expand(pattern, split=split, shard=range(shards or config["features"]["shards"]))
+
+
 def feature_shards(split, features=BACKBONE):
     """Every FeatureStore shard of a split (of the configured backbone unless `features` names a variant)."""
-    return expand(
-        f"{OUT}/features/{features}/{split}/shard-{{shard}}.zarr",
-        shard=range(config["features"]["shards"]),
-    )
+    return shard_paths(f"{OUT}/features/{features}/{{split}}/shard-{{shard}}.zarr", split)
 
 
 def features_name(variant):
@@ -127,3 +130,44 @@ def print_summary():
                 f"   pixel acc {100 * result['pixel_accuracy']:6.2f} %"
             )
         print(f"  metrics: {os.path.abspath(path)}")
+
+
+# ---- Resources that scale with the data -------------------------------------------------------
+# Runtimes in minutes, memory in MB; both grow with the retry attempt, so a job Slurm killed for
+# time or memory is resubmitted with more (profiles/slurm: `retries`).
+
+
+def input_mb(paths):
+    """Total size in MB of input files and directories (Zarr stores are directories)."""
+    total = 0
+    for path in map(Path, paths):
+        files = path.rglob("*") if path.is_dir() else [path]
+        total += sum(f.stat().st_size for f in files if f.is_file())
+    return total / 2**20
+
+
+def by_input_size(base, per_gb):
+    """Resource callable: `base` plus `per_gb` per GB of the job's input, times the attempt."""
+
+    def resource(wildcards, input, attempt):
+        return int((base + per_gb * input_mb(input) / 1024) * attempt)
+
+    return resource
+
+
+def per_shard_runtime(minutes_per_1000_images):
+    """Runtime callable of a per-shard job: 10 min plus a rate per 1000 images of its shard."""
+
+    def resource(wildcards, input, attempt):
+        with open(input.manifest) as fh:
+            images = sum(1 for _ in fh) - 1
+        per_shard = images / config["features"]["shards"]
+        return int((10 + minutes_per_1000_images * per_shard / 1000) * attempt)
+
+    return resource
+
+
+def kmeans_fit_mem(wildcards, attempt):
+    """Memory of k-means training: the capped float32 sample, three times over, plus 2 GB."""
+    sample_mb = config["kmeans"]["max_train_points"] * config["backbone"]["embed_dim"] * 4 / 2**20
+    return int((2000 + 3 * sample_mb) * attempt)

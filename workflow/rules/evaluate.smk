@@ -14,8 +14,8 @@ rule evaluate:
         f"{OUT}/logs/evaluate-{{method}}.log",
     threads: config["evaluate"]["threads"]
     resources:
-        mem_mb=2000,
-        runtime=60,
+        mem_mb=lambda w, attempt: 2000 * attempt,
+        runtime=by_input_size(30, 5),
     conda:
         CPU_ENV
     shell:

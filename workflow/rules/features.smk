@@ -21,8 +21,8 @@ rule features:
         f"{OUT}/logs/features/{{features}}/{{split}}-{{shard}}.log",
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=per_shard_runtime(10),
         gpu=1,
     conda:
         GPU_ENV

@@ -31,26 +31,62 @@ class KMeansResult:
     inertia: float
 
 
+def squared_distances(x: np.ndarray, x_sq: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """[N, M] squared L2 distances of rows of `x` (squared norms `x_sq`) to rows of `c`."""
+    return np.maximum(x_sq[:, None] - 2 * (x @ c.T) + (c * c).sum(axis=1)[None, :], 0).astype(np.float64)
+
+
+def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, max_points: int = 200_000) -> np.ndarray:
+    """Greedy k-means++ seeding: 2 + ln K candidates drawn with probability proportional to D(x)^2,
+    the one that lowers the potential most becomes the next centre.
+
+    Runs on a uniform subsample of at most `max_points` rows, so its cost does not grow with N.
+    """
+    if len(x) > max_points:
+        x = x[np.sort(rng.choice(len(x), max_points, replace=False))]
+    x_sq = np.einsum("ij,ij->i", x, x)
+    trials = 2 + int(np.log(k))
+    centres = np.empty((k, x.shape[1]), np.float32)
+    first = rng.integers(len(x))
+    centres[0] = x[first]
+    d2 = squared_distances(x, x_sq, x[first : first + 1])[:, 0]
+    for i in range(1, k):
+        total = d2.sum()
+        picks = rng.choice(len(x), trials, p=d2 / total) if total > 0 else rng.integers(len(x), size=trials)
+        potentials = np.minimum(d2[:, None], squared_distances(x, x_sq, x[picks]))
+        best = int(np.argmin(potentials.sum(axis=0)))
+        centres[i], d2 = x[picks[best]], potentials[:, best]
+    return centres
+
+
 def fit_kmeans(
     x: np.ndarray, k: int, niter: int = 50, seed: int = 0, spherical: bool = False, nredo: int = 1
 ) -> KMeansResult:
-    """Fit k-means on rows of `x` (spherical: unit-norm centroids, for cosine clustering)."""
+    """Fit k-means on rows of `x` (spherical: unit-norm centroids, for cosine clustering).
+
+    Each of the `nredo` restarts is seeded by k-means++ and refined by faiss Lloyd iterations;
+    the restart with the lowest objective is kept.
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
     if len(x) < k:
         raise ValueError(f"k-means with K={k} needs at least {k} points, got {len(x)}")
-    km = faiss.Kmeans(
-        x.shape[1],
-        k,
-        niter=niter,
-        seed=seed,
-        spherical=spherical,
-        nredo=nredo,
-        gpu=gpu_available(),
-        max_points_per_centroid=max(256, len(x) // k + 1),
-        verbose=False,
-    )
-    km.train(x)
-    return KMeansResult(centroids=km.centroids.copy(), inertia=float(km.obj[-1]))
+    rng = np.random.default_rng(seed)
+    best: KMeansResult | None = None
+    for redo in range(max(1, nredo)):
+        km = faiss.Kmeans(
+            x.shape[1],
+            k,
+            niter=niter,
+            seed=seed + redo,
+            spherical=spherical,
+            gpu=gpu_available(),
+            max_points_per_centroid=max(256, len(x) // k + 1),
+            verbose=False,
+        )
+        km.train(x, init_centroids=kmeans_plus_plus(x, k, rng))
+        if best is None or km.obj[-1] < best.inertia:
+            best = KMeansResult(centroids=km.centroids.copy(), inertia=float(km.obj[-1]))
+    return best
 
 
 def assign(x: np.ndarray, centroids: np.ndarray, batch_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:

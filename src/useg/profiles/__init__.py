@@ -1,0 +1,1 @@
+"""Snakemake profiles shipped with the workflow, and installing them as named profiles."""

@@ -1,0 +1,60 @@
+"""The tiny DAG through `--profile profiles/slurm` on a real Slurm cluster (tests/slurm/up.sh)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.integration.conftest import SHARDED_CONFIG, assert_same_artifacts
+from tests.integration.dag import check, snakemake_command
+
+pytestmark = [pytest.mark.integration, pytest.mark.slurm]
+
+SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+
+
+def slurm_is_up() -> bool:
+    """A controller answers and the test partition exists."""
+    if not shutil.which("sbatch") or not shutil.which("scontrol"):
+        return False
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+        parts = subprocess.run(["sinfo", "-h", "-p", "debug", "-o", "%P"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:  # a configured controller that does not answer
+        return False
+    return "is UP" in ping.stdout and parts.stdout.strip() != ""
+
+
+@pytest.fixture(scope="module")
+def slurm() -> None:
+    if slurm_is_up():
+        return
+    reason = "no Slurm cluster with a 'debug' partition is up (start one: sudo bash tests/slurm/up.sh)"
+    if os.environ.get("USEG_REQUIRE_SLURM") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def test_dag_runs_through_slurm_and_equals_the_local_run(slurm: None, tmp_path: Path, reference_run: Path):
+    workdir = tmp_path / "slurm"
+    profiles = ["--profile", str(REPO / "profiles/slurm"), "--profile", str(REPO / "tests/slurm/profile")]
+    cmd, env = snakemake_command(workdir, SHARDED_CONFIG, *profiles)
+    result = check(subprocess.run(["timeout", "-k", "30", "900", *cmd], env=env, capture_output=True, text=True))
+
+    submitted = dict(SUBMITTED.findall(result.stdout + result.stderr))
+    print("Slurm job ids:", " ".join(submitted))
+    assert len(submitted) == 9, "every job but `all`: synthesize, manifest, 2x2 features, fit, predict, evaluate"
+    for job_id, log in submitted.items():
+        assert Path(log).is_file() and Path(log).name == f"{job_id}.log", "the Slurm job wrote its log"
+    states = subprocess.run(
+        ["squeue", "--states=all", "-h", "-o", "%i %T", "-j", ",".join(submitted)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert dict(line.split() for line in states.splitlines()) == dict.fromkeys(submitted, "COMPLETED")
+    assert_same_artifacts(workdir, reference_run)
