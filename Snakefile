@@ -17,6 +17,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/cluster.smk"
+include: "workflow/rules/transfgu.smk"
 include: "workflow/rules/evaluate.smk"
 
 

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "useg.data.commands",
     "useg.backbones.commands",
     "useg.methods.kmeans.commands",
+    "useg.methods.transfgu.commands",
     "useg.eval.commands",
     "useg.stores.commands",
 )

@@ -23,6 +23,7 @@ wildcard_constraints:
     shard=r"\d+",
     split=r"[A-Za-z0-9_-]+",
     method=r"[a-z0-9_-]+",
+    round=r"\d+",
 
 
 def as_json(obj):
@@ -50,9 +51,35 @@ def backbone_weights(wildcards):
     return []
 
 
+# Methods whose run is evaluated in several columns (TransFGU Table 3: initial, trained, bootstrapped).
+METHOD_COLUMNS = {"transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"]}
+
+
 def metrics_targets():
-    """metrics.json of every configured method."""
-    return [f"{OUT}/{method}/metrics.json" for method in config["methods"]]
+    """metrics.json of every configured method (and of each of its evaluated columns)."""
+    return [f"{OUT}/{column}/metrics.json" for method in config["methods"] for column in METHOD_COLUMNS.get(method, [method])]
+
+
+def transfgu_slice(*keys):
+    """The `transfgu` config keys a TransFGU stage depends on, with the seed."""
+    return {"transfgu": {key: config["transfgu"][key] for key in keys}, "seed": config["seed"]}
+
+
+def transfgu_shards(kind, split):
+    """Every shard of a TransFGU per-shard store (`crops` or `bank`) of a split."""
+    return expand(f"{OUT}/transfgu/{kind}/{split}/shard-{{shard}}.zarr", shard=range(config["features"]["shards"]))
+
+
+def transfgu_teacher(wildcards):
+    """The previous round's decoder: the teacher of round r > 0 (none for round 0)."""
+    r = int(wildcards.round)
+    return [f"{OUT}/transfgu/round-{r - 1}/model.pt"] if r > 0 else []
+
+
+def transfgu_model(wildcards):
+    """Decoder a TransFGU column predicts with: round 0 (`transfgu-trained`) or the last round (`transfgu`)."""
+    r = 0 if wildcards.method == "transfgu-trained" else config["transfgu"]["rounds"]
+    return f"{OUT}/transfgu/round-{r}/model.pt"
 
 
 def print_summary():
