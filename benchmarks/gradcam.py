@@ -1,7 +1,8 @@
 """TransFGU Grad-CAM: all K concept gradients in one batched vector-Jacobian product vs K backward passes.
 
-For K in {5, 27, 171} concepts, times `concept_gradients` (batched) and `concept_gradients_loop`
-(one backward pass per concept) on the same forward pass of a small random ViT, asserts the
+For K in {5, 27, 171} concepts, times `concept_gradients` (the CLS path on K copies of the
+attention, one backward pass) and `concept_gradients_loop` (one backward pass per concept) on
+the same forward pass of a small random ViT, asserts the
 gradients agree (max abs difference), and writes the speed ratios to JSON.
 
     python benchmarks/gradcam.py --out benchmarks/results/gradcam.json
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from useg.backbones import BackboneConfig, build_backbone
-from useg.methods.transfgu.gradcam import cls_and_attention, concept_gradients, concept_gradients_loop
+from useg.methods.transfgu.gradcam import ClsPath, concept_gradients, concept_gradients_loop
 
 BACKBONE = dict(
     name="bench", model="vit_tiny_patch16_224", patch_size=8, embed_dim=192, depth=4, num_heads=3, input_size=[96, 96]
@@ -44,15 +45,15 @@ def main() -> None:
     backbone = build_backbone(BackboneConfig.from_dict(BACKBONE), seed=0).requires_grad_(False)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch, 3, *BACKBONE["input_size"], generator=generator)
-    cls, row = cls_and_attention(backbone, images)
+    path = ClsPath(backbone, images)
     results = []
     for k in args.ks:
         concepts = torch.randn(k, backbone.embed_dim, generator=generator)
-        batched, loop = concept_gradients(cls, row, concepts), concept_gradients_loop(cls, row, concepts)
+        batched, loop = concept_gradients(path, concepts), concept_gradients_loop(path, concepts)
         diff = float((batched - loop).abs().max())
         assert diff < 1e-4 * max(1.0, float(loop.abs().max())), f"batched and looped gradients differ by {diff}"
-        t_batched = best_of(lambda: concept_gradients(cls, row, concepts), args.repeats)
-        t_loop = best_of(lambda: concept_gradients_loop(cls, row, concepts), args.repeats)
+        t_batched = best_of(lambda: concept_gradients(path, concepts), args.repeats)
+        t_loop = best_of(lambda: concept_gradients_loop(path, concepts), args.repeats)
         results.append(
             {"k": k, "batched_s": t_batched, "loop_s": t_loop, "speedup": t_loop / t_batched, "max_abs_diff": diff}
         )

@@ -101,26 +101,27 @@ def test_concept_counts_and_separate_clustering():
 # --- Grad-CAM (eq. 4–8) ----------------------------------------------------------------------
 
 
-def test_cls_and_attention_match_the_backbone(backbone):
+def test_cls_path_matches_the_backbone(backbone):
     images = torch.randn(2, 3, 32, 32)
-    cls, row = gc.cls_and_attention(backbone, images)
+    path = gc.ClsPath(backbone, images)
     out = backbone(images)
-    assert torch.allclose(cls, out.cls, atol=1e-5)
-    assert torch.allclose(gc.cls_patch_rows(row, (4, 4), 1), out.attn, atol=1e-6)
-    assert row.requires_grad and row.is_leaf
+    assert torch.allclose(path.cls(path.row), out.cls, atol=1e-5)
+    assert torch.allclose(gc.cls_patch_rows(path.row, (4, 4), 1), out.attn, atol=1e-6)
+    copies = path.cls(path.row.expand(3, *path.row.shape))
+    assert copies.shape == (3, 2, 64) and torch.allclose(copies[2], out.cls, atol=1e-5)
 
 
 def test_batched_gradcam_equals_loop_and_autograd_of_eq5(backbone):
-    images = torch.randn(3, 3, 32, 32)
+    path = gc.ClsPath(backbone, torch.randn(3, 3, 32, 32))
     concepts = torch.randn(5, backbone.embed_dim)
-    cls, row = gc.cls_and_attention(backbone, images)
-    batched = gc.concept_gradients(cls, row, concepts, chunk=2)
-    loop = gc.concept_gradients_loop(cls, row, concepts)
+    batched = gc.concept_gradients(path, concepts, chunk=2)
+    loop = gc.concept_gradients_loop(path, concepts)
     assert batched.shape == (5, 3, 2, 17)
     assert (batched - loop).abs().max() < 1e-5
     # the gradient of eq. 5's loss for concept 1, image 2 alone, negated
-    loss = 1 - cls[2] @ concepts[1] / math.sqrt(backbone.embed_dim)
-    (grad,) = torch.autograd.grad(loss, row, retain_graph=True)
+    row = path.row.clone().requires_grad_(True)
+    loss = 1 - path.cls(row)[2] @ concepts[1] / math.sqrt(backbone.embed_dim)
+    (grad,) = torch.autograd.grad(loss, row)
     assert torch.allclose(batched[1, 2], -grad[2], atol=1e-6)
     assert batched[1, :2].abs().sum() > 0 and torch.allclose(grad[:2], torch.zeros_like(grad[:2]))
 

@@ -1,13 +1,13 @@
 """Grad-CAM pseudo labels from the concepts (TransFGU eq. 4–8, §4.2).
 
 For an image, the CLS token x_cls and the last block's CLS attention A (per head, patches only)
-come from one forward pass whose last block is in the autograd graph. For every concept k the
-gradient of the similarity x_cls·S_kᵀ/√d (i.e. minus the gradient of eq. 5's loss) w.r.t. A is
-added to A and averaged over heads (eq. 7). All K gradients come from ONE batched
-vector-Jacobian product (`torch.autograd.grad(..., is_grads_batched=True)`), never K backward
-passes. Only the CLS query of the last block is recomputed with gradients (its output does not
-depend on the other queries). Maps are min-max normalised per image to [0, 1] so that they are probability-like
-(eq. 8's T_bg and eq. 12's average with the teacher's probabilities assume that scale).
+come from one forward pass whose last block's CLS path is in the autograd graph. For every
+concept k the gradient of the similarity x_cls·S_kᵀ/√d (i.e. minus the gradient of eq. 5's
+loss) w.r.t. A is added to A and averaged over heads (eq. 7). All K gradients come from ONE
+batched computation — the CLS path evaluated on K copies of A, one backward pass — never K
+backward passes. Maps are min-max normalised per image to [0, 1] so that they are
+probability-like (eq. 8's T_bg and eq. 12's average with the teacher's probabilities assume
+that scale).
 """
 
 from __future__ import annotations
@@ -17,65 +17,74 @@ import math
 import torch
 from torch import Tensor
 
-from timm.models.vision_transformer import Block
-
 from useg.backbones.vit import ViTBackbone
 from useg.methods.transfgu.crops import BACKGROUND, FOREGROUND
 
 
-def cls_query_block(block: Block, x: Tensor) -> tuple[Tensor, Tensor]:
-    """The last block for the CLS query only: (CLS output token [B, C], CLS attention row [B, H, T]).
+class ClsPath:
+    """The last block's CLS output as a function of its CLS attention row A (eq. 4).
 
-    The attention row is a leaf that requires grad, so gradients w.r.t. A hold v fixed (Grad-CAM on
-    the attention map); the other queries do not influence the CLS output of the last block.
+    Everything before the last block runs once without gradients; only the CLS query of the last
+    block is recomputed (the CLS output does not depend on the other queries), so the CLS token
+    can be re-evaluated cheaply for rows with any leading batch dimensions [..., B, H, T]. The
+    gradient w.r.t. A holds v fixed: Grad-CAM on the attention map.
     """
-    attn = block.attn
-    h = block.norm1(x)
-    batch, tokens, _ = h.shape
-    q, k, v = attn.qkv(h).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-    q, k = attn.q_norm(q[:, :, :1]), attn.k_norm(k)
-    row = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1).squeeze(2).detach().requires_grad_(True)
-    out = attn.norm((row.unsqueeze(2) @ v).reshape(batch, 1, -1))
-    if getattr(attn, "gate", None) is not None:
-        out = out * attn.gate(h[:, :1]).sigmoid()
-    token = x[:, :1] + block.ls1(attn.proj(out))
-    token = token + block.ls2(block.mlp(block.norm2(token)))
-    return token[:, 0], row
+
+    def __init__(self, backbone: ViTBackbone, images: Tensor) -> None:
+        m = backbone.model
+        self.block, self.norm = m.blocks[-1], m.norm
+        attn = self.block.attn
+        with torch.no_grad():
+            x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(images))))
+            for block in m.blocks[:-1]:
+                x = block(x)
+            h = self.block.norm1(x)
+            batch, tokens, _ = h.shape
+            qkv = attn.qkv(h).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, self.v = qkv.unbind(0)
+            q, k = attn.q_norm(q[:, :, :1]), attn.k_norm(k)
+            self.row = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1).squeeze(2)  # [B, H, T]
+            self.gate = attn.gate(h[:, :1]).sigmoid() if getattr(attn, "gate", None) is not None else None
+        self.x_cls = x[:, :1]
+
+    def cls(self, row: Tensor) -> Tensor:
+        """x_cls [..., B, D] for CLS attention rows [..., B, H, T]."""
+        attn = self.block.attn
+        heads = torch.einsum("...bht,bhtd->...bhd", row, self.v)  # v is shared, never copied per leading index
+        out = attn.norm(heads.flatten(-2).unsqueeze(-2))  # [..., B, 1, H*dh]
+        if self.gate is not None:
+            out = out * self.gate
+        token = self.x_cls + self.block.ls1(attn.proj(out))
+        token = token + self.block.ls2(self.block.mlp(self.block.norm2(token)))
+        return self.norm(token)[..., 0, :]
 
 
-def cls_and_attention(backbone: ViTBackbone, images: Tensor) -> tuple[Tensor, Tensor]:
-    """x_cls [B, D] and the last block's CLS attention row [B, H, T] as a graph leaf (eq. 4)."""
-    m = backbone.model
-    with torch.no_grad():
-        x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(images))))
-        for block in m.blocks[:-1]:
-            x = block(x)
-    token, row = cls_query_block(m.blocks[-1], x)
-    return m.norm(token), row
+def concept_gradients(path: ClsPath, concepts: Tensor, chunk: int = 256) -> Tensor:
+    """∂(x_cls·S_kᵀ/√d)/∂A for every concept k — minus the gradient of eq. 5's loss — in one backward pass.
 
-
-def similarity_cotangents(concepts: Tensor, batch: int, dim: int) -> Tensor:
-    """∂(x_cls·S_kᵀ/√d)/∂x_cls for every concept k and image, [K, B, D] (the negated gradient of eq. 5)."""
-    return (concepts / math.sqrt(dim))[:, None, :].expand(-1, batch, -1)
-
-
-def concept_gradients(cls: Tensor, attn_row: Tensor, concepts: Tensor, chunk: int = 256) -> Tensor:
-    """Gradients of every concept's similarity w.r.t. the CLS attention row, batched over K: [K, B, H, T]."""
-    cot = similarity_cotangents(concepts.to(cls), *cls.shape)
-    parts = [
-        torch.autograd.grad(cls, attn_row, grad_outputs=cot[i : i + chunk], is_grads_batched=True, retain_graph=True)[0]
-        for i in range(0, len(cot), chunk)
-    ]
+    The CLS path is evaluated on K copies of A at once (copy k scored against S_k), so a single
+    backward pass of the summed similarities yields all K gradients [K, B, H, T] (per chunk of K).
+    """
+    concepts = concepts.to(path.row)
+    scale = math.sqrt(concepts.shape[-1])
+    parts = []
+    for start in range(0, len(concepts), chunk):
+        s = concepts[start : start + chunk]
+        rows = path.row.expand(len(s), *path.row.shape).clone().requires_grad_(True)
+        similarity = (path.cls(rows) * s[:, None, :]).sum() / scale
+        parts.append(torch.autograd.grad(similarity, rows)[0])
     return torch.cat(parts)
 
 
-def concept_gradients_loop(cls: Tensor, attn_row: Tensor, concepts: Tensor) -> Tensor:
+def concept_gradients_loop(path: ClsPath, concepts: Tensor) -> Tensor:
     """Reference: one backward pass of eq. 5's loss per concept, negated (for tests and the benchmark)."""
+    row = path.row.clone().requires_grad_(True)
+    cls = path.cls(row)
     d = cls.shape[-1]
     grads = []
     for s in concepts.to(cls):
         loss = (1 - cls @ s / math.sqrt(d)).sum()
-        grads.append(-torch.autograd.grad(loss, attn_row, retain_graph=True)[0])
+        grads.append(-torch.autograd.grad(loss, row, retain_graph=True)[0])
     return torch.stack(grads)
 
 
@@ -127,10 +136,10 @@ def pseudo_label_maps(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Response maps [B, K(+1), h, w], their arg-max labels [B, h, w] (eq. 6) and the fg mask [B, h, w]."""
     grid = backbone.grid_for(*images.shape[-2:])
-    cls, row = cls_and_attention(backbone, images)
+    path = ClsPath(backbone, images)
     prefix = backbone.num_prefix_tokens
-    grads = cls_patch_rows(concept_gradients(cls, row, concepts), grid, prefix)
-    attn = cls_patch_rows(row, grid, prefix).detach()
+    grads = cls_patch_rows(concept_gradients(path, concepts), grid, prefix)
+    attn = cls_patch_rows(path.row, grid, prefix)
     maps = normalise_maps(response_maps(attn, grads))
     fg = foreground_patches(attn)
     if foreground_prior:
