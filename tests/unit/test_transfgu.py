@@ -273,3 +273,24 @@ def test_segmenter_masks_eq2_and_checkpoint(tmp_path):
     loaded, extra = load_segmenter(tmp_path / "m.pt")
     assert isinstance(loaded, Segmenter) and extra["round"] == 1
     assert torch.allclose(loaded(patches)[0], model.eval()(patches)[0])
+
+
+def test_training_round_is_deterministic_and_uses_the_teacher(backbone):
+    cfg = {
+        "decoder": {"dim": 16, "layers": 1, "heads": 2}, "lr": 1e-3, "weight_decay": 0.0, "epochs": 2,
+        "batch_size": 2, "alpha": [0.03, 0.1], "w_div": 1.0, "w_unc": 0.3,
+        "losses": {"peer": True, "uncertainty": True, "diversity": True},
+        "augment": {"crop_scale": [0.3, 1.0], "flip": 0.5, "jitter": 0.8, "grayscale": 0.2, "blur": 0.5},
+    }  # fmt: skip
+    from useg.methods.transfgu.stages import train_round
+
+    g = torch.Generator().manual_seed(0)
+    images, maps = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 3, 4, 4, generator=g)
+    cpu = torch.device("cpu")
+    first = train_round(backbone, images, maps, None, cfg, 0, 0, cpu)
+    again = train_round(backbone, images, maps, None, cfg, 0, 0, cpu)
+    for (name, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), f"{name} differs between identical runs"
+    student = train_round(backbone, images, maps, first, cfg, 0, 1, cpu)
+    assert not torch.equal(student.class_embed, first.class_embed)
+    assert first.cfg.num_labels == 3

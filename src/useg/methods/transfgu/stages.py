@@ -128,7 +128,7 @@ def train_round(
             loss.backward()
             optimiser.step()
             step += 1
-        log.info("round %d epoch %d: loss %.4f %s (alpha %.3f)", round_index, epoch, float(loss), terms, alpha)
+        log.info("round %d epoch %d: loss %.4f %s (alpha %.3f)", round_index, epoch, loss.item(), terms, alpha)
     return student.cpu().eval()
 
 
