@@ -27,7 +27,14 @@ from useg.methods.transfgu.losses import (
     total_loss,
     uncertainty_loss,
 )
-from useg.methods.transfgu.segmenter import Segmenter, SegmenterConfig, build_segmenter, load_segmenter, save_segmenter
+from useg.methods.transfgu.segmenter import (
+    Segmenter,
+    SegmenterConfig,
+    build_segmenter,
+    load_segmenter,
+    mask_logits,
+    save_segmenter,
+)
 from useg.methods.transfgu.stages import half_size
 
 
@@ -267,7 +274,9 @@ def test_segmenter_masks_eq2_and_checkpoint(tmp_path):
     patches = torch.randn(2, 3, 4, 16)
     masks, classes = model(patches)
     assert masks.shape == (2, 3, 3, 4) and classes.shape == (2, 3, 8)
-    assert masks.abs().max() <= 1 / math.sqrt(8) + 1e-6, "unit-norm x′ and C: |x′Cᵀ/√d| <= 1/√d"
+    assert torch.allclose(classes.norm(dim=-1), torch.ones(2, 3)), "C is unit-norm"
+    x_patch, c = torch.randn(1, 4, 8), F.normalize(torch.randn(1, 3, 8), dim=-1)
+    assert torch.allclose(mask_logits(x_patch, c), torch.einsum("bpd,bkd->bpk", x_patch, c) / math.sqrt(8))
     assert torch.equal(build_segmenter(model.cfg, seed=0).class_embed, model.class_embed), "students reset identically"
     save_segmenter(model, tmp_path / "m.pt", {"round": 1})
     loaded, extra = load_segmenter(tmp_path / "m.pt")

@@ -27,7 +27,11 @@ class SegmenterConfig:
 
 
 class Segmenter(nn.Module):
-    """Transformer layers over [patch tokens; K class embeddings]; masks = x′Cᵀ/√d (eq. 2)."""
+    """Transformer layers over [patch tokens; K class embeddings]; masks = x′Cᵀ/√d (eq. 2).
+
+    C is L2-normalised (eq. 15 speaks of cosine similarities between class embeddings); x′ is
+    not, so the decoder can learn the scale of its logits.
+    """
 
     def __init__(self, cfg: SegmenterConfig) -> None:
         super().__init__()
@@ -45,7 +49,7 @@ class Segmenter(nn.Module):
         batch, h, w, _ = patches.shape
         x = self.proj_in(patches.reshape(batch, h * w, -1))
         x = self.norm(self.blocks(torch.cat([x, self.class_embed.expand(batch, -1, -1)], dim=1)))
-        x_patch = F.normalize(self.proj_patch(x[:, : h * w]), dim=-1)
+        x_patch = self.proj_patch(x[:, : h * w])
         classes = F.normalize(self.proj_class(x[:, h * w :]), dim=-1)
         return mask_logits(x_patch, classes).transpose(1, 2).reshape(batch, -1, h, w), classes
 
