@@ -41,7 +41,7 @@ def test_rounds_form_a_chain(tmp_path: Path):
 
 
 def test_whole_chain_writes_three_columns(tmp_path: Path):
-    result = check(run_snakemake(tmp_path, CONFIG))
+    result = check(run_snakemake(tmp_path, CONFIG, timeout=1500))
     for column in COLUMNS:
         metrics = json.loads((tmp_path / OUT / column / "metrics.json").read_text())
         assert metrics["method"] == column and metrics["num_images"] == 6
