@@ -19,6 +19,7 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/cluster.smk"
 include: "workflow/rules/backbone_eval.smk"
+include: "workflow/rules/transfgu.smk"
 include: "workflow/rules/evaluate.smk"
 
 

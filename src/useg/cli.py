@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "useg.backbones.commands",
     "useg.methods.kmeans.commands",
     "useg.methods.croc.commands",
+    "useg.methods.transfgu.commands",
     "useg.eval.commands",
     "useg.stores.commands",
     "useg.profiles.commands",

@@ -31,6 +31,7 @@ wildcard_constraints:
     method=r"[a-z0-9_-]+|backbone-eval/(pretrain|random)/(kmeans|linear-probe)",
     features=re.escape(BACKBONE) + r"(-pretrain|-random)?",
     variant=r"pretrain|random",
+    round=r"\d+",
 
 
 def as_json(obj):
@@ -88,8 +89,10 @@ def features_backbone(wildcards):
 
 
 def backbone_weights(wildcards):
-    """The checkpoint a `pretrain` backbone loads (none for random, files or timm tags)."""
-    if features_weights(wildcards.features) == "pretrain":
+    """The checkpoint a `pretrain` backbone loads (none for random, files or timm tags); the
+    weights are those of the `features` wildcard's variant, else the configured ones."""
+    features = getattr(wildcards, "features", BACKBONE)
+    if features_weights(features) == "pretrain":
         return [CROC_CHECKPOINT]
     return []
 
@@ -111,9 +114,36 @@ def backbone_eval_targets():
     )
 
 
+# Methods whose run is evaluated in several columns (TransFGU Table 3: initial, trained, bootstrapped).
+METHOD_COLUMNS = {"transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"]}
+
+
 def metrics_targets():
-    """metrics.json of every configured method, then of the backbone evaluation."""
-    return [f"{OUT}/{method}/metrics.json" for method in config["methods"]] + backbone_eval_targets()
+    """metrics.json of every configured method (each of its evaluated columns), then of the backbone evaluation."""
+    columns = [column for method in config["methods"] for column in METHOD_COLUMNS.get(method, [method])]
+    return [f"{OUT}/{column}/metrics.json" for column in columns] + backbone_eval_targets()
+
+
+def transfgu_slice(*keys):
+    """The `transfgu` config keys a TransFGU stage depends on, with the seed."""
+    return {"transfgu": {key: config["transfgu"][key] for key in keys}, "seed": config["seed"]}
+
+
+def transfgu_shards(kind, split):
+    """Every shard of a TransFGU per-shard store (`crops` or `bank`) of a split."""
+    return shard_paths(f"{OUT}/transfgu/{kind}/{{split}}/shard-{{shard}}.zarr", split)
+
+
+def transfgu_teacher(wildcards):
+    """The previous round's decoder: the teacher of round r > 0 (none for round 0)."""
+    r = int(wildcards.round)
+    return [f"{OUT}/transfgu/round-{r - 1}/model.pt"] if r > 0 else []
+
+
+def transfgu_model(wildcards):
+    """Decoder a TransFGU column predicts with: round 0 (`transfgu-trained`) or the last round (`transfgu`)."""
+    r = 0 if wildcards.method == "transfgu-trained" else config["transfgu"]["rounds"]
+    return f"{OUT}/transfgu/round-{r}/model.pt"
 
 
 def print_summary():

@@ -1,4 +1,4 @@
-"""Parts every method shares: turning per-patch scores into label maps at the working size."""
+"""Parts every method shares: per-patch scores to label maps, RoI crops of maps, a NaN-loss guard."""
 
 from __future__ import annotations
 
@@ -11,3 +11,25 @@ def scores_to_labels(scores: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """Bilinearly upsample per-patch scores [B, K, h, w] to `size` and take the arg-max label."""
     up = F.interpolate(scores.float(), size=size, mode="bilinear", align_corners=False)
     return up.argmax(dim=1).cpu().numpy().astype(np.uint16)
+
+
+def roi_crop(
+    maps: torch.Tensor,
+    boxes: torch.Tensor,
+    size: tuple[int, int],
+    spatial_scale: float = 1.0,
+    image_of_box: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Crop-and-resize `maps` [B, C, H, W] to `size` inside boxes [n, 4] (x0, y0, x1, y1) -> [n, C, *size].
+
+    Box i is taken from image `image_of_box[i]` (default: box i from image i).
+    RoI-Align (torchvision.ops.roi_align, `aligned=True`, adaptive sampling): box coordinates are
+    in pixels of the maps' reference frame and multiplied by `spatial_scale`, so the same box crops an
+    image and its lower-resolution label / response maps consistently.
+    """
+    from torchvision.ops import roi_align
+
+    if image_of_box is None:
+        image_of_box = torch.arange(len(boxes))
+    rois = torch.cat([image_of_box.to(maps)[:, None], boxes.to(maps)], 1)
+    return roi_align(maps, rois, output_size=size, spatial_scale=spatial_scale, sampling_ratio=-1, aligned=True)

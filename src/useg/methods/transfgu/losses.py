@@ -1,0 +1,70 @@
+"""Bootstrapping targets and losses (TransFGU eq. 12–16)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def bootstrapped_labels(maps: Tensor, teacher_probs: Tensor) -> Tensor:
+    """M̂ = arg-max_k 0.5·(M^k + P̂^k), maps and probabilities [B, K, h, w] -> labels [B, h, w] (eq. 11–12)."""
+    return (0.5 * (maps + teacher_probs)).argmax(dim=1)
+
+
+def shuffled_labels(labels: Tensor, num_labels: int, generator: torch.Generator) -> Tensor:
+    """Negative labels M̂′: every label id moved to another id by a random cyclic derangement (eq. 13)."""
+    order = torch.randperm(num_labels, generator=generator)
+    mapping = torch.empty(num_labels, dtype=torch.long)
+    mapping[order] = order.roll(-1)
+    return mapping.to(labels.device)[labels]
+
+
+def peer_loss(logits: Tensor, labels: Tensor, negatives: Tensor, alpha: float) -> Tensor:
+    """L_peer = CE(P, M̂) − α·CE(P, M̂′) (eq. 13)."""
+    return F.cross_entropy(logits, labels) - alpha * F.cross_entropy(logits, negatives)
+
+
+def uncertainty_loss(logits: Tensor) -> Tensor:
+    """L_unc = 1 − mean over locations of (p′ − p″), the gap of the two largest probabilities (eq. 14)."""
+    top2 = logits.softmax(dim=1).topk(2, dim=1).values
+    return 1 - (top2[:, 0] - top2[:, 1]).mean()
+
+
+def diversity_loss(classes: Tensor) -> Tensor:
+    """L_div = 1 + (1/K²)·Σ C·Cᵀ/√d over the (unit-norm) class embeddings [B, K, d], batch-averaged (eq. 15)."""
+    k, d = classes.shape[-2:]
+    return 1 + (classes @ classes.transpose(-1, -2)).sum(dim=(-1, -2)).mean() / (k * k * math.sqrt(d))
+
+
+def peer_alpha(epoch: int, epochs: int, start: float, end: float) -> float:
+    """α rising linearly from `start` at the first epoch to `end` at the last (§4.2, supplement)."""
+    return start if epochs <= 1 else start + (end - start) * epoch / (epochs - 1)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Which terms of eq. 16 are on, and their weights."""
+
+    peer: bool = True
+    uncertainty: bool = True
+    diversity: bool = True
+    w_div: float = 1.0
+    w_unc: float = 0.3
+
+
+def total_loss(
+    logits: Tensor, classes: Tensor, labels: Tensor, negatives: Tensor, alpha: float, cfg: LossConfig
+) -> tuple[Tensor, dict[str, float]]:
+    """L = L_peer + ω₁·L_div + ω₂·L_unc, each term switchable; without peer, plain CE (eq. 9, 16)."""
+    main = peer_loss(logits, labels, negatives, alpha) if cfg.peer else F.cross_entropy(logits, labels)
+    terms = {"main": main}
+    if cfg.diversity:
+        terms["div"] = cfg.w_div * diversity_loss(classes)
+    if cfg.uncertainty:
+        terms["unc"] = cfg.w_unc * uncertainty_loss(logits)
+    total = torch.stack(list(terms.values())).sum()
+    return total, {name: value.item() for name, value in terms.items()}

@@ -1,0 +1,178 @@
+"""TransFGU stages after the crop bank: pseudo-label bank, training rounds, predictions (§3.2–3.3)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from useg.backbones.extract import input_batches
+from useg.backbones.vit import ViTBackbone
+from useg.data.images import load_rgb
+from useg.data.manifest import ManifestRow
+from useg.data.transforms import resize_rgb
+from useg.methods.common import scores_to_labels
+from useg.train import check_finite
+from useg.methods.transfgu.augment import AugmentConfig, training_views
+from useg.methods.transfgu.gradcam import pseudo_label_maps
+from useg.methods.transfgu.losses import LossConfig, bootstrapped_labels, peer_alpha, shuffled_labels, total_loss
+from useg.methods.transfgu.segmenter import Segmenter, SegmenterConfig, build_segmenter, save_segmenter
+from useg.stores.features import FeatureStore
+from useg.stores.labelbank import LabelBank, LabelBankWriter
+from useg.stores.predictions import PredictionsWriter
+
+log = logging.getLogger(__name__)
+
+
+def build_label_bank(
+    backbone: ViTBackbone,
+    rows: list[tuple[int, ManifestRow]],
+    concepts: np.ndarray,
+    groups: np.ndarray,
+    cfg: dict[str, Any],
+    input_size: tuple[int, int],
+    out_path: str | Path,
+    prov: dict[str, Any],
+    device: torch.device,
+) -> None:
+    """Grad-CAM response maps and labels of every image of a shard into a LabelBank (eq. 4–8)."""
+    backbone = backbone.to(device).eval().requires_grad_(False)
+    grid = backbone.grid_for(*input_size)
+    num_labels = len(concepts) + int(cfg["foreground_only"])
+    index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
+    attrs = {
+        "input_size": list(input_size),
+        "background_label": len(concepts) if cfg["foreground_only"] else None,
+        "concept_groups": groups.tolist(),
+    }
+    s, g = torch.from_numpy(concepts).to(device), torch.from_numpy(groups)
+    with LabelBankWriter(out_path, index, ids, num_labels, grid, prov, **attrs) as writer:
+        start = 0
+        batches = input_batches([row for _, row in rows], input_size, cfg["bank_batch_size"], 1)
+        for images in tqdm(batches, desc=f"grad-cam {Path(out_path).name}", unit="batch"):
+            maps, labels, fg = pseudo_label_maps(
+                backbone, images.to(device), s, g, cfg["foreground_prior"], cfg["foreground_only"], cfg["t_bg"]
+            )
+            writer.write(start, maps.detach().cpu().numpy(), labels.cpu().numpy(), fg.cpu().numpy())
+            start += len(images)
+    log.info("label bank: %d images, %d labels, grid %dx%d -> %s", len(rows), num_labels, *grid, out_path)
+
+
+def predict_initial(bank: LabelBank, out_path: str | Path, size: tuple[int, int], prov: dict[str, Any]) -> None:
+    """`initial` predictions: the bank's arg-max labels upsampled (nearest) to the working size (eq. 6)."""
+    labels = torch.from_numpy(bank.read("labels").astype(np.int64))
+    with PredictionsWriter(out_path, bank.index, bank.ids, size, bank.num_labels, "transfgu-initial", prov) as writer:
+        for start in range(0, len(labels), 64):
+            chunk = labels[start : start + 64, None].float()
+            up = torch.nn.functional.interpolate(chunk, size=size, mode="nearest")[:, 0]
+            writer.write(start, up.numpy().astype(np.uint16))
+    log.info("transfgu-initial: %d images -> %s", len(labels), out_path)
+
+
+def load_images(rows: list[ManifestRow], size: tuple[int, int]) -> torch.Tensor:
+    """Images at the working size, [N, 3, H, W] floats in [0, 1]."""
+    arrays = [resize_rgb(load_rgb(row.path), size) for row in rows]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+
+
+def half_size(input_size: tuple[int, int], patch: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Training view size (H/2, W/2) rounded down to whole patches (at least one), and its grid (§4.2)."""
+    grid = tuple(max(1, s // 2 // patch) for s in input_size)
+    return (grid[0] * patch, grid[1] * patch), grid  # type: ignore[return-value]
+
+
+def train_round(
+    backbone: ViTBackbone,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    teacher: Segmenter | None,
+    cfg: dict[str, Any],
+    seed: int,
+    round_index: int,
+    device: torch.device,
+) -> Segmenter:
+    """Train a freshly initialised student on M (round 0) or on M̂ from the teacher (eq. 10–16)."""
+    backbone = backbone.to(device).eval().requires_grad_(False)
+    num_labels = maps.shape[1]
+    student = build_segmenter(SegmenterConfig(backbone.embed_dim, num_labels, **cfg["decoder"]), seed).to(device)
+    if teacher is not None:
+        teacher = teacher.to(device).eval().requires_grad_(False)
+    optimiser = torch.optim.AdamW(student.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    generator = torch.Generator().manual_seed(seed * 1000 + round_index)
+    out_size, out_grid = half_size(tuple(images.shape[-2:]), backbone.patch_size)
+    augment = AugmentConfig(**{**cfg["augment"], "crop_scale": tuple(cfg["augment"]["crop_scale"])})
+    losses = LossConfig(**cfg["losses"], w_div=cfg["w_div"], w_unc=cfg["w_unc"])
+    epochs, step, batch_size = cfg["epochs"], 0, cfg["batch_size"]
+    for epoch in tqdm(range(epochs), desc=f"transfgu round {round_index}", unit="epoch"):
+        alpha = peer_alpha(epoch, epochs, *cfg["alpha"])
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            views, crop_maps = training_views(images[idx], maps[idx], out_size, out_grid, augment, generator)
+            with torch.no_grad():
+                patches = backbone(views.to(device)).patches
+                crop_maps = crop_maps.to(device)
+                labels = (
+                    crop_maps.argmax(dim=1)
+                    if teacher is None
+                    else bootstrapped_labels(crop_maps, teacher(patches)[0].softmax(dim=1))
+                )
+            logits, classes = student(patches)
+            negatives = shuffled_labels(labels, num_labels, generator)
+            loss, terms = total_loss(logits, classes, labels, negatives, alpha, losses)
+            check_finite(loss, epoch, step, "lower transfgu.lr")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            step += 1
+        log.info("round %d epoch %d: loss %.4f %s (alpha %.3f)", round_index, epoch, loss.item(), terms, alpha)
+    return student.cpu().eval()
+
+
+def run_training_round(
+    backbone: ViTBackbone,
+    rows: list[ManifestRow],
+    bank: LabelBank,
+    teacher: Segmenter | None,
+    cfg: dict[str, Any],
+    input_size: tuple[int, int],
+    seed: int,
+    round_index: int,
+    out_path: str | Path,
+    device: torch.device,
+) -> None:
+    """Load the train images and pseudo-label maps, train one round, save the student."""
+    images = load_images(rows, input_size)
+    maps = torch.from_numpy(bank.read("maps").astype(np.float32))
+    student = train_round(backbone, images, maps, teacher, cfg, seed, round_index, device)
+    save_segmenter(student, out_path, {"round": round_index, "background_label": bank.attrs.get("background_label")})
+    log.info("round %d: trained on %d images -> %s", round_index, len(rows), out_path)
+
+
+@torch.inference_mode()
+def predict_segmenter(
+    model: Segmenter,
+    stores: list[FeatureStore],
+    out_path: str | Path,
+    size: tuple[int, int],
+    method: str,
+    prov: dict[str, Any],
+    device: torch.device,
+    batch_size: int = 32,
+) -> None:
+    """Decoder masks on the frozen patch tokens, upsampled bilinearly to the working size, arg-max (eq. 2)."""
+    model = model.to(device)
+    index = np.concatenate([s.index for s in stores])
+    ids = [i for s in stores for i in s.ids]
+    with PredictionsWriter(out_path, index, ids, size, model.cfg.num_labels, method, prov) as writer:
+        start = 0
+        for store in stores:
+            for batch in tqdm(store.batches(batch_size), desc=f"{method} predict", unit="batch"):
+                masks, _ = model(torch.from_numpy(batch.patches.astype(np.float32)).to(device))
+                writer.write(start, scores_to_labels(masks, size))
+                start += len(batch.index)
+    log.info("%s: predicted %d images -> %s", method, len(index), out_path)

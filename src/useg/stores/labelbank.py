@@ -1,0 +1,78 @@
+"""LabelBank: per-image pseudo-label response maps and their arg-max labels at the patch grid.
+
+Layout of `shard-<i>.zarr`::
+
+    index       int64   [N]              manifest row of each image
+    ids         str     [N]
+    maps        float16 [N, L, h, w]     response map of every label (L = K, or K + 1 with a background map)
+    labels      uint16  [N, h, w]        arg-max label per patch
+    foreground  uint8   [N, h, w]        foreground prior (binarised CLS attention) per patch
+
+attrs: kind="LabelBank", num_labels (L), grid [h, w], input_size, background_label (L - 1 or null),
+concept_groups (per concept: 1 fg, 0 bg, -1 any), provenance.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from useg.stores.base import create_array, open_store, string_array, write_store
+
+KIND = "LabelBank"
+
+
+class LabelBankWriter:
+    """Streams batches of response maps into a new LabelBank, atomically."""
+
+    def __init__(
+        self, path: str | Path, index: np.ndarray, ids: list[str], num_labels: int, grid: tuple[int, int], prov: dict[str, Any], **attrs: Any
+    ) -> None:
+        self.path, self.index, self.ids = Path(path), np.asarray(index, np.int64), ids
+        self.num_labels, self.grid, self.prov, self.attrs = num_labels, grid, prov, attrs
+        self._stack = ExitStack()
+
+    def __enter__(self) -> LabelBankWriter:
+        n, (h, w) = len(self.index), self.grid
+        group = self._stack.enter_context(
+            write_store(self.path, KIND, self.prov, num_labels=self.num_labels, grid=[h, w], **self.attrs)
+        )
+        create_array(group, "index", (n,), "int64", max(n, 1))[:] = self.index
+        string_array(group, "ids", self.ids)
+        self.maps = create_array(group, "maps", (n, self.num_labels, h, w), "float16", 64)
+        self.labels = create_array(group, "labels", (n, h, w), "uint16", 64)
+        self.foreground = create_array(group, "foreground", (n, h, w), "uint8", 64)
+        return self
+
+    def write(self, start: int, maps: np.ndarray, labels: np.ndarray, foreground: np.ndarray) -> None:
+        """Write rows [start, start + len(maps))."""
+        stop = start + len(maps)
+        self.maps[start:stop] = maps.astype(np.float16)
+        self.labels[start:stop] = labels.astype(np.uint16)
+        self.foreground[start:stop] = foreground.astype(np.uint8)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.__exit__(*exc)
+
+
+class LabelBank:
+    """Read access to LabelBank shards of one split, in shard order."""
+
+    def __init__(self, paths: list[str | Path]) -> None:
+        self.groups = [open_store(p, KIND) for p in paths]
+        first = dict(self.groups[0].attrs)
+        self.num_labels: int = first["num_labels"]
+        self.grid: tuple[int, int] = tuple(first["grid"])  # type: ignore[assignment]
+        self.attrs = first
+        self.index: np.ndarray = np.concatenate([g["index"][:] for g in self.groups])
+        self.ids: list[str] = [str(s) for g in self.groups for s in g["ids"][:]]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read(self, name: str) -> np.ndarray:
+        """One array of every shard, concatenated (`maps`, `labels` or `foreground`)."""
+        return np.concatenate([g[name][:] for g in self.groups])

@@ -1,0 +1,299 @@
+"""TransFGU parts on small tensors: crop boxes, foreground prior, Grad-CAM (eq. 5–8), losses (eq. 12–16),
+RoI-Align label cropping, the Segmenter (eq. 2) and the concept / bank stores."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from useg.backbones import build_backbone
+from useg.errors import ConfigError, TrainingError
+from useg.methods.common import roi_crop
+from useg.methods.transfgu import gradcam as gc
+from useg.methods.transfgu.augment import AugmentConfig, random_boxes, training_views
+from useg.methods.transfgu.concepts import cluster_concepts, concept_counts
+from useg.methods.transfgu.crops import BACKGROUND, FOREGROUND, UNUSED, crop_boxes, crop_groups, foreground_mask
+from useg.methods.transfgu.losses import (
+    LossConfig,
+    bootstrapped_labels,
+    diversity_loss,
+    peer_alpha,
+    peer_loss,
+    shuffled_labels,
+    total_loss,
+    uncertainty_loss,
+)
+from useg.methods.transfgu.segmenter import (
+    Segmenter,
+    SegmenterConfig,
+    build_segmenter,
+    load_segmenter,
+    mask_logits,
+    save_segmenter,
+)
+from useg.methods.transfgu.stages import half_size
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    from useg.backbones import BackboneConfig
+    from tests.conftest import TINY_BACKBONE
+
+    model = build_backbone(BackboneConfig.from_dict(TINY_BACKBONE), seed=0)
+    return model.requires_grad_(False)
+
+
+# --- crops and the foreground prior (§4.2) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("height,width", [(33, 47), (97, 61), (10, 10)])
+def test_crop_boxes_odd_sizes(height: int, width: int):
+    boxes = crop_boxes(height, width, [0.5, 0.3])
+    x0, y0, x1, y1 = boxes.T
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= width).all() and (y1 <= height).all()
+    assert ((x1 - x0) == (y1 - y0)).all(), "crops are square"
+    short = min(height, width)
+    assert set((x1 - x0).tolist()) == {round(0.5 * short), round(0.3 * short)}
+    for beta in (0.5, 0.3):
+        side = round(beta * short)
+        mine = boxes[(x1 - x0) == side]
+        assert mine[:, 2].max() == width and mine[:, 3].max() == height, "the far edges are covered"
+        xs = np.unique(mine[:, 0])
+        assert xs[0] == 0 and np.all(np.diff(xs)[:-1] == round(0.5 * beta * short)), "stride is half a side"
+
+
+def test_crop_boxes_count_by_hand():
+    # 96 x 96, beta 0.5: side 48, stride 24 -> offsets 0, 24, 48 on each axis -> 9 crops
+    assert len(crop_boxes(96, 96, [0.5])) == 9
+    # 40 x 50, beta 0.5: side 20, stride 10 -> y 0,10,20 (3) and x 0,10,20,30 (4)
+    assert len(crop_boxes(40, 50, [0.5])) == 12
+
+
+def test_foreground_mask_and_crop_groups():
+    attn = np.zeros((2, 4, 4), np.float32)
+    attn[:, :2, :2] = 1.0  # top-left quarter attended by both heads
+    fg = foreground_mask(attn)
+    assert fg.sum() == 4 and fg[:2, :2].all()
+    boxes = np.array([[0, 0, 2, 2], [2, 2, 4, 4], [1, 0, 3, 2], [0, 0, 4, 4]])
+    groups = crop_groups(boxes, fg)
+    # all fg -> fg; all bg -> bg; half fg (not > 50 %) -> unused; a quarter fg = 75 % bg (not > 80 %) -> unused
+    assert groups.tolist() == [FOREGROUND, BACKGROUND, UNUSED, UNUSED]
+
+
+def test_concept_counts_and_separate_clustering():
+    assert concept_counts(7, None, 4) == (4, 3)
+    assert concept_counts(7, None, 0) == (4, 3)
+    assert concept_counts(7, 2, 4) == (2, 5)
+    with pytest.raises(ConfigError, match="k_fg"):
+        concept_counts(3, 3, 0)
+    rng = np.random.default_rng(0)
+    fg = rng.normal(size=(40, 4)) + 10
+    bg = rng.normal(size=(40, 4)) - 10
+    cls = np.concatenate([fg, bg]).astype(np.float32)
+    groups = np.array([FOREGROUND] * 40 + [BACKGROUND] * 40, np.int8)
+    cfg = {"foreground_prior": True, "niter": 10, "nredo": 1}
+    centroids, group = cluster_concepts(cls, groups, 5, 3, cfg, 0)
+    assert group.tolist() == [1, 1, 1, 0, 0]
+    assert (centroids[:3] > 5).all() and (centroids[3:] < -5).all(), "fg concepts from fg crops only"
+    _, group = cluster_concepts(cls, groups, 5, 0, {**cfg, "foreground_prior": False}, 0)
+    assert (group == UNUSED).all()
+    with pytest.raises(ConfigError, match="foreground crops"):
+        cluster_concepts(cls[40:], groups[40:], 5, 3, cfg, 0)
+
+
+# --- Grad-CAM (eq. 4–8) ----------------------------------------------------------------------
+
+
+def test_cls_path_matches_the_backbone(backbone):
+    images = torch.randn(2, 3, 32, 32)
+    path = gc.ClsPath(backbone, images)
+    out = backbone(images)
+    assert torch.allclose(path.cls(path.row), out.cls, atol=1e-5)
+    assert torch.allclose(gc.cls_patch_rows(path.row, (4, 4), 1), out.attn, atol=1e-6)
+    copies = path.cls(path.row.expand(3, *path.row.shape))
+    assert copies.shape == (3, 2, 64) and torch.allclose(copies[2], out.cls, atol=1e-5)
+
+
+def test_batched_gradcam_equals_loop_and_autograd_of_eq5(backbone):
+    path = gc.ClsPath(backbone, torch.randn(3, 3, 32, 32))
+    concepts = torch.randn(5, backbone.embed_dim)
+    batched = gc.concept_gradients(path, concepts, chunk=2)
+    loop = gc.concept_gradients_loop(path, concepts)
+    assert batched.shape == (5, 3, 2, 17)
+    assert (batched - loop).abs().max() < 1e-5
+    # the gradient of eq. 5's loss for concept 1, image 2 alone, negated
+    row = path.row.clone().requires_grad_(True)
+    loss = 1 - path.cls(row)[2] @ concepts[1] / math.sqrt(backbone.embed_dim)
+    (grad,) = torch.autograd.grad(loss, row)
+    assert torch.allclose(batched[1, 2], -grad[2], atol=1e-6)
+    assert batched[1, :2].abs().sum() > 0 and torch.allclose(grad[:2], torch.zeros_like(grad[:2]))
+
+
+def test_response_maps_eq7_by_hand():
+    attn = torch.tensor([[[[0.1, 0.2]], [[0.3, 0.4]]]])  # [B=1, H=2, 1, 2]
+    grads = torch.stack([torch.ones(1, 2, 1, 2), -torch.ones(1, 2, 1, 2)])  # K=2
+    maps = gc.response_maps(attn, grads)
+    assert maps.shape == (1, 2, 1, 2)
+    assert torch.allclose(maps[0, 0, 0], torch.tensor([1.2, 1.3]))  # mean over heads of A + 1
+    assert torch.allclose(maps[0, 1, 0], torch.tensor([-0.8, -0.7]))
+
+
+def test_argmax_labels_eq6_and_background_eq8():
+    maps = torch.tensor([[[[0.9, 0.03]], [[0.2, 0.02]]]])  # [1, K=2, 1, 2]
+    bg = gc.background_map(maps, 0.1)
+    assert torch.allclose(bg[0, 0, 0], torch.tensor([0.0, 0.07]))  # ReLU(0.1 - max_k M^k)
+    labels = torch.cat([maps, bg], 1).argmax(1)
+    assert labels.tolist() == [[[0, 2]]], "weak responses become background"
+
+
+def test_normalised_maps_lie_in_unit_interval():
+    maps = gc.normalise_maps(torch.randn(3, 4, 5, 5) * 7 + 2)
+    flat = maps.flatten(1)
+    assert torch.allclose(flat.min(1).values, torch.zeros(3)) and torch.allclose(flat.max(1).values, torch.ones(3))
+
+
+def test_fg_bg_concept_masking():
+    maps = torch.ones(1, 3, 1, 2)
+    fg = torch.tensor([[[True, False]]])
+    groups = torch.tensor([FOREGROUND, BACKGROUND, UNUSED])
+    masked = gc.mask_concepts(maps, fg, groups)
+    assert masked[0, :, 0, 0].tolist() == [1, 0, 1], "a foreground patch loses the background concepts"
+    assert masked[0, :, 0, 1].tolist() == [0, 1, 1], "a background patch loses the foreground concepts"
+
+
+def test_pseudo_label_maps_shapes_and_masking(backbone):
+    concepts = torch.randn(4, backbone.embed_dim)
+    groups = torch.tensor([1, 1, 0, 0])
+    maps, labels, fg = gc.pseudo_label_maps(backbone, torch.randn(2, 3, 32, 32), concepts, groups, True, True, 0.1)
+    assert maps.shape == (2, 5, 4, 4) and labels.shape == (2, 4, 4) and fg.shape == (2, 4, 4)
+    fg_e = fg[:, None]
+    assert (maps[:, 2:4].masked_select(fg_e.expand(-1, 2, -1, -1)) == 0).all()
+    assert (maps[:, 0:2].masked_select(~fg_e.expand(-1, 2, -1, -1)) == 0).all()
+    assert torch.equal(labels, maps.argmax(1))
+
+
+# --- losses (eq. 12–16) ----------------------------------------------------------------------
+
+
+def test_bootstrapped_labels_eq12():
+    maps = torch.tensor([[[[0.9]], [[0.0]], [[0.5]]]])  # M: concept 0
+    probs = torch.tensor([[[[0.0]], [[0.8]], [[0.5]]]])  # P̂: class 1
+    assert bootstrapped_labels(maps, probs).item() == 2, "0.5·(M + P̂) = [0.45, 0.4, 0.5]"
+
+
+def test_shuffled_labels_never_keep_a_label():
+    labels = torch.arange(6).repeat(4).view(4, 6)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        neg = shuffled_labels(labels, 6, g)
+        assert (neg != labels).all() and sorted(neg[0].tolist()) == list(range(6))
+
+
+def test_peer_loss_eq13():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 4, 4))
+    neg = (labels + 1) % 3
+    expected = F.cross_entropy(logits, labels) - 0.05 * F.cross_entropy(logits, neg)
+    assert torch.allclose(peer_loss(logits, labels, neg, 0.05), expected)
+
+
+def test_uncertainty_loss_eq14_by_hand():
+    # two locations with probabilities (0.7, 0.2, 0.1) and (0.4, 0.4, 0.2): gaps 0.5 and 0.0
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.4, 0.4, 0.2]]).T.reshape(1, 3, 1, 2)
+    assert torch.allclose(uncertainty_loss(probs.log()), torch.tensor(1 - 0.25))
+
+
+def test_diversity_loss_eq15_by_hand():
+    classes = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # orthogonal, d = 2, K = 2
+    assert torch.allclose(diversity_loss(classes), torch.tensor(1 + 2 / (4 * math.sqrt(2))))
+    same = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    assert diversity_loss(same) > diversity_loss(classes)
+
+
+def test_total_loss_eq16_switches():
+    logits = torch.randn(2, 3, 2, 2)
+    classes = F.normalize(torch.randn(2, 3, 8), dim=-1)
+    labels = torch.randint(0, 3, (2, 2, 2))
+    neg = (labels + 1) % 3
+    full, terms = total_loss(logits, classes, labels, neg, 0.1, LossConfig())
+    expected = peer_loss(logits, labels, neg, 0.1) + diversity_loss(classes) + 0.3 * uncertainty_loss(logits)
+    assert torch.allclose(full, expected) and set(terms) == {"main", "div", "unc"}
+    ce, terms = total_loss(logits, classes, labels, neg, 0.1, LossConfig(peer=False, uncertainty=False, diversity=False))
+    assert torch.allclose(ce, F.cross_entropy(logits, labels)) and set(terms) == {"main"}
+
+
+def test_peer_alpha_rises_linearly():
+    values = [peer_alpha(e, 8, 0.03, 0.1) for e in range(8)]
+    assert values[0] == pytest.approx(0.03) and values[-1] == pytest.approx(0.1)
+    assert np.allclose(np.diff(values), 0.01)
+
+
+# --- RoI-Align label cropping, views ---------------------------------------------------------
+
+
+def test_roi_crop_of_label_maps_follows_the_image_crop():
+    maps = torch.zeros(1, 2, 4, 4)
+    maps[0, 0, :, :2] = 1  # left half is label 0
+    maps[0, 1, :, 2:] = 1  # right half is label 1
+    # the right half of a 32 x 32 image, cropped to a 2 x 2 grid (patch 8 -> spatial scale 1/8)
+    out = roi_crop(maps, torch.tensor([[16.0, 0.0, 32.0, 32.0]]), (2, 2), spatial_scale=4 / 32)
+    assert out.shape == (1, 2, 2, 2) and (out.argmax(1) == 1).all()
+    image = torch.arange(16.0).view(1, 1, 4, 4)
+    whole = roi_crop(image, torch.tensor([[0.0, 0.0, 4.0, 4.0]]), (4, 4))
+    assert torch.allclose(whole, image), "a full-size box is the identity"
+
+
+def test_training_views_crop_images_and_maps_together():
+    g = torch.Generator().manual_seed(0)
+    boxes = random_boxes(50, 32, 48, (0.3, 1.0), g)
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 48 + 1e-4).all() and (boxes[:, 3] <= 32 + 1e-4).all()
+    images = torch.rand(3, 3, 32, 32)
+    maps = torch.rand(3, 5, 4, 4)
+    views, crops = training_views(images, maps, (16, 16), (2, 2), AugmentConfig(), torch.Generator().manual_seed(1))
+    again = training_views(images, maps, (16, 16), (2, 2), AugmentConfig(), torch.Generator().manual_seed(1))
+    assert views.shape == (3, 3, 16, 16) and crops.shape == (3, 5, 2, 2)
+    assert torch.equal(views, again[0]) and torch.equal(crops, again[1]), "views depend only on the generator"
+    assert half_size((96, 96), 8) == ((48, 48), (6, 6)) and half_size((32, 40), 8) == ((16, 16), (2, 2))
+
+
+# --- Segmenter (eq. 2) -----------------------------------------------------------------------
+
+
+def test_segmenter_masks_eq2_and_checkpoint(tmp_path):
+    model = build_segmenter(SegmenterConfig(in_dim=16, num_labels=3, dim=8, layers=1, heads=2), seed=0)
+    patches = torch.randn(2, 3, 4, 16)
+    masks, classes = model(patches)
+    assert masks.shape == (2, 3, 3, 4) and classes.shape == (2, 3, 8)
+    assert torch.allclose(classes.norm(dim=-1), torch.ones(2, 3)), "C is unit-norm"
+    x_patch, c = torch.randn(1, 4, 8), F.normalize(torch.randn(1, 3, 8), dim=-1)
+    assert torch.allclose(mask_logits(x_patch, c), torch.einsum("bpd,bkd->bpk", x_patch, c) / math.sqrt(8))
+    assert torch.equal(build_segmenter(model.cfg, seed=0).class_embed, model.class_embed), "students reset identically"
+    save_segmenter(model, tmp_path / "m.pt", {"round": 1})
+    loaded, extra = load_segmenter(tmp_path / "m.pt")
+    assert isinstance(loaded, Segmenter) and extra["round"] == 1
+    assert torch.allclose(loaded(patches)[0], model.eval()(patches)[0])
+
+
+def test_training_round_is_deterministic_and_uses_the_teacher(backbone):
+    cfg = {
+        "decoder": {"dim": 16, "layers": 1, "heads": 2}, "lr": 1e-3, "weight_decay": 0.0, "epochs": 2,
+        "batch_size": 2, "alpha": [0.03, 0.1], "w_div": 1.0, "w_unc": 0.3,
+        "losses": {"peer": True, "uncertainty": True, "diversity": True},
+        "augment": {"crop_scale": [0.3, 1.0], "flip": 0.5, "jitter": 0.8, "grayscale": 0.2, "blur": 0.5},
+    }  # fmt: skip
+    from useg.methods.transfgu.stages import train_round
+
+    g = torch.Generator().manual_seed(0)
+    images, maps = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 3, 4, 4, generator=g)
+    cpu = torch.device("cpu")
+    first = train_round(backbone, images, maps, None, cfg, 0, 0, cpu)
+    again = train_round(backbone, images, maps, None, cfg, 0, 0, cpu)
+    for (name, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), f"{name} differs between identical runs"
+    student = train_round(backbone, images, maps, first, cfg, 0, 1, cpu)
+    assert not torch.equal(student.class_embed, first.class_embed)
+    assert first.cfg.num_labels == 3

@@ -1,0 +1,156 @@
+"""TransFGU: crop bank -> concepts -> Grad-CAM label bank -> Segmenter rounds round-0 .. round-R -> predictions."""
+
+TRAIN = DATASET["train_split"]
+EVAL = DATASET["eval_split"]
+TRANSFGU_TRAIN_KEYS = (
+    "decoder", "epochs", "batch_size", "lr", "weight_decay", "losses", "alpha", "w_div", "w_unc", "augment", "device",
+)  # fmt: skip
+
+
+rule transfgu_crops:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        features=f"{OUT}/features/{BACKBONE}/{{split}}/shard-{{shard}}.zarr",
+        weights=backbone_weights,
+    output:
+        directory(f"{OUT}/transfgu/crops/{{split}}/shard-{{shard}}.zarr"),
+    params:
+        cfg=lambda w: as_json(
+            {"backbone": config["backbone"], **transfgu_slice("betas", "crop_size", "crop_batch_size", "device")}
+        ),
+        shards=config["features"]["shards"],
+        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+    log:
+        f"{OUT}/logs/transfgu/crops-{{split}}-{{shard}}.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=1,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg transfgu-crops --params {params.cfg:q} --manifest {input.manifest} --split {wildcards.split}"
+        " --shard {wildcards.shard} --shards {params.shards} --features {input.features} {params.weights}"
+        " --out {output} --threads {threads} --log {log}"
+
+
+rule transfgu_concepts:
+    input:
+        classes=f"{OUT}/classes.json",
+        crops=transfgu_shards("crops", TRAIN),
+    output:
+        directory(f"{OUT}/transfgu/concepts.zarr"),
+    params:
+        cfg=lambda w: as_json(transfgu_slice("k", "k_fg", "foreground_prior", "foreground_only", "niter", "nredo")),
+    log:
+        f"{OUT}/logs/transfgu/concepts.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        CPU_ENV
+    shell:
+        "python -m useg transfgu-concepts --params {params.cfg:q} --classes {input.classes} --crops {input.crops}"
+        " --out {output} --threads {threads} --log {log}"
+
+
+rule transfgu_bank:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        concepts=f"{OUT}/transfgu/concepts.zarr",
+        weights=backbone_weights,
+    output:
+        directory(f"{OUT}/transfgu/bank/{{split}}/shard-{{shard}}.zarr"),
+    params:
+        cfg=lambda w: as_json(
+            {
+                "backbone": config["backbone"],
+                **transfgu_slice("foreground_prior", "foreground_only", "t_bg", "bank_batch_size", "device"),
+            }
+        ),
+        shards=config["features"]["shards"],
+        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+    log:
+        f"{OUT}/logs/transfgu/bank-{{split}}-{{shard}}.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=1,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg transfgu-bank --params {params.cfg:q} --manifest {input.manifest} --split {wildcards.split}"
+        " --shard {wildcards.shard} --shards {params.shards} --concepts {input.concepts} {params.weights}"
+        " --out {output} --threads {threads} --log {log}"
+
+
+rule transfgu_train:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        bank=transfgu_shards("bank", TRAIN),
+        teacher=transfgu_teacher,
+        weights=backbone_weights,
+    output:
+        f"{OUT}/transfgu/round-{{round}}/model.pt",
+    params:
+        cfg=lambda w: as_json({"backbone": config["backbone"], **transfgu_slice(*TRANSFGU_TRAIN_KEYS)}),
+        teacher=lambda w, input: f"--teacher {input.teacher}" if input.teacher else "",
+        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+    log:
+        f"{OUT}/logs/transfgu/train-round-{{round}}.log",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg transfgu-train --params {params.cfg:q} --manifest {input.manifest} --bank {input.bank}"
+        " --round {wildcards.round} {params.teacher} {params.weights} --out {output} --threads {threads} --log {log}"
+
+
+rule transfgu_initial:
+    input:
+        bank=transfgu_shards("bank", EVAL),
+    output:
+        directory(f"{OUT}/transfgu-initial/predictions.zarr"),
+    params:
+        cfg=lambda w: as_json({"seed": config["seed"]}),
+    log:
+        f"{OUT}/logs/transfgu/initial.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        CPU_ENV
+    shell:
+        "python -m useg transfgu-initial --params {params.cfg:q} --bank {input.bank} --out {output} --log {log}"
+
+
+rule transfgu_predict:
+    input:
+        model=transfgu_model,
+        features=feature_shards(EVAL),
+    output:
+        directory(f"{OUT}/{{method}}/predictions.zarr"),
+    wildcard_constraints:
+        method="transfgu|transfgu-trained",
+    params:
+        cfg=lambda w: as_json(transfgu_slice("device")),
+    log:
+        f"{OUT}/logs/transfgu/predict-{{method}}.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg transfgu-predict --params {params.cfg:q} --model {input.model} --features {input.features}"
+        " --method {wildcards.method} --out {output} --threads {threads} --log {log}"
