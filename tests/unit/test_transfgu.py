@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from useg.backbones import build_backbone
-from useg.errors import ConfigError, TrainingError
+from useg.errors import ConfigError
 from useg.methods.common import roi_crop
 from useg.methods.transfgu import gradcam as gc
 from useg.methods.transfgu.augment import AugmentConfig, random_boxes, training_views
