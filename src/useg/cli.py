@@ -55,6 +55,16 @@ def add_stage(sub: argparse._SubParsersAction, name: str, handler: Handler, help
     return parser
 
 
+def add_shard_args(parser: argparse.ArgumentParser) -> None:
+    """Options of a stage that processes one manifest shard with the backbone."""
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--split", required=True)
+    parser.add_argument("--shard", type=int, required=True)
+    parser.add_argument("--shards", type=int, required=True)
+    parser.add_argument("--weights", help="checkpoint file when backbone.weights is 'pretrain'")
+    parser.add_argument("--out", required=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `useg` argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(prog="useg", description=__doc__.splitlines()[0])

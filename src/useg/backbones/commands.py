@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from useg.cli import add_stage, stage_params
+from useg.cli import add_shard_args, add_stage, stage_params
 
 
 def run_features(args: argparse.Namespace) -> None:
@@ -34,10 +34,4 @@ def run_features(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_stage(sub, "features", run_features, "extract ViT features of one manifest shard into a FeatureStore")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--split", required=True)
-    p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--shards", type=int, required=True)
-    p.add_argument("--weights", help="checkpoint file when backbone.weights is 'pretrain'")
-    p.add_argument("--out", required=True)
+    add_shard_args(add_stage(sub, "features", run_features, "extract ViT features of one manifest shard into a FeatureStore"))

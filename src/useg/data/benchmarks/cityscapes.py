@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from useg.data.benchmarks.common import choose_setting, first_dir, keep_listed, listing, optional_file, require_splits
+from useg.data.benchmarks.common import choose_setting, first_dir, listing, require_splits, split_records
 from useg.data.folder import DatasetListing, ImageRecord
 from useg.data.options import DatasetOptions
 
@@ -20,16 +20,9 @@ MASK_SUFFIX = "_gtFine_labelIds.png"
 def _records(root: Path, options: DatasetOptions, split: str) -> list[ImageRecord]:
     images_dir = first_dir([root / "leftImg8bit" / split], f"Cityscapes images of split {split!r}")
     files = {p.stem[: -len(IMAGE_SUFFIX)]: p for p in sorted(images_dir.glob(f"*/*{IMAGE_SUFFIX}.png"))}
-    return [
-        ImageRecord(
-            id=stem,
-            path=files[stem].resolve(),
-            split=split,
-            mask_path=optional_file(root / "gtFine" / split / files[stem].parent.name / f"{stem}{MASK_SUFFIX}"),
-            label_map="cityscapes-27",
-        )
-        for stem in keep_listed(root, options, split, list(files))
-    ]
+    return split_records(
+        root, options, split, files, lambda stem: root / "gtFine" / split / files[stem].parent.name / f"{stem}{MASK_SUFFIX}", "cityscapes-27"
+    )
 
 
 def list_cityscapes(root: Path, options: DatasetOptions) -> DatasetListing:

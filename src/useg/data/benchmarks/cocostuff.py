@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from useg.data.benchmarks.common import choose_setting, first_dir, keep_listed, listing, optional_file, require_splits
+from useg.data.benchmarks.common import choose_setting, first_dir, image_files, listing, require_splits, split_records
 from useg.data.folder import DatasetListing, ImageRecord
-from useg.data.images import IMAGE_EXTENSIONS
 from useg.data.options import DatasetOptions
 from useg.errors import ConfigError
 
@@ -28,18 +27,7 @@ def _records(root: Path, options: DatasetOptions, split: str, setting: str) -> l
     masks_dir = first_dir(
         [root / sub / split for sub in ("annotations", "stuffthingmaps")], f"COCO-Stuff masks of split {split!r}"
     )
-    files = {p.stem: p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
-    kept = keep_listed(root, options, split, list(files))
-    return [
-        ImageRecord(
-            id=stem,
-            path=files[stem].resolve(),
-            split=split,
-            mask_path=optional_file(masks_dir / f"{stem}.png"),
-            label_map=setting,
-        )
-        for stem in kept
-    ]
+    return split_records(root, options, split, image_files(images_dir), lambda stem: masks_dir / f"{stem}.png", setting)
 
 
 def _list(kind: str, root: Path, options: DatasetOptions, settings: tuple[int, ...]) -> DatasetListing:

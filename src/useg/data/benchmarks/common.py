@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from useg.data.folder import DatasetListing, ImageRecord
+from useg.data.images import IMAGE_EXTENSIONS
 from useg.data.labels import label_setting
 from useg.data.options import DatasetOptions
 from useg.errors import ConfigError, DataError
@@ -89,3 +91,20 @@ def listing(records: list[ImageRecord], setting: str) -> DatasetListing:
     """A DatasetListing whose classes, things and ignore id come from a label setting."""
     spec = label_setting(setting)
     return DatasetListing(records, spec.classes, spec.things, spec.ignore_index)
+
+
+def image_files(folder: Path) -> dict[str, Path]:
+    """Image files of a folder by stem, in sorted order."""
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
+
+
+def split_records(
+    root: Path, options: DatasetOptions, split: str, files: dict[str, Path], mask_of: Callable[[str], Path], setting: str
+) -> list[ImageRecord]:
+    """Records of the kept images of a split: image file, mask (when present) and label setting."""
+    return [
+        ImageRecord(
+            id=stem, path=files[stem].resolve(), split=split, mask_path=optional_file(mask_of(stem)), label_map=setting
+        )
+        for stem in keep_listed(root, options, split, list(files))
+    ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from useg.data.benchmarks.common import choose_setting, first_dir, keep_listed, optional_file, require_splits, resolve
+from useg.data.benchmarks.common import choose_setting, first_dir, require_splits, resolve, split_records
 from useg.data.folder import DatasetListing, ImageRecord
 from useg.data.images import IMAGE_EXTENSIONS
 from useg.data.labels import label_setting
@@ -55,16 +55,14 @@ def _records(root: Path, options: DatasetOptions, split: str, wnids: set[str]) -
     split_dir = first_dir([root / split], f"ImageNet-S split {split!r}")
     files = _images(split_dir, wnids)
     masks = root / f"{split}-segmentation"
-    return [
-        ImageRecord(
-            id=stem,
-            path=files[stem].resolve(),
-            split=split,
-            mask_path=optional_file(masks / files[stem].relative_to(split_dir).with_suffix(".png")),
-            label_map="imagenet-s",
-        )
-        for stem in keep_listed(root, options, split, list(files))
-    ]
+    return split_records(
+        root,
+        options,
+        split,
+        files,
+        lambda stem: masks / files[stem].relative_to(split_dir).with_suffix(".png"),
+        "imagenet-s",
+    )
 
 
 def list_imagenet_s(root: Path, options: DatasetOptions) -> DatasetListing:

@@ -15,14 +15,13 @@ from useg.data.benchmarks.common import (
     check_present,
     choose_setting,
     first_dir,
-    keep_listed,
+    image_files,
     listing,
-    optional_file,
     read_list,
     require_splits,
+    split_records,
 )
 from useg.data.folder import DatasetListing, ImageRecord
-from useg.data.images import IMAGE_EXTENSIONS
 from useg.data.options import DatasetOptions
 
 SETTINGS = (19, 16, 5)
@@ -39,17 +38,8 @@ def _records(root: Path, options: DatasetOptions, split: str, setting: str) -> l
         files = {i: images_dir / f"{i}.jpg" for i in ids}
         check_present(list(files.values()), f"LIP images of {id_file}")
     else:
-        files = {p.stem: p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
-    return [
-        ImageRecord(
-            id=stem,
-            path=files[stem].resolve(),
-            split=split,
-            mask_path=optional_file(masks_dir / f"{stem}.png"),
-            label_map=setting,
-        )
-        for stem in keep_listed(root, options, split, list(files))
-    ]
+        files = image_files(images_dir)
+    return split_records(root, options, split, files, lambda stem: masks_dir / f"{stem}.png", setting)
 
 
 def list_lip(root: Path, options: DatasetOptions) -> DatasetListing:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from useg.cli import add_stage, stage_params
+from useg.cli import add_shard_args, add_stage, stage_params
 
 
 def _backbone(params: dict[str, Any], weights: str | None):
@@ -124,18 +124,9 @@ def run_predict(args: argparse.Namespace) -> None:
     predict_segmenter(model, stores, args.out, size, args.method, prov, resolve_device(params["transfgu"]["device"]))
 
 
-def _shard_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--split", required=True)
-    p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--shards", type=int, required=True)
-    p.add_argument("--weights", help="checkpoint file when backbone.weights is 'pretrain'")
-    p.add_argument("--out", required=True)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_stage(sub, "transfgu-crops", run_crops, "TransFGU: sliding-window crop CLS bank of one shard")
-    _shard_args(p)
+    add_shard_args(p)
     p.add_argument("--features", required=True, help="FeatureStore shard of the same images (attention)")
 
     p = add_stage(sub, "transfgu-concepts", run_concepts, "TransFGU: k-means of crop CLS tokens into K concepts")
@@ -144,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
 
     p = add_stage(sub, "transfgu-bank", run_bank, "TransFGU: Grad-CAM pseudo-label bank of one shard")
-    _shard_args(p)
+    add_shard_args(p)
     p.add_argument("--concepts", required=True)
 
     p = add_stage(sub, "transfgu-train", run_train, "TransFGU: train the Segmenter for one bootstrap round")
