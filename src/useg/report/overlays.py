@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -64,8 +64,20 @@ def _class_map(labels: np.ndarray, matching: dict[int, int]) -> np.ndarray:
     return lut[labels]
 
 
-def render_overlays(maps: LabelMaps, n: int, manifest: Path | None = None, longest: int = 160, title: str = "") -> np.ndarray:
-    """A PNG-ready grid of N images: image | labels | ground truth (when the dataset has masks), and a legend.
+@dataclass
+class OverlayRows:
+    """The cells of an overlay grid (one list per image) and what the legend needs."""
+
+    cells: list[list[np.ndarray]]
+    names: list[str]
+    columns: list[str]
+    class_names: list[str]
+    matched: bool
+    with_gt: bool
+
+
+def overlay_rows(maps: LabelMaps, n: int, manifest: Path | None = None, longest: int = 160) -> OverlayRows:
+    """Image, label overlay and ground-truth overlay (when the dataset has masks) of N images.
 
     When a metrics.json sits beside the store, labels are drawn in the colour of the class the
     Hungarian matching gave them, so labels and ground truth share colours; otherwise each label id
@@ -75,17 +87,15 @@ def render_overlays(maps: LabelMaps, n: int, manifest: Path | None = None, longe
     rows = read_rows(manifest)
     classes_path = manifest.parent / "classes.json"
     class_names = read_classes(classes_path)["classes"] if classes_path.exists() else []
-    matching = maps.matching()
-    to_class = {label: class_names.index(name) for label, name in (matching or {}).items() if name in class_names}
+    to_class = {label: class_names.index(name) for label, name in (maps.matching() or {}).items() if name in class_names}
     picked = pick_rows(len(maps), n)
-    labels = maps.read(picked)
     with_gt = all(rows[int(maps.index[r])].mask_path for r in picked)
     cells, names = [], []
-    for r, lab in zip(picked, labels):
+    for r, labels in zip(picked, maps.read(picked)):
         row = rows[int(maps.index[r])]
         size = cell_size(row, longest)
         image = cv2.resize(load_rgb(row.path), size[::-1], interpolation=cv2.INTER_AREA)
-        shown = _class_map(lab, to_class) if to_class else lab
+        shown = _class_map(labels, to_class) if to_class else labels
         cell = [image, blend(image, shown, ignore=UNMATCHED if to_class else None)]
         if with_gt:
             cell.append(blend(image, load_mask(row), ignore=255))
@@ -93,14 +103,20 @@ def render_overlays(maps: LabelMaps, n: int, manifest: Path | None = None, longe
         names.append(row.id)
     shown_as = {"Predictions": "prediction", "LabelBank": "pseudo labels"}.get(maps.kind, f"{maps.kind} labels")
     columns = ["image", shown_as + (" (matched)" if to_class else ""), "ground truth"][: len(cells[0])]
-    width = sum(c.shape[1] for c in cells[0]) + 4 * len(columns) + 100
-    parts = [_uniform(cells, columns, names)]
-    if to_class or with_gt:
-        entries = [(name, colour_of(i)) for i, name in enumerate(class_names)]
-        if to_class:
+    return OverlayRows(cells, names, columns, class_names, bool(to_class), with_gt)
+
+
+def render_overlays(maps: LabelMaps, n: int, manifest: Path | None = None, longest: int = 160, title: str = "") -> np.ndarray:
+    """A PNG-ready grid of N images (`overlay_rows`) with a title and a legend of classes and/or labels."""
+    rows = overlay_rows(maps, n, manifest, longest)
+    width = sum(c.shape[1] for c in rows.cells[0]) + 4 * len(rows.columns) + 100
+    parts = [_uniform(rows.cells, rows.columns, rows.names)]
+    if rows.matched or rows.with_gt:
+        entries = [(name, colour_of(i)) for i, name in enumerate(rows.class_names)]
+        if rows.matched:
             entries.append(("unmatched", IGNORE_COLOUR))
         parts.append(legend(entries, width, "classes"))
-    if not to_class:
+    if not rows.matched:
         parts.append(legend([(name, colour_of(k)) for k, name in enumerate(maps.label_names())], width, "labels"))
     if title:
         parts.insert(0, legend([], width, title))
