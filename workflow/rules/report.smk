@@ -77,6 +77,7 @@ rule report_table:
         front=REPORT_FRONT,
     params:
         cfg=as_json({"dataset": DS}),
+        root=OUT,
     log:
         f"{OUT}/logs/report/table.log",
     threads: 1
@@ -87,4 +88,4 @@ rule report_table:
         CPU_ENV
     shell:
         "python -m useg report-table --params {params.cfg:q} --metrics {input.metrics} --figures {input.figures}"
-        " --root {OUT} --out-md {output.md} --out-csv {output.csv} --out-rst {output.front} --log {log}"
+        " --root {params.root} --out-md {output.md} --out-csv {output.csv} --out-rst {output.front} --log {log}"
