@@ -77,7 +77,7 @@ rule report_table:
         front=REPORT_FRONT,
     params:
         cfg=as_json({"dataset": DS}),
-        root=OUT,
+        root=lambda w, output: os.path.dirname(os.path.dirname(output.front)),
     log:
         f"{OUT}/logs/report/table.log",
     threads: 1

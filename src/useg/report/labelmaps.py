@@ -58,12 +58,15 @@ class LabelMaps:
         return ["background" if k == background else str(k) for k in range(self.num_labels)]
 
     def matching(self) -> dict[int, str] | None:
-        """Hungarian matching label -> class name from a metrics.json beside the store, if there is one."""
-        metrics = self.path.parent / "metrics.json"
-        if not metrics.exists():
+        """Label -> class name from a metrics.json beside the store, if there is one: the Hungarian
+        matching, or the class ids themselves for supervised predictions."""
+        path = self.path.parent / "metrics.json"
+        if not path.exists():
             return None
-        protocols = json.loads(metrics.read_text()).get("protocols", {})
-        match = protocols.get("hungarian", {}).get("matching")
+        metrics = json.loads(path.read_text())
+        if metrics.get("supervised"):
+            return dict(enumerate(metrics["class_names"]))
+        match = metrics.get("protocols", {}).get("hungarian", {}).get("matching")
         return {int(k): v for k, v in match.items()} if match else None
 
 
