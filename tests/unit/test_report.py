@@ -267,3 +267,15 @@ def test_inspect_show_and_compare_commands(run: Path, capsys):
     assert Image.open(run / "show.png").size[0] > 3 * 160
     assert main(["inspect", "--compare", str(store), str(other)]) == 0
     assert "changed pixels (A != B): 66.67 %" in capsys.readouterr().out
+
+
+def test_report_curve_of_several_logs_draws_one_total_loss_each(tmp_path: Path):
+    logs = []
+    for r in range(3):
+        (tmp_path / f"round-{r}").mkdir()
+        logs.append(tmp_path / f"round-{r}" / "train-log.json")
+        logs[-1].write_text(json.dumps({"epochs": [{"epoch": e, "loss": r + 1 / e, "loss_main": 0.1} for e in (1, 2)]}))
+    assert main(["report-curve", "--train-log", *map(str, logs), "--out", str(tmp_path / "c.png")]) == 0
+    image = np.asarray(Image.open(tmp_path / "c.png").convert("RGB"))
+    assert all((image == np.array(colour_of(i), np.uint8)).all(-1).any() for i in range(3))
+    assert not (image == np.array(colour_of(3), np.uint8)).all(-1).any(), "only the total loss of each round"

@@ -135,11 +135,15 @@ def metrics_targets():
 # ---- Report -----------------------------------------------------------------------------------
 # Every evaluated column gets its per-class IoU chart and overlay grid and a row in the comparison
 # table by itself (METHOD_COLUMNS). What a method shows besides, it declares here:
-# REPORT_CURVES: name -> per-epoch train log (JSON `epochs`: [{epoch, loss...}]) drawn as loss curves.
+# REPORT_CURVES: name -> per-epoch train logs (JSON `epochs`: [{epoch, loss...}]) drawn as loss
+# curves in one chart (several logs: the total loss of each, e.g. one per TransFGU round).
 REPORT = config["report"]
 REPORT_DIR = f"{OUT}/report"
 REPORT_FRONT = f"{REPORT_DIR}/overview.rst"
-REPORT_CURVES = {"croc": f"{OUT}/croc/train-log.json"}
+REPORT_CURVES = {
+    "croc": [f"{OUT}/croc/train-log.json"],
+    "transfgu": [f"{OUT}/transfgu/round-{r}/train-log.json" for r in range(config["transfgu"]["rounds"] + 1)],
+}
 
 
 def report_curves():

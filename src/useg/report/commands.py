@@ -32,16 +32,24 @@ def run_report_method(args: argparse.Namespace) -> None:
 
 
 def run_report_curve(args: argparse.Namespace) -> None:
-    """Training curves from a train log (JSON with `epochs`: [{epoch, <key>: value, ...}]) -> PNG."""
+    """Loss curves of train logs (JSON with `epochs`: [{epoch, <loss key>: value, ...}]) in one PNG: every
+    `loss*` key of a single log, or the total `loss` of each of several logs (named by their folder)."""
     from useg.errors import StoreError
     from useg.report.draw import line_chart, save_png
 
     params = stage_params(args)
-    epochs = json.loads(Path(args.train_log).read_text()).get("epochs", [])
-    keys = [k for k in params.get("keys") or sorted({k for e in epochs for k, v in e.items() if k.startswith("loss")})]
-    if not epochs or not keys:
-        raise StoreError(f"{args.train_log} has no per-epoch losses to draw")
-    series = {k: ([e["epoch"] for e in epochs if k in e], [e[k] for e in epochs if k in e]) for k in keys}
+    logs = [Path(p) for p in args.train_log]
+    series = {}
+    for path in logs:
+        epochs = json.loads(path.read_text()).get("epochs", [])
+        keys = ["loss"] if len(logs) > 1 else sorted({k for e in epochs for k in e if k.startswith("loss")})
+        for key in keys:
+            points = [(e["epoch"], e[key]) for e in epochs if key in e]
+            if points:
+                name = f"{path.parent.name}: {key}" if len(logs) > 1 else key
+                series[name] = ([x for x, _ in points], [y for _, y in points])
+    if not series:
+        raise StoreError(f"{' '.join(map(str, logs))}: no per-epoch losses to draw")
     save_png(args.out, line_chart(series, f"{params.get('name', 'training')}: loss per epoch", "epoch"))
 
 
@@ -94,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-overlays", required=True)
 
     p = add_stage(sub, "report-curve", run_report_curve, "report: training loss curves of a train log")
-    p.add_argument("--train-log", required=True)
+    p.add_argument("--train-log", nargs="+", required=True)
     p.add_argument("--out", required=True)
 
     p = add_stage(sub, "report-table", run_report_table, "report: comparison table of all methods and the front page")
