@@ -17,7 +17,7 @@ from tests.conftest import TINY_BACKBONE, write_image
 from useg.cli import main
 from useg.errors import DataError, StoreError
 from useg.report.draw import bar_chart, blend, legend, line_chart
-from useg.report.export import export_hdf5, read_hdf5_attrs
+from useg.report.export import read_hdf5_attrs
 from useg.report.labelmaps import compare, open_label_maps, summarize
 from useg.report.overlays import overlay_rows, render_overlays
 from useg.report.palette import IGNORE_COLOUR, PALETTE, colour_of, colourize

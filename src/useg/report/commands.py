@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from useg.cli import add_stage, stage_params
+
+log = logging.getLogger(__name__)
 
 
 def run_report_method(args: argparse.Namespace) -> None:
@@ -29,6 +32,7 @@ def run_report_method(args: argparse.Namespace) -> None:
     save_png(args.out_iou, stack(charts))
     maps = open_label_maps(args.predictions)
     save_png(args.out_overlays, render_overlays(maps, params.get("images", 6), Path(args.manifest), title=metrics["method"]))
+    log.info("%s: per-class IoU (%d protocols) -> %s, overlays -> %s", metrics["method"], len(charts), args.out_iou, args.out_overlays)
 
 
 def run_report_curve(args: argparse.Namespace) -> None:
@@ -51,6 +55,7 @@ def run_report_curve(args: argparse.Namespace) -> None:
     if not series:
         raise StoreError(f"{' '.join(map(str, logs))}: no per-epoch losses to draw")
     save_png(args.out, line_chart(series, f"{params.get('name', 'training')}: loss per epoch", "epoch"))
+    log.info("loss curves: %d series from %d logs -> %s", len(series), len(logs), args.out)
 
 
 def run_report_table(args: argparse.Namespace) -> None:
@@ -65,6 +70,7 @@ def run_report_table(args: argparse.Namespace) -> None:
     figures = [Path(f) for f in args.figures or []]
     write_text(args.out_rst, overview_rst(rows, figures, Path(args.root), params.get("dataset", "")))
     print(to_markdown(rows))
+    log.info("comparison: %d rows, %d figures -> %s, %s, %s", len(rows), len(figures), args.out_md, args.out_csv, args.out_rst)
 
 
 def run_predict(args: argparse.Namespace) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from useg.atomic import atomic_output
-from useg.report.palette import colourize
+from useg.report.palette import colour_of, colourize
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (200, 200, 200)
@@ -108,17 +108,14 @@ def bar_chart(names: Sequence[str], values: Sequence[float | None], title: str, 
             put_text(canvas, "n/a", x0 + 4, y, 0.35)
             continue
         x = int(x0 + max(0.0, min(1.0, value)) * (x1 - x0))
-        cv2.rectangle(canvas, (x0, y + 2), (max(x, x0 + 1), y + row - 4), tuple(int(c) for c in colour_for_bar(i)), -1)
+        cv2.rectangle(canvas, (x0, y + 2), (max(x, x0 + 1), y + row - 4), colour_of(i), -1)
         put_text(canvas, f"{100 * value:.1f}", x + 4, y, 0.35)
     return canvas
 
 
-def colour_for_bar(index: int) -> tuple[int, int, int]:
-    """Bars take the fixed palette colour of their class id, like the overlays."""
-    return tuple(int(c) for c in colourize(np.array([[index]]), None)[0, 0])  # type: ignore[return-value]
-
-
-def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str, width: int = 640, height: int = 360) -> np.ndarray:
+def line_chart(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str, width: int = 640, height: int = 360
+) -> np.ndarray:
     """Line plot of named (x, y) series with axes, min/max ticks and a legend."""
     canvas, (x0, y0, x1, y1) = _frame(width, height, title)
     xs = np.concatenate([np.asarray(x, float) for x, _ in series.values()])
@@ -141,7 +138,7 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], title
 
     entries = []
     for i, (name, (x, y)) in enumerate(series.items()):
-        colour = colour_for_bar(i)
+        colour = colour_of(i)
         pts = np.array([point(a, b) for a, b in zip(x, y) if np.isfinite(b)], np.int32)
         if len(pts):
             cv2.polylines(canvas, [pts[:, None]], False, colour, 2, cv2.LINE_AA)

@@ -45,7 +45,9 @@ class LabelMaps:
         """Label maps of the given rows [n, H, W] as int64."""
         if isinstance(rows, slice):
             return self.group["labels"][rows].astype(np.int64)
-        return np.stack([self.group["labels"][int(r)] for r in rows]).astype(np.int64) if len(rows) else np.zeros((0, *self.shape), np.int64)
+        if not len(rows):
+            return np.zeros((0, *self.shape), np.int64)
+        return np.stack([self.group["labels"][int(r)] for r in rows]).astype(np.int64)
 
     def chunks(self):
         """Label maps in chunks of CHUNK images."""
@@ -94,11 +96,11 @@ def open_label_maps(path: str | Path) -> LabelMaps:
             "--show and --compare read Predictions, LabelBank and other label banks"
         )
     labels = group["labels"]
-    num = group.attrs.get("num_labels")
-    if num is None:
-        num = int(max((int(c.max(initial=0)) for c in (labels[s : s + CHUNK] for s in range(0, labels.shape[0], CHUNK))), default=0)) + 1
     index = group["index"][:] if "index" in names else np.arange(labels.shape[0])
-    return LabelMaps(path, group, [str(s) for s in group["ids"][:]], index, int(num))
+    maps = LabelMaps(path, group, [str(s) for s in group["ids"][:]], index, int(group.attrs.get("num_labels") or 0))
+    if not maps.num_labels:  # a bank without the attr: the largest id + 1
+        maps.num_labels = max((int(chunk.max(initial=0)) for chunk in maps.chunks()), default=0) + 1
+    return maps
 
 
 def pixel_share(maps: LabelMaps) -> np.ndarray:
