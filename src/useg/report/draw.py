@@ -100,7 +100,7 @@ def bar_chart(names: Sequence[str], values: Sequence[float | None], title: str, 
     for tick in (0, 0.25, 0.5, 0.75, 1.0):
         x = int(x0 + tick * (x1 - x0))
         cv2.line(canvas, (x, 34), (x, height - 22), GREY, 1)
-        put_text(canvas, f"{tick:.2f}", x - 12, height - 18, 0.35)
+        put_text(canvas, f"{100 * tick:.0f} %", x - 12, height - 18, 0.35)
     for i, (name, value) in enumerate(zip(names, values)):
         y = 36 + i * row
         put_text(canvas, name, 6, y)
