@@ -48,7 +48,7 @@ def dataset_root():
 
 # --- benchmark dataset kinds (manifest config slice) ---
 FOLDER_KINDS = ("synthetic", "folder")
-BENCHMARK_KEYS = ("setting", "image_lists", "class_list", "train_split", "eval_split")
+BENCHMARK_KEYS = ("setting", "image_lists", "class_list", "train_split", "eval_split", "extra_splits")
 
 
 def manifest_config():
@@ -144,6 +144,16 @@ def transfgu_model(wildcards):
     """Decoder a TransFGU column predicts with: round 0 (`transfgu-trained`) or the last round (`transfgu`)."""
     r = 0 if wildcards.method == "transfgu-trained" else config["transfgu"]["rounds"]
     return f"{OUT}/transfgu/round-{r}/model.pt"
+
+
+def pass_slice(*keys, **extra):
+    """The `pass` config keys a PASS stage depends on, with the seed and `extra` (split names)."""
+    return {"pass": {key: config["pass"][key] for key in keys}, "seed": config["seed"], **extra}
+
+
+def pass_prior_features():
+    """Train FeatureStores whose CLS attention is the saliency prior of PASS pretraining (none when off)."""
+    return feature_shards(DATASET["train_split"]) if config["pass"]["saliency_prior"] else []
 
 
 def print_summary():
