@@ -169,6 +169,11 @@ def print_summary():
                 f"  {metrics['method']:<32} {name:<12} mIoU {100 * result['miou']:6.2f} %"
                 f"   pixel acc {100 * result['pixel_accuracy']:6.2f} %"
             )
+            if name == "imagenet-s":
+                print(
+                    f"  {'':<32} {'':<12} F {100 * result['f_measure']:6.2f} %   img acc {100 * result['image_accuracy']:6.2f} %"
+                    f"   NMI {100 * result['nmi']:6.2f} %   boundary mIoU {100 * result['boundary_miou']:6.2f} %"
+                )
         print(f"  metrics: {os.path.abspath(path)}")
 
 

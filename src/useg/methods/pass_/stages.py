@@ -33,11 +33,16 @@ from useg.train import check_finite, cosine_schedule, load_checkpoint, save_chec
 log = logging.getLogger(__name__)
 
 
+def read_checkpoint(path: str | Path, stage: str) -> dict[str, Any]:
+    """A checkpoint written by a PASS stage (tensors only, never code)."""
+    if not Path(path).is_file():
+        raise DataError(f"{path} does not exist: run the {stage} stage first")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_pass_net(path: str | Path) -> tuple[PASSNet, NetConfig]:
     """The pretrained PASSNet of a `pass-pretrain` checkpoint (eval mode) and its config."""
-    state = load_checkpoint(path)
-    if state is None:
-        raise DataError(f"{path} does not exist: run the pass-pretrain stage first")
+    state = read_checkpoint(path, "pass-pretrain")
     cfg = NetConfig(**{**state["net_config"], "weights": "random"})
     net = PASSNet(cfg)
     net.load_state_dict(state["net"])
@@ -175,9 +180,7 @@ def finetune(
 
 def load_segmentation_net(path: str | Path) -> SegmentationNet:
     """The fine-tuned network of a `pass-finetune` checkpoint (eval mode)."""
-    state = load_checkpoint(path)
-    if state is None:
-        raise DataError(f"{path} does not exist: run the pass-finetune stage first")
+    state = read_checkpoint(path, "pass-finetune")
     model = SegmentationNet(NetConfig(**state["net_config"]), state["k"])
     model.load_state_dict(state["model"])
     return model.eval()
