@@ -3,8 +3,8 @@
 Matching: S [K, C] from synthetic image-level co-occurrences (each image holds 1-2 classes; the
 prediction is a hidden permutation with 10 % of the images' labels replaced at random), solved by
 scipy's `linear_sum_assignment` (what the evaluator uses) and by a pure-Python Hungarian
-reference (shortest augmenting paths with potentials, O(n^2 m) worst case); both totals must be
-equal. Throughput: ImageNet-sized (375 x 500) masks with 919 classes, per-image statistics
+reference (shortest augmenting paths with potentials, O(n^3) worst case; fast on these nearly
+diagonal matrices); both totals must be equal; fastest of 3 runs each. Throughput: ImageNet-sized (375 x 500) masks with 919 classes, per-image statistics
 (`add`) and the final scoring (`result`), beside the plain confusion matrix of the hungarian
 protocol on the same images.
 
@@ -79,14 +79,20 @@ def synthetic_s(c: int, images_per_class: int, seed: int) -> np.ndarray:
     return co_occurrence(images, gt, labels, n, c, c)
 
 
-def time_matching(c: int, seed: int) -> dict[str, float]:
+def best_time(fn, repeats: int):  # noqa: ANN001, ANN201
+    """(result, fastest wall time of `repeats` calls): the least disturbed run on a shared machine."""
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - began)
+    return out, min(times)
+
+
+def time_matching(c: int, seed: int, repeats: int = 3) -> dict[str, float]:
     s = synthetic_s(c, 20, seed)
-    began = time.perf_counter()
-    mapping = match_labels(s)
-    scipy_s = time.perf_counter() - began
-    began = time.perf_counter()
-    cols = hungarian_reference(s.tolist())
-    python_s = time.perf_counter() - began
+    mapping, scipy_s = best_time(lambda: match_labels(s), repeats)
+    cols, python_s = best_time(lambda: hungarian_reference(s.tolist()), repeats)
     scipy_total = float(s[np.arange(c), mapping[1:] - 1].sum())
     python_total = float(s[np.arange(c), cols].sum())
     return {
@@ -96,6 +102,7 @@ def time_matching(c: int, seed: int) -> dict[str, float]:
         "python_reference_s": python_s,
         "speedup": python_s / scipy_s,
         "same_total": scipy_total == python_total,
+        "repeats": repeats,
     }
 
 
