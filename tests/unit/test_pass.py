@@ -4,6 +4,7 @@ import torch
 
 from useg.data.augment import Crop
 from useg.methods.pass_.losses import overlap_features, swav_codes
+from useg.methods.pass_.train import view_prior
 
 
 def coordinate_features(crop: Crop, grid: int) -> torch.Tensor:
@@ -35,3 +36,14 @@ def test_swav_codes_are_equipartitioned_distributions():
     codes = swav_codes(scores, eps=0.05, iters=300)  # cosine scores, as the prototypes give
     assert torch.allclose(codes.sum(1), torch.ones(32), atol=1e-4)
     assert torch.allclose(codes.sum(0), torch.full((8,), 4.0), atol=0.05)
+
+
+def test_view_prior_follows_the_crop_and_the_flip():
+    prior = torch.zeros(1, 1, 4, 4)
+    prior[0, 0, :2, :2] = 1  # salient top-left quarter of a 64 x 64 image
+    crop = Crop(0, 0, 32, 32, False)  # exactly that quarter
+    assert view_prior(prior, [crop], (64, 64), (2, 2)).min() > 0.99
+    away = view_prior(prior, [Crop(32, 32, 32, 32, True)], (64, 64), (2, 2))
+    assert away.max() < 0.01
+    half = view_prior(prior, [Crop(0, 0, 32, 64, True)], (64, 64), (2, 4))[0, 0]
+    assert half[:, 2:].min() > 0.99 and half[:, :2].max() < 0.01  # flipped: salient part on the right

@@ -83,7 +83,8 @@ def attention_priors(stores: list[FeatureStore], rows: list[int]) -> np.ndarray:
 
 
 def view_prior(prior: Tensor, crops: list[Crop], frame: tuple[int, int], grid: tuple[int, int]) -> Tensor:
-    """The saliency prior [B, 1, gh, gw] of full images cropped (and flipped) like the views."""
+    """The saliency prior [B, 1, gh, gw] of full images cropped (and flipped) like the views
+    (crop boxes in pixels of the `frame`-sized images)."""
     ph, pw = prior.shape[2:]
     boxes = torch.tensor(
         [[c.left * pw / frame[1], c.top * ph / frame[0], (c.left + c.width) * pw / frame[1], (c.top + c.height) * ph / frame[0]] for c in crops]
@@ -110,7 +111,7 @@ class PASSTrainer:
         self.iters_per_epoch = iters_per_epoch
         self.lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters_per_epoch, cfg.warmup_epochs)
 
-    def losses(self, views: tuple[list[View], list[View]], prior: Tensor | None) -> Step:
+    def losses(self, views: tuple[list[View], list[View]], prior: Tensor | None, frame: tuple[int, int]) -> Step:
         """SwAV + I2P + P2P (+ prior) losses of a batch of view pairs (LUSS Sec. 4)."""
         cfg, net = self.cfg, self.net
         net.normalise_prototypes()
@@ -131,16 +132,16 @@ class PASSTrainer:
             p2p = (p2p + swapped_loss(pixel_codes[1], pixel_scores[0], cfg.temperature)) / 2
             parts |= {"i2p": cfg.w_i2p * i2p, "p2p": cfg.w_p2p * p2p}
         if prior is not None:
-            frame = tuple(prior.shape[2:])
             bce = [F.binary_cross_entropy(ci, view_prior(prior, cr, frame, tuple(ci.shape[2:])).to(ci)) for ci, cr in zip(c, crops)]
             parts["prior"] = cfg.w_prior * (bce[0] + bce[1]) / 2
         total = torch.stack(list(parts.values())).sum()
         return Step(total, {k: float(v.detach()) for k, v in parts.items()})
 
-    def step(self, views: tuple[list[View], list[View]], prior: Tensor | None, it: int) -> Step:
+    def step(self, views: tuple[list[View], list[View]], prior: Tensor | None, frame: tuple[int, int], it: int) -> Step:
+        """One optimisation step; `frame` is the size of the images the views were cut from."""
         for group in self.optimizer.param_groups:
             group["lr"] = float(self.lr[it])
-        out = self.losses(views, prior)
+        out = self.losses(views, prior, frame)
         check_finite(out.total, it // self.iters_per_epoch, it % self.iters_per_epoch, "lower pass.pretrain.lr")
         self.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
@@ -190,7 +191,7 @@ def pretrain(
             rngs = [np.random.default_rng([seed, epoch, int(i)]) for i in idx]
             pairs = [(make_view(images[i], aug, net_cfg.output_stride, r), make_view(images[i], aug, net_cfg.output_stride, r)) for i, r in zip(idx, rngs)]
             views = ([a for a, _ in pairs], [b for _, b in pairs])
-            out = trainer.step(views, None if prior_t is None else prior_t[idx], epoch * iters + b)
+            out = trainer.step(views, None if prior_t is None else prior_t[idx], input_size, epoch * iters + b)
             for k, v in {"loss": float(out.total.detach()), **out.parts}.items():
                 sums[k] = sums.get(k, 0.0) + v / iters
         history.append({"epoch": epoch + 1, **sums, "lr": float(trainer.lr[(epoch + 1) * iters - 1])})
