@@ -114,7 +114,11 @@ def masks(n: int, c: int, shape: tuple[int, int], seed: int) -> list[tuple[np.nd
     for _ in range(n):
         gt = np.zeros(shape, np.int64)
         for cls in rng.choice(c, rng.integers(1, 3), replace=False) + 1:
-            cy, cx, ry, rx = rng.uniform(0.2, 0.8) * shape[0], rng.uniform(0.2, 0.8) * shape[1], *rng.uniform(0.05, 0.4, 2) * shape
+            cy, cx, ry, rx = (
+                rng.uniform(0.2, 0.8) * shape[0],
+                rng.uniform(0.2, 0.8) * shape[1],
+                *rng.uniform(0.05, 0.4, 2) * shape,
+            )
             inside = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1
             gt[inside] = cls
             rim = (((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1.1) & ~inside

@@ -19,14 +19,30 @@ PASS = {
     "saliency_prior": True,
     "taus": [0.3, 0.6],
     "batch_size": 4,
-    "net": {"arch": "tiny", "width": 8, "output_stride": 8, "projector_hidden": 32, "projector_dim": 16, "prototypes": 8},
+    "net": {
+        "arch": "tiny",
+        "width": 8,
+        "output_stride": 8,
+        "projector_hidden": 32,
+        "projector_dim": 16,
+        "prototypes": 8,
+    },
     "pretrain": {"epochs": 1, "batch_size": 4, "view_size": [32, 32], "overlap_size": 2},
     "cluster": {"niter": 5, "nredo": 1, "batch_size": 4},
     "finetune": {"epochs": 1, "batch_size": 4},
 }
 CONFIG = tiny_config(
     methods=["pass"],
-    dataset={"synthetic": {"mode": "object-centric", "num_classes": 3, "num_train": 8, "num_val": 6, "num_heldout": 4, "image_size": 32}},
+    dataset={
+        "synthetic": {
+            "mode": "object-centric",
+            "num_classes": 3,
+            "num_train": 8,
+            "num_val": 6,
+            "num_heldout": 4,
+            "image_size": 32,
+        }
+    },
     features={"shards": 1},
     backbone_eval={"enabled": False},
     evaluate={"threads": 1, "protocols": ["hungarian", "imagenet-s"]},

@@ -98,7 +98,9 @@ def test_saved_matching_is_reused(tmp_path):
     pred = np.array([[0, 2, 2, 1]])
     r = evaluate([(gt, pred)], 3, 3)
     assert r["miou"] < 1  # one image: every label co-occurs with every class, the tie is broken arbitrarily
-    (tmp_path / "metrics.json").write_text(json.dumps({"protocols": {"imagenet-s": {"matching_ids": {"0": 0, "1": 2, "2": 1}}}}))
+    (tmp_path / "metrics.json").write_text(
+        json.dumps({"protocols": {"imagenet-s": {"matching_ids": {"0": 0, "1": 2, "2": 1}}}})
+    )
     mapping = read_matching(tmp_path / "metrics.json", 3)
     assert mapping.tolist() == [0, 2, 1]
     assert evaluate([(gt, pred)], 3, 3, mapping=mapping)["miou"] == 1.0

@@ -27,12 +27,17 @@ def test_overlap_rows_of_both_views_sit_at_the_same_original_positions():
 
 
 def test_views_without_overlap_give_no_rows():
-    rows1, _, image = overlap_features(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4), [Crop(0, 0, 10, 10, False)], [Crop(20, 20, 10, 10, False)], 2)
+    rows1, _, image = overlap_features(
+        torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4), [Crop(0, 0, 10, 10, False)], [Crop(20, 20, 10, 10, False)], 2
+    )
     assert rows1.shape == (0, 2) and len(image) == 0
 
 
 def test_swav_codes_are_equipartitioned_distributions():
-    scores = torch.nn.functional.normalize(torch.randn(32, 16), dim=1) @ torch.nn.functional.normalize(torch.randn(8, 16), dim=1).T
+    scores = (
+        torch.nn.functional.normalize(torch.randn(32, 16), dim=1)
+        @ torch.nn.functional.normalize(torch.randn(8, 16), dim=1).T
+    )
     codes = swav_codes(scores, eps=0.05, iters=300)  # cosine scores, as the prototypes give
     assert torch.allclose(codes.sum(1), torch.ones(32), atol=1e-4)
     assert torch.allclose(codes.sum(0), torch.full((8,), 4.0), atol=0.05)

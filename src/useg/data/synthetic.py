@@ -204,7 +204,8 @@ def render_object_centric(rng: np.random.Generator, cfg: ShapesConfig) -> Scene:
         shape = OBJECT_SHAPES[thing // len(OBJECT_PATTERNS)]
         pattern = OBJECT_PATTERNS[thing % len(OBJECT_PATTERNS)]
         radius = rng.uniform(0.12, 0.45) * size if number == 1 else rng.uniform(0.08, 0.22) * size
-        centre = rng.uniform(0.3 * size, 0.7 * size, size=2) if number == 1 else rng.uniform(0.15 * size, 0.85 * size, size=2)
+        lo, hi = (0.3, 0.7) if number == 1 else (0.15, 0.85)
+        centre = rng.uniform(lo * size, hi * size, size=2)
         region = shape_mask(shape, size, centre, radius, rng.uniform(0, 2 * np.pi))
         _paint(image, region, thing_pattern(pattern, size, rng), rng)
         semantic[region] = thing + 1

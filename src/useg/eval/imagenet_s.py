@@ -101,7 +101,9 @@ def image_stats(gt: np.ndarray, pred: np.ndarray, num_classes: int, num_labels: 
     )
 
 
-def co_occurrence(images: np.ndarray, gt: np.ndarray, labels: np.ndarray, num_images: int, c: int, k: int) -> np.ndarray:
+def co_occurrence(
+    images: np.ndarray, gt: np.ndarray, labels: np.ndarray, num_images: int, c: int, k: int
+) -> np.ndarray:
     """S [K, C]: images where label i (1..K) and class j (1..C) co-occur (LUSS Sec. 2.2)."""
     fg_gt, fg_pred = (gt >= 1) & (gt <= c), labels >= 1
     a_gt = sparse.coo_matrix((np.ones(fg_gt.sum()), (images[fg_gt], gt[fg_gt] - 1)), shape=(num_images, c)).tocsr()
@@ -211,7 +213,9 @@ class ImageNetSEvaluator:
         top_label = largest(images[labels >= 1], labels[labels >= 1], pixels[labels >= 1], n)
         fg_gt = valid & (gt >= 1)
         top_class = largest(images[fg_gt], gt[fg_gt], pixels[fg_gt], n)
-        in_gt = np.isin(np.arange(n) * nc + mapping[top_label], images[fg_gt] * nc + gt[fg_gt]) & (mapping[top_label] >= 1)
+        in_gt = np.isin(np.arange(n) * nc + mapping[top_label], images[fg_gt] * nc + gt[fg_gt]) & (
+            mapping[top_label] >= 1
+        )
         fg_pred = valid & (labels >= 1)
         f = f_measure(
             _group_sum(images[fg_gt & fg_pred], pixels[fg_gt & fg_pred], n),
@@ -241,7 +245,11 @@ class ImageNetSEvaluator:
         mapped = mapping[labels]
         valid = gt < nc
         pv, hit = valid & (mapped >= 0), valid & (mapped == gt)
-        gt_keys, pred_keys, hit_keys = images[valid] * nc + gt[valid], images[pv] * nc + mapped[pv], images[hit] * nc + gt[hit]
+        gt_keys, pred_keys, hit_keys = (
+            images[valid] * nc + gt[valid],
+            images[pv] * nc + mapped[pv],
+            images[hit] * nc + gt[hit],
+        )
         keys, inverse = np.unique(np.concatenate([gt_keys, pred_keys, hit_keys]), return_inverse=True)
         parts = np.split(inverse, [len(gt_keys), len(gt_keys) + len(pred_keys)])
         gt_area, pred_area, inter = (
@@ -280,7 +288,9 @@ def read_matching(path: str | Path, num_labels: int) -> np.ndarray:
     data = json.loads(Path(path).read_text())
     block = data.get("protocols", {}).get(PROTOCOL, data)
     if "matching_ids" not in block:
-        raise DataError(f"{path} holds no imagenet-s matching (no 'matching_ids'): pass a metrics.json of that protocol")
+        raise DataError(
+            f"{path} holds no imagenet-s matching (no 'matching_ids'): pass a metrics.json of that protocol"
+        )
     saved = {int(k): int(v) for k, v in block["matching_ids"].items()}
     if len(saved) != num_labels:
         raise DataError(f"{path}: the matching covers {len(saved)} labels, the predictions have {num_labels}")

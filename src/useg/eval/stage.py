@@ -82,7 +82,11 @@ def evaluate_predictions(
     predictions = Predictions(predictions_path)
     imagenet_s = PROTOCOL in protocols
     confusion, evaluator = scan_predictions(predictions, rows, len(class_names), ignore_index, threads, imagenet_s)
-    results = evaluate_confusion(confusion, class_names, predictions.supervised) if "hungarian" in protocols or predictions.supervised else {}
+    results = (
+        evaluate_confusion(confusion, class_names, predictions.supervised)
+        if "hungarian" in protocols or predictions.supervised
+        else {}
+    )
     if evaluator is not None:
         mapping = read_matching(matching_path, predictions.num_labels) if matching_path else None
         results[PROTOCOL] = evaluator.result(class_names, mapping)
@@ -99,7 +103,13 @@ def evaluate_predictions(
     }
     write_json(out_path, metrics)
     for name, result in metrics["protocols"].items():
-        log.info("%s [%s]: mIoU %.2f %%, pixel accuracy %.2f %%", metrics["method"], name, 100 * result["miou"], 100 * result["pixel_accuracy"])
+        log.info(
+            "%s [%s]: mIoU %.2f %%, pixel accuracy %.2f %%",
+            metrics["method"],
+            name,
+            100 * result["miou"],
+            100 * result["pixel_accuracy"],
+        )
     if PROTOCOL in results:
         r = results[PROTOCOL]
         log.info(

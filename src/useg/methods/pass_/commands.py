@@ -56,7 +56,18 @@ def run_cluster(args: argparse.Namespace) -> None:
     k = cfg["k"] or len(classes["classes"]) - 1
     rows = [row for _, row in split_rows(read_manifest(args.manifest), params["split"])]
     prov = provenance("pass-cluster", params, params["seed"])
-    cluster_images(args.checkpoint, rows, k, cfg["cluster"], _size(params), params["seed"], args.out, prov, classes.get("ignore_index", 255), args.threads)
+    cluster_images(
+        args.checkpoint,
+        rows,
+        k,
+        cfg["cluster"],
+        _size(params),
+        params["seed"],
+        args.out,
+        prov,
+        classes.get("ignore_index", 255),
+        args.threads,
+    )
 
 
 def run_finetune(args: argparse.Namespace) -> None:
@@ -75,9 +86,18 @@ def run_finetune(args: argparse.Namespace) -> None:
         pseudo = json.load(fh)
     cfg = params["pass"]
     finetune(
-        args.checkpoint, pseudo, rows, FinetuneConfig(**cfg["finetune"]), _size(params), params["seed"],
-        args.out, args.resume, config_hash(params), cfg["device"], args.threads,
-    )  # fmt: skip
+        args.checkpoint,
+        pseudo,
+        rows,
+        FinetuneConfig(**cfg["finetune"]),
+        _size(params),
+        params["seed"],
+        args.out,
+        args.resume,
+        config_hash(params),
+        cfg["device"],
+        args.threads,
+    )
 
 
 def run_threshold(args: argparse.Namespace) -> None:
@@ -92,14 +112,24 @@ def run_threshold(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     cfg = params["pass"]
     if cfg["tau_split"] == params["eval_split"]:
-        raise ConfigError(f"pass.tau_split {cfg['tau_split']!r} is the evaluation split: choose tau on a held-out split")
+        raise ConfigError(
+            f"pass.tau_split {cfg['tau_split']!r} is the evaluation split: choose tau on a held-out split"
+        )
     classes = read_classes(args.classes)
     rows = [row for _, row in split_rows(read_manifest(args.manifest), cfg["tau_split"])]
     prov = provenance("pass-threshold", params, params["seed"])
     choose_threshold(
-        args.model, rows, classes["classes"], classes.get("ignore_index", 255), cfg["taus"], _size(params),
-        cfg["batch_size"], args.out, prov, args.threads,
-    )  # fmt: skip
+        args.model,
+        rows,
+        classes["classes"],
+        classes.get("ignore_index", 255),
+        cfg["taus"],
+        _size(params),
+        cfg["batch_size"],
+        args.out,
+        prov,
+        args.threads,
+    )
 
 
 def run_predict(args: argparse.Namespace) -> None:
@@ -123,7 +153,9 @@ def run_predict(args: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_stage(sub, "pass-pretrain", run_pretrain, "PASS: pixel-attention SwAV pretraining of a ResNet")
     p.add_argument("--manifest", required=True)
-    p.add_argument("--features", nargs="*", default=[], help="train FeatureStores (saliency prior from their CLS attention)")
+    p.add_argument(
+        "--features", nargs="*", default=[], help="train FeatureStores (saliency prior from their CLS attention)"
+    )
     p.add_argument("--out", required=True, help="network checkpoint")
     p.add_argument("--out-log", required=True, help="training log JSON")
     p.add_argument("--resume", required=True, help="resume state, rewritten after every epoch")

@@ -86,7 +86,8 @@ class ResNetTrunk(nn.Module):
         if missing or unexpected:
             raise WeightsError(
                 f"pass.net.weights: {path} does not fit the {type(self).__name__} "
-                f"({len(missing)} missing keys, e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]})"
+                f"({len(missing)} missing keys, e.g. {missing[:3]}; "
+                f"{len(unexpected)} unexpected, e.g. {unexpected[:3]})"
             )
 
     def forward(self, images: Tensor) -> Tensor:

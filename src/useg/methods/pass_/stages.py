@@ -86,7 +86,9 @@ def cluster_images(
 ) -> dict[str, Any]:
     """k-means of the pooled image features into K pseudo categories; NMI vs ground truth when known."""
     net, _ = load_pass_net(checkpoint)
-    feats = l2_normalise(pooled_features(net, load_images([r.path for r in rows], input_size, threads), cfg["batch_size"]))
+    feats = l2_normalise(
+        pooled_features(net, load_images([r.path for r in rows], input_size, threads), cfg["batch_size"])
+    )
     result = fit_kmeans(feats, k, niter=cfg["niter"], seed=seed, spherical=True, nredo=cfg["nredo"])
     labels, _ = assign(feats, result.centroids)
     out = {
@@ -160,7 +162,9 @@ def finetune(
         total, correct = 0.0, 0
         for b in tqdm(range(iters), desc=f"pass finetune {epoch + 1}/{cfg.epochs}", unit="step"):
             idx = order[b * batch_size : (b + 1) * batch_size]
-            batch = torch.stack([make_view(images[i], aug, 1, np.random.default_rng([seed, epoch, int(i)])).image for i in idx])
+            batch = torch.stack(
+                [make_view(images[i], aug, 1, np.random.default_rng([seed, epoch, int(i)])).image for i in idx]
+            )
             for group in optimizer.param_groups:
                 group["lr"] = float(lr[epoch * iters + b])
             logits = model(batch.to(dev))
@@ -172,9 +176,27 @@ def finetune(
             total += float(loss.detach()) / iters
             correct += int((logits.argmax(1).cpu() == targets[idx]).sum())
         history.append({"epoch": epoch + 1, "loss": total, "pseudo_label_accuracy": correct / (iters * batch_size)})
-        log.info("pass finetune %d/%d: loss %.4f, pseudo-label accuracy %.3f", epoch + 1, cfg.epochs, total, history[-1]["pseudo_label_accuracy"])
-        save_checkpoint(resume_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history, "config_hash": config_hash})
-    save_checkpoint(out_path, {"model": model.cpu().state_dict(), "net_config": net_cfg.__dict__, "k": pseudo["k"], "history": history})
+        log.info(
+            "pass finetune %d/%d: loss %.4f, pseudo-label accuracy %.3f",
+            epoch + 1,
+            cfg.epochs,
+            total,
+            history[-1]["pseudo_label_accuracy"],
+        )
+        save_checkpoint(
+            resume_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "config_hash": config_hash,
+            },
+        )
+    save_checkpoint(
+        out_path,
+        {"model": model.cpu().state_dict(), "net_config": net_cfg.__dict__, "k": pseudo["k"], "history": history},
+    )
     return history
 
 
@@ -250,7 +272,9 @@ def predict(
     model = load_segmentation_net(model_path)
     images = load_images([r.path for _, r in rows], input_size, threads)
     index = np.array([i for i, _ in rows])
-    with PredictionsWriter(out_path, index, [r.id for _, r in rows], input_size, model.head.out_channels + 1, "pass", prov) as writer:
+    with PredictionsWriter(
+        out_path, index, [r.id for _, r in rows], input_size, model.head.out_channels + 1, "pass", prov
+    ) as writer:
         start = 0
         for cam in tqdm(cams(model, images, batch_size), desc="pass predict", unit="batch"):
             writer.write(start, cam_labels(cam, tau))

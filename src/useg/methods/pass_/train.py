@@ -78,7 +78,9 @@ def attention_priors(stores: list[FeatureStore], rows: list[int]) -> np.ndarray:
             maps |= {int(i): m for i, m in zip(batch.index, (attn - lo) / np.maximum(hi - lo, 1e-8))}
     missing = [r for r in rows if r not in maps]
     if missing:
-        raise DataError(f"pass.saliency_prior: {len(missing)} train images have no backbone features (manifest rows {missing[:3]})")
+        raise DataError(
+            f"pass.saliency_prior: {len(missing)} train images have no backbone features (manifest rows {missing[:3]})"
+        )
     return np.stack([maps[r] for r in rows])
 
 
@@ -87,8 +89,16 @@ def view_prior(prior: Tensor, crops: list[Crop], frame: tuple[int, int], grid: t
     (crop boxes in pixels of the `frame`-sized images)."""
     ph, pw = prior.shape[2:]
     boxes = torch.tensor(
-        [[c.left * pw / frame[1], c.top * ph / frame[0], (c.left + c.width) * pw / frame[1], (c.top + c.height) * ph / frame[0]] for c in crops]
-    )  # fmt: skip
+        [
+            [
+                c.left * pw / frame[1],
+                c.top * ph / frame[0],
+                (c.left + c.width) * pw / frame[1],
+                (c.top + c.height) * ph / frame[0],
+            ]
+            for c in crops
+        ]
+    )
     return unflip(roi_crop(prior, boxes, grid), crops)  # mirroring is its own inverse
 
 
@@ -119,7 +129,13 @@ class PASSTrainer:
         c = [net.pixel_attention(zi) for zi in z]
         image_scores = [net.scores(net.image_embedding(zi, ci)) for zi, ci in zip(z, c)]
         codes = [swav_codes(s, cfg.epsilon, cfg.sinkhorn_iters) for s in image_scores]
-        parts = {"swav": (swapped_loss(codes[0], image_scores[1], cfg.temperature) + swapped_loss(codes[1], image_scores[0], cfg.temperature)) / 2}
+        parts = {
+            "swav": (
+                swapped_loss(codes[0], image_scores[1], cfg.temperature)
+                + swapped_loss(codes[1], image_scores[0], cfg.temperature)
+            )
+            / 2
+        }
         crops = [[v.crop for v in vs] for vs in views]
         rows1, rows2, image = overlap_features(z[0], z[1], crops[0], crops[1], cfg.overlap_size)
         if len(image):
@@ -132,7 +148,10 @@ class PASSTrainer:
             p2p = (p2p + swapped_loss(pixel_codes[1], pixel_scores[0], cfg.temperature)) / 2
             parts |= {"i2p": cfg.w_i2p * i2p, "p2p": cfg.w_p2p * p2p}
         if prior is not None:
-            bce = [F.binary_cross_entropy(ci, view_prior(prior, cr, frame, tuple(ci.shape[2:])).to(ci)) for ci, cr in zip(c, crops)]
+            bce = [
+                F.binary_cross_entropy(ci, view_prior(prior, cr, frame, tuple(ci.shape[2:])).to(ci))
+                for ci, cr in zip(c, crops)
+            ]
             parts["prior"] = cfg.w_prior * (bce[0] + bce[1]) / 2
         total = torch.stack(list(parts.values())).sum()
         return Step(total, {k: float(v.detach()) for k, v in parts.items()})
@@ -189,7 +208,13 @@ def pretrain(
         for b in tqdm(range(iters), desc=f"pass epoch {epoch + 1}/{cfg.epochs}", unit="step"):
             idx = order[b * batch_size : (b + 1) * batch_size]
             rngs = [np.random.default_rng([seed, epoch, int(i)]) for i in idx]
-            pairs = [(make_view(images[i], aug, net_cfg.output_stride, r), make_view(images[i], aug, net_cfg.output_stride, r)) for i, r in zip(idx, rngs)]
+            pairs = [
+                (
+                    make_view(images[i], aug, net_cfg.output_stride, r),
+                    make_view(images[i], aug, net_cfg.output_stride, r),
+                )
+                for i, r in zip(idx, rngs)
+            ]
             views = ([a for a, _ in pairs], [b for _, b in pairs])
             out = trainer.step(views, None if prior_t is None else prior_t[idx], input_size, epoch * iters + b)
             for k, v in {"loss": float(out.total.detach()), **out.parts}.items():
@@ -198,11 +223,23 @@ def pretrain(
         log.info("pass epoch %d/%d: %s", epoch + 1, cfg.epochs, ", ".join(f"{k} {v:.4f}" for k, v in sums.items()))
         save_checkpoint(
             resume_path,
-            {"net": trainer.net.state_dict(), "optimizer": trainer.optimizer.state_dict(), "epoch": epoch, "history": history, "config_hash": config_hash},
-        )  # fmt: skip
+            {
+                "net": trainer.net.state_dict(),
+                "optimizer": trainer.optimizer.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "config_hash": config_hash,
+            },
+        )
     wall = time.perf_counter() - began
     save_checkpoint(out_checkpoint, {"net": trainer.net.state_dict(), "net_config": net_cfg.__dict__})
-    summary = {"epochs": history, "images": len(images), "steps_per_epoch": iters, "resumed_from_epoch": start, "wall_seconds_this_run": wall}
+    summary = {
+        "epochs": history,
+        "images": len(images),
+        "steps_per_epoch": iters,
+        "resumed_from_epoch": start,
+        "wall_seconds_this_run": wall,
+    }
     write_json(out_log, summary)
     log.info("pass: %d epochs on %d images in %.1f s -> %s", cfg.epochs, len(images), wall, out_checkpoint)
     return summary
