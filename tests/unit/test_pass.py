@@ -1,7 +1,10 @@
 """PASS parts: the overlap of two views is sampled at the same original-image positions."""
 
+import json
+
 import torch
 
+from useg.cli import main
 from useg.data.augment import Crop
 from useg.methods.pass_.losses import overlap_features, swav_codes
 from useg.methods.pass_.train import view_prior
@@ -52,3 +55,10 @@ def test_view_prior_follows_the_crop_and_the_flip():
     assert away.max() < 0.01
     half = view_prior(prior, [Crop(0, 0, 32, 64, True)], (64, 64), (2, 4))[0, 0]
     assert half[:, 2:].min() > 0.99 and half[:, :2].max() < 0.01  # flipped: salient part on the right
+
+
+def test_tau_is_never_chosen_on_the_evaluation_split(capsys):
+    params = json.dumps({"pass": {"tau_split": "val", "input_size": [32, 32]}, "eval_split": "val", "seed": 0})
+    args = ["pass-threshold", "--params", params, "--manifest", "m.csv", "--classes", "c.json", "--model", "x", "--out", "t"]
+    assert main(args) == 2
+    assert "is the evaluation split" in capsys.readouterr().err
