@@ -31,6 +31,11 @@ def swapped_loss(codes: Tensor, scores: Tensor, temperature: float) -> Tensor:
     return -(codes * F.log_softmax(scores / temperature, dim=1)).sum(dim=1).mean()
 
 
+def swapped_pair(codes: tuple[Tensor, Tensor], scores: tuple[Tensor, Tensor], temperature: float) -> Tensor:
+    """(L_s(1 -> 2) + L_s(2 -> 1)) / 2: each view predicts the other's codes."""
+    return (swapped_loss(codes[0], scores[1], temperature) + swapped_loss(codes[1], scores[0], temperature)) / 2
+
+
 def overlap_box(a: Crop, b: Crop) -> tuple[float, float, float, float] | None:
     """The intersection (y0, x0, y1, x1) of two crop boxes in the original frame, or None."""
     y0, x0 = max(a.top, b.top), max(a.left, b.left)

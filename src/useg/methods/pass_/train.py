@@ -27,7 +27,7 @@ from useg.data.images import load_rgb
 from useg.data.transforms import resize_rgb
 from useg.errors import ConfigError, DataError
 from useg.methods.common import roi_crop
-from useg.methods.pass_.losses import overlap_features, swapped_loss, swav_codes, unflip
+from useg.methods.pass_.losses import overlap_features, swapped_pair, swav_codes, unflip
 from useg.methods.pass_.model import NetConfig, PASSNet
 from useg.runtime import resolve_device
 from useg.stores.features import FeatureStore
@@ -129,23 +129,15 @@ class PASSTrainer:
         c = [net.pixel_attention(zi) for zi in z]
         image_scores = [net.scores(net.image_embedding(zi, ci)) for zi, ci in zip(z, c)]
         codes = [swav_codes(s, cfg.epsilon, cfg.sinkhorn_iters) for s in image_scores]
-        parts = {
-            "swav": (
-                swapped_loss(codes[0], image_scores[1], cfg.temperature)
-                + swapped_loss(codes[1], image_scores[0], cfg.temperature)
-            )
-            / 2
-        }
+        parts = {"swav": swapped_pair(codes, image_scores, cfg.temperature)}
         crops = [[v.crop for v in vs] for vs in views]
         rows1, rows2, image = overlap_features(z[0], z[1], crops[0], crops[1], cfg.overlap_size)
         if len(image):
             pixel_scores = [net.scores(net.pixel_embedding(r)) for r in (rows1, rows2)]
             pixel_codes = [swav_codes(s, cfg.epsilon, cfg.sinkhorn_iters) for s in pixel_scores]
             image = image.to(self.device)
-            i2p = swapped_loss(codes[0][image], pixel_scores[1], cfg.temperature)
-            i2p = (i2p + swapped_loss(codes[1][image], pixel_scores[0], cfg.temperature)) / 2
-            p2p = swapped_loss(pixel_codes[0], pixel_scores[1], cfg.temperature)
-            p2p = (p2p + swapped_loss(pixel_codes[1], pixel_scores[0], cfg.temperature)) / 2
+            i2p = swapped_pair((codes[0][image], codes[1][image]), pixel_scores, cfg.temperature)
+            p2p = swapped_pair(pixel_codes, pixel_scores, cfg.temperature)
             parts |= {"i2p": cfg.w_i2p * i2p, "p2p": cfg.w_p2p * p2p}
         if prior is not None:
             bce = [
