@@ -82,7 +82,10 @@ class ResNetTrunk(nn.Module):
     def load(self, path: str) -> None:
         """Load torchvision-style ResNet weights (the classifier, if any, is dropped)."""
         state = {k: v for k, v in backbone_state(read_state_dict(path)).items() if not k.startswith("fc.")}
-        missing, unexpected = self.net.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = self.net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shapes differ: weights of another architecture
+            raise WeightsError(f"pass.net.weights: {path} does not fit pass.net.arch: {str(exc)[:300]}") from exc
         if missing or unexpected:
             raise WeightsError(
                 f"pass.net.weights: {path} does not fit the {type(self).__name__} "
