@@ -51,7 +51,7 @@ def dataset_root():
 
 # --- benchmark dataset kinds (manifest config slice) ---
 FOLDER_KINDS = ("synthetic", "folder")
-BENCHMARK_KEYS = ("setting", "image_lists", "class_list", "train_split", "eval_split")
+BENCHMARK_KEYS = ("setting", "image_lists", "class_list", "train_split", "eval_split", "extra_splits")
 
 
 def manifest_config():
@@ -207,6 +207,16 @@ def transfgu_model(wildcards):
     return f"{OUT}/transfgu/round-{r}/model.pt"
 
 
+def pass_slice(*keys, **extra):
+    """The `pass` config keys a PASS stage depends on, with the seed and `extra` (split names)."""
+    return {"pass": {key: config["pass"][key] for key in keys}, "seed": config["seed"], **extra}
+
+
+def pass_prior_features():
+    """Train FeatureStores whose CLS attention is the saliency prior of PASS pretraining (none when off)."""
+    return feature_shards(DATASET["train_split"]) if config["pass"]["saliency_prior"] else []
+
+
 def print_summary():
     """Print the headline metrics of every method and where the results are."""
     print(f"\nuseg: results in {os.path.abspath(OUT)}")
@@ -220,6 +230,11 @@ def print_summary():
                 f"  {metrics['method']:<32} {name:<12} mIoU {100 * result['miou']:6.2f} %"
                 f"   pixel acc {100 * result['pixel_accuracy']:6.2f} %"
             )
+            if name == "imagenet-s":
+                print(
+                    f"  {'':<32} {'':<12} F {100 * result['f_measure']:6.2f} %   img acc {100 * result['image_accuracy']:6.2f} %"
+                    f"   NMI {100 * result['nmi']:6.2f} %   boundary mIoU {100 * result['boundary_miou']:6.2f} %"
+                )
         print(f"  metrics: {os.path.abspath(path)}")
 
 
