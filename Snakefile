@@ -20,6 +20,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/cluster.smk"
 include: "workflow/rules/backbone_eval.smk"
 include: "workflow/rules/transfgu.smk"
+include: "workflow/rules/maskdistill.smk"
 include: "workflow/rules/evaluate.smk"
 
 
@@ -27,6 +28,7 @@ rule all:
     default_target: True
     input:
         metrics_targets(),
+        extra_targets(),
 
 
 onsuccess:

@@ -115,7 +115,11 @@ def backbone_eval_targets():
 
 
 # Methods whose run is evaluated in several columns (TransFGU Table 3: initial, trained, bootstrapped).
-METHOD_COLUMNS = {"transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"]}
+# MaskDistill Table 1: initial object masks, Mask R-CNN confident bank, final DeepLab-v3.
+METHOD_COLUMNS = {
+    "transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"],
+    "maskdistill": ["maskdistill-initial", "maskdistill-maskrcnn", "maskdistill"],
+}
 
 
 def metrics_targets():
@@ -144,6 +148,21 @@ def transfgu_model(wildcards):
     """Decoder a TransFGU column predicts with: round 0 (`transfgu-trained`) or the last round (`transfgu`)."""
     r = 0 if wildcards.method == "transfgu-trained" else config["transfgu"]["rounds"]
     return f"{OUT}/transfgu/round-{r}/model.pt"
+
+
+def maskdistill_slice(*keys):
+    """The `maskdistill` config keys a MaskDistill stage depends on, with the seed."""
+    return {"maskdistill": {key: config["maskdistill"][key] for key in keys}, "seed": config["seed"]}
+
+
+def maskdistill_shards(kind, split):
+    """Every shard of a MaskDistill per-shard store (`masks` or `candidates`) of a split."""
+    return shard_paths(f"{OUT}/maskdistill/{kind}/{{split}}/shard-{{shard}}.zarr", split)
+
+
+def extra_targets():
+    """Outputs beyond metrics.json that the default target asks for: MaskDistill's mask AP."""
+    return [f"{OUT}/maskdistill/ap.json"] if "maskdistill" in config["methods"] else []
 
 
 def print_summary():
