@@ -170,8 +170,9 @@ def test_maskrcnn_one_iteration_and_inference():
     assert out["masks"].shape[1:] == (1, 32, 32) and len(out["scores"]) <= 5
 
 
-def test_deeplab_one_iteration():
-    cfg = {"backbone": "mobilenet_v3_large", "weights": "random", "frozen_stages": 0}
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_large"])
+def test_deeplab_one_iteration(backbone):
+    cfg = {"backbone": backbone, "weights": "random", "frozen_stages": 0}
     model = build_deeplab(cfg, 4, seed=0).train()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     out = model(torch.randn(2, 3, 32, 32))["out"]

@@ -144,13 +144,27 @@ def ap_table(gts: list[Instances], dets: list[Instances], matching: dict[str, st
     return out
 
 
-def evaluate_ap(args, params: dict[str, Any], prov: dict[str, Any]) -> dict[str, Any]:
-    """ap.json: mask AP of the initial object masks and of the Mask R-CNN candidates on the evaluation split."""
-    manifest, classes = read_manifest(args.manifest), read_classes(args.classes)
+def matching(metrics_path: str | Path) -> dict[str, str | None]:
+    """Cluster -> class name of the `hungarian` protocol in a metrics.json."""
+    return json.loads(Path(metrics_path).read_text())["protocols"]["hungarian"]["matching"]
+
+
+def evaluate_ap(
+    manifest_path: str | Path,
+    classes_path: str | Path,
+    bank: MaskBank,
+    clusters_path: str | Path,
+    candidates: CandidateBank,
+    matchings: dict[str, dict[str, str | None]],
+    out_path: str | Path,
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """ap.json: mask AP of the initial object masks and of the Mask R-CNN candidates on the evaluation split
+    (`matchings`: cluster -> class of the `initial` and `maskrcnn` columns)."""
+    manifest, classes = read_manifest(manifest_path), read_classes(classes_path)
     class_ids = {name: i for i, name in enumerate(classes["classes"])}
     ignore = int(classes.get("ignore_index", 255))
-    bank, candidates = MaskBank(args.masks), CandidateBank(args.candidates)
-    _, cluster_of = read_clusters(args.clusters)
+    _, cluster_of = read_clusters(clusters_path)
     pixel_masks = bank.pixel_masks()
     gts, initial, maskrcnn = [], [], []
     cands = dict(candidates.images())
@@ -169,13 +183,12 @@ def evaluate_ap(args, params: dict[str, Any], prov: dict[str, Any]) -> dict[str,
     if not any(len(g.classes) for g in gts):
         log.warning("no ground-truth instances in the evaluation split: mask AP is not defined (all 0)")
     result = {
-        "split": params.get("split"),
+        **context,
         "num_images": len(gts),
-        "provenance": prov,
-        "initial": ap_table(gts, initial, json.loads(Path(args.metrics_initial).read_text())["protocols"]["hungarian"]["matching"], class_ids),
-        "maskrcnn": ap_table(gts, maskrcnn, json.loads(Path(args.metrics_maskrcnn).read_text())["protocols"]["hungarian"]["matching"], class_ids),
+        "initial": ap_table(gts, initial, matchings["initial"], class_ids),
+        "maskrcnn": ap_table(gts, maskrcnn, matchings["maskrcnn"], class_ids),
     }
-    write_json(args.out, result)
+    write_json(out_path, result)
     for source in ("initial", "maskrcnn"):
         for setting, block in result[source].items():
             log.info("%s %s: AP %.1f AP50 %.1f AP75 %.1f", source, setting, 100 * block["ap"], 100 * block["ap50"], 100 * block["ap75"])

@@ -52,7 +52,9 @@ def predict_initial(bank: MaskBank, clusters_path: str | Path, out_path: str | P
     """`maskdistill-initial`: each image's object mask labelled by its cluster, the rest background (label C)."""
     k, cluster_of = read_clusters(clusters_path)
     masks = bank.pixel_masks()
+    clusters = np.array([cluster_of[int(row)] for row in bank.index])
     with PredictionsWriter(out_path, bank.index, bank.ids, bank.input_size, k + 1, "maskdistill-initial", prov) as writer:
-        for i, (row, mask) in enumerate(tqdm(zip(bank.index, masks), total=len(bank), desc="initial masks", unit="img")):
-            writer.write(i, np.where(mask > 0, cluster_of[int(row)], k)[None])
+        for start in tqdm(range(0, len(bank), 64), desc="initial masks", unit="batch"):
+            chunk = slice(start, start + 64)
+            writer.write(start, np.where(masks[chunk] > 0, clusters[chunk, None, None], k))
     log.info("maskdistill-initial: %d images -> %s", len(bank), out_path)

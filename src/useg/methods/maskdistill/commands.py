@@ -156,10 +156,16 @@ def run_predict(args: argparse.Namespace) -> None:
 
 def run_ap(args: argparse.Namespace) -> None:
     """Mask AP / AP50 / AP75 (class-agnostic and semantic, multi and single) of the initial masks and Mask R-CNN candidates."""
-    from useg.methods.maskdistill.ap import evaluate_ap
+    from useg.methods.maskdistill.ap import evaluate_ap, matching
+    from useg.stores.candidates import CandidateBank
+    from useg.stores.maskbank import MaskBank
 
     params = stage_params(args)
-    evaluate_ap(args, params, _prov("maskdistill-ap", params))
+    matchings = {"initial": matching(args.metrics_initial), "maskrcnn": matching(args.metrics_maskrcnn)}
+    evaluate_ap(
+        args.manifest, args.classes, MaskBank(args.masks), args.clusters, CandidateBank(args.candidates), matchings,
+        args.out, {"split": params.get("split"), "provenance": _prov("maskdistill-ap", params)},
+    )  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from useg.data.manifest import ManifestRow
 from useg.errors import DataError
 from useg.methods.common import load_images
-from useg.methods.maskdistill.models import build_maskrcnn, num_parameters, save_model, step_lr, test_size
+from useg.methods.maskdistill.models import build_maskrcnn, num_parameters, save_model, step_lr, inference_size
 from useg.stores.candidates import write_candidates
 from useg.stores.maskbank import MaskBank
 from useg.train import check_finite
@@ -98,7 +98,7 @@ def load_maskrcnn(path: str | Path, device: torch.device) -> tuple[torch.nn.Modu
     input_size = tuple(ckpt["input_size"])
     model = build_maskrcnn(ckpt["config"], ckpt["num_clusters"], input_size, 0)
     model.load_state_dict(state)
-    test_size(model, input_size)
+    inference_size(model, input_size)
     return model.to(device).eval(), int(ckpt["num_clusters"])
 
 

@@ -14,6 +14,7 @@ from useg.errors import ConfigError
 from useg.train import save_checkpoint
 
 RESNET_LAYERS = ("conv1", "layer1", "layer2", "layer3", "layer4")
+SMALL_RESNETS = ("resnet18", "resnet34")  # BasicBlock ResNets: torchvision cannot dilate them
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -30,7 +31,7 @@ def resnet(name: str, weights: str, dilated: bool = False) -> nn.Module:
     random_init = weights == "random"
     kwargs: dict[str, Any] = {"weights": None, "norm_layer": group_norm if random_init else FrozenBatchNorm2d}
     if dilated:
-        if name in ("resnet18", "resnet34"):
+        if name in SMALL_RESNETS:
             raise ConfigError(f"maskdistill.deeplab.backbone {name} cannot be dilated; use resnet50, resnet101 or mobilenet_v3_large")
         kwargs["replace_stride_with_dilation"] = [False, True, True]
     model = getattr(torchvision.models, name)(**kwargs)
@@ -98,13 +99,14 @@ def build_maskrcnn(cfg: dict[str, Any], num_clusters: int, input_size: tuple[int
     )
 
 
-def test_size(model: nn.Module, input_size: tuple[int, int]) -> None:
+def inference_size(model: nn.Module, input_size: tuple[int, int]) -> None:
     """Inference at the working size (the paper tests at its largest training scale)."""
     model.transform.min_size = (min(input_size),)
 
 
 def build_deeplab(cfg: dict[str, Any], num_labels: int, seed: int) -> nn.Module:
-    """DeepLab-v3 with a dilated ResNet (§4.1) or MobileNet-v3 (small CPU option) backbone."""
+    """DeepLab-v3 with a dilated ResNet-50/101 (§4.1), or for small CPU runs MobileNet-v3 or a ResNet-18/34
+    truncated after layer3 (output stride 16, like the dilated ResNets')."""
     from torchvision.models import segmentation
     from torchvision.models._utils import IntermediateLayerGetter
 
@@ -113,10 +115,12 @@ def build_deeplab(cfg: dict[str, Any], num_labels: int, seed: int) -> nn.Module:
         if cfg["weights"] != "random" or cfg["frozen_stages"]:
             raise ConfigError("maskdistill.deeplab: mobilenet_v3_large takes weights: random and frozen_stages: 0")
         return segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_labels)
-    body = resnet(cfg["backbone"], cfg["weights"], dilated=True)
+    small = cfg["backbone"] in SMALL_RESNETS  # no dilation in BasicBlocks: stop after layer3 (stride 16)
+    body = resnet(cfg["backbone"], cfg["weights"], dilated=not small)
     freeze_stages(body, cfg["frozen_stages"])
-    head = segmentation.deeplabv3.DeepLabHead(2048, num_labels)
-    return segmentation.DeepLabV3(IntermediateLayerGetter(body, {"layer4": "out"}), head)
+    last = "layer3" if small else "layer4"
+    head = segmentation.deeplabv3.DeepLabHead(out_channels(getattr(body, last)), num_labels)
+    return segmentation.DeepLabV3(IntermediateLayerGetter(body, {last: "out"}), head)
 
 
 def save_model(path: str | Path, model: nn.Module, kind: str, cfg: dict[str, Any], **extra: Any) -> None:
