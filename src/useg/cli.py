@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "useg.methods.croc.commands",
     "useg.methods.transfgu.commands",
     "useg.methods.pass_.commands",
+    "useg.methods.maskdistill.commands",
     "useg.eval.commands",
     "useg.stores.commands",
     "useg.report.commands",

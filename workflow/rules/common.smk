@@ -118,7 +118,11 @@ def backbone_eval_targets():
 
 
 # Methods whose run is evaluated in several columns (TransFGU Table 3: initial, trained, bootstrapped).
-METHOD_COLUMNS = {"transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"]}
+# MaskDistill Table 1: initial object masks, Mask R-CNN confident bank, final DeepLab-v3.
+METHOD_COLUMNS = {
+    "transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"],
+    "maskdistill": ["maskdistill-initial", "maskdistill-maskrcnn", "maskdistill"],
+}
 
 
 def evaluated_columns():
@@ -215,6 +219,21 @@ def pass_slice(*keys, **extra):
 def pass_prior_features():
     """Train FeatureStores whose CLS attention is the saliency prior of PASS pretraining (none when off)."""
     return feature_shards(DATASET["train_split"]) if config["pass"]["saliency_prior"] else []
+
+
+def maskdistill_slice(*keys):
+    """The `maskdistill` config keys a MaskDistill stage depends on, with the seed."""
+    return {"maskdistill": {key: config["maskdistill"][key] for key in keys}, "seed": config["seed"]}
+
+
+def maskdistill_shards(kind, split):
+    """Every shard of a MaskDistill per-shard store (`masks` or `candidates`) of a split."""
+    return shard_paths(f"{OUT}/maskdistill/{kind}/{{split}}/shard-{{shard}}.zarr", split)
+
+
+def extra_targets():
+    """Outputs beyond metrics.json that the default target asks for: MaskDistill's mask AP."""
+    return [f"{OUT}/maskdistill/ap.json"] if "maskdistill" in config["methods"] else []
 
 
 def print_summary():
