@@ -20,6 +20,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/cluster.smk"
 include: "workflow/rules/backbone_eval.smk"
 include: "workflow/rules/transfgu.smk"
+include: "workflow/rules/alignseg.smk"
 include: "workflow/rules/evaluate.smk"
 
 

@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "useg.methods.kmeans.commands",
     "useg.methods.croc.commands",
     "useg.methods.transfgu.commands",
+    "useg.methods.alignseg.commands",
     "useg.eval.commands",
     "useg.stores.commands",
     "useg.profiles.commands",

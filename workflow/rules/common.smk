@@ -115,7 +115,7 @@ def backbone_eval_targets():
 
 
 # Methods whose run is evaluated in several columns (TransFGU Table 3: initial, trained, bootstrapped).
-METHOD_COLUMNS = {"transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"]}
+METHOD_COLUMNS = {"transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"], "alignseg": ["alignseg"]}
 
 
 def metrics_targets():
@@ -144,6 +144,16 @@ def transfgu_model(wildcards):
     """Decoder a TransFGU column predicts with: round 0 (`transfgu-trained`) or the last round (`transfgu`)."""
     r = 0 if wildcards.method == "transfgu-trained" else config["transfgu"]["rounds"]
     return f"{OUT}/transfgu/round-{r}/model.pt"
+
+
+def alignseg_train_params():
+    """Config slice of AlignSeg training: the alignseg section, the backbone, seed and train split."""
+    return {
+        "alignseg": config["alignseg"],
+        "backbone": config["backbone"],
+        "seed": config["seed"],
+        "split": DATASET["train_split"],
+    }
 
 
 def print_summary():

@@ -15,7 +15,7 @@ from useg.data.labels import load_mask
 from useg.data.manifest import ManifestRow
 from useg.data.transforms import resize_labels
 from useg.errors import DataError
-from useg.eval.metrics import confusion_matrix, evaluate_confusion
+from useg.eval.metrics import confusion_matrix, evaluate_confusion, per_image_matched
 from useg.stores.predictions import Predictions
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,11 @@ def _image_confusion(row: ManifestRow, labels: np.ndarray, num_classes: int, num
 
 def dataset_confusion(
     predictions: Predictions, rows: list[ManifestRow], num_classes: int, ignore_index: int, threads: int = 1
-) -> np.ndarray:
-    """Sum of per-image confusions; each prediction is resized (nearest) to its ground-truth size."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of per-image confusions [C, K] (each prediction resized (nearest) to its ground-truth size)
+    and sum of the per-image matched class x class confusions [C, C] (`per-image` protocol)."""
     confusion = np.zeros((num_classes, predictions.num_labels), np.int64)
+    matched = np.zeros((num_classes, num_classes), np.int64)
     with ThreadPoolExecutor(max(1, threads)) as pool, tqdm(total=len(predictions), desc="evaluate", unit="img") as bar:
         for index, labels in predictions.batches():
             missing = [rows[i].id for i in index if not rows[i].mask_path]
@@ -42,9 +44,11 @@ def dataset_confusion(
                 for i, lab in zip(index, labels)
             ]
             for job in jobs:
-                confusion += job.result()
+                image = job.result()
+                confusion += image
+                matched += per_image_matched(image)
             bar.update(len(index))
-    return confusion
+    return confusion, matched
 
 
 def evaluate_predictions(
@@ -60,7 +64,8 @@ def evaluate_predictions(
     if not class_names:
         raise DataError("the dataset has no classes.txt: cannot evaluate without class names")
     predictions = Predictions(predictions_path)
-    confusion = dataset_confusion(predictions, rows, len(class_names), ignore_index, threads)
+    confusion, matched = dataset_confusion(predictions, rows, len(class_names), ignore_index, threads)
+    per_image = None if predictions.supervised else matched
     metrics = {
         **context,
         "method": context.get("method", predictions.method),
@@ -69,7 +74,7 @@ def evaluate_predictions(
         "num_clusters": predictions.num_labels,
         "class_names": class_names,
         "supervised": predictions.supervised,
-        "protocols": evaluate_confusion(confusion, class_names, predictions.supervised),
+        "protocols": evaluate_confusion(confusion, class_names, predictions.supervised, per_image),
         "confusion": confusion.tolist(),
     }
     write_json(out_path, metrics)
