@@ -152,3 +152,44 @@ def test_total_loss_weights_and_switches():
     assert float(loss) == pytest.approx(-0.1875)
     with pytest.raises(ConfigError, match="proto and corr"):
         AlignSegConfig(losses={"proto": False, "corr": False}).loss()
+
+
+# --- training: determinism and resume -----------------------------------------------------------
+
+
+def test_training_is_deterministic_and_resumes_where_it_stopped(tmp_path, tiny_backbone_cfg, monkeypatch):
+    from PIL import Image
+
+    from useg.backbones import build_backbone
+    from useg.methods.alignseg import train as T
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(4):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(paths[-1])
+    cfg = AlignSegConfig(k=3, heads=2, global_size=[32, 32], local_size=[16, 16], epochs=2, batch_size=2, lr=1e-3)
+    backbone = build_backbone(tiny_backbone_cfg, seed=0)
+
+    def run(name: str) -> dict:
+        T.train_alignseg(cfg, backbone, paths, 3, tmp_path / f"{name}.pt", tmp_path / f"{name}.resume", "h", 0, torch.device("cpu"))
+        return torch.load(tmp_path / f"{name}.pt", weights_only=True)
+
+    first, second = run("a"), run("b")
+    assert all(torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"])
+    assert not torch.equal(first["state_dict"]["prototypes"], T.build_decoder(cfg.decoder(64, 3), 0).prototypes)
+
+    save = T.save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run("c")
+    assert not (tmp_path / "c.pt").exists()
+    monkeypatch.setattr(T, "save_checkpoint", save)
+    resumed = run("c")
+    assert resumed["resumed_from_epoch"] == 1 and len(resumed["history"]) == 2
+    assert all(torch.equal(first["state_dict"][k], resumed["state_dict"][k]) for k in first["state_dict"])
