@@ -165,9 +165,10 @@ def print_summary():
         with open(path) as fh:
             metrics = json.load(fh)
         for name, result in metrics["protocols"].items():
+            caveat = "   (own matching per image: not comparable)" if result.get("comparable") is False else ""
             print(
                 f"  {metrics['method']:<32} {name:<12} mIoU {100 * result['miou']:6.2f} %"
-                f"   pixel acc {100 * result['pixel_accuracy']:6.2f} %"
+                f"   pixel acc {100 * result['pixel_accuracy']:6.2f} %{caveat}"
             )
         print(f"  metrics: {os.path.abspath(path)}")
 

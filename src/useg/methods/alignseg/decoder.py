@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from useg.atomic import atomic_output
-from useg.errors import StoreError
+from useg.train.checkpoint import read_model, save_model
 
 
 @dataclass(frozen=True)
@@ -86,16 +85,12 @@ def build_decoder(cfg: DecoderConfig, seed: int) -> PrototypeDecoder:
 
 def save_decoder(model: PrototypeDecoder, path: str | Path, extra: dict[str, Any]) -> None:
     """Write the decoder checkpoint atomically."""
-    with atomic_output(path) as tmp:
-        torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), **extra}, tmp)
+    save_model(path, asdict(model.cfg), model.state_dict(), **extra)
 
 
 def load_decoder(path: str | Path) -> PrototypeDecoder:
     """Read a decoder checkpoint (weights only: it can never run code)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as exc:
-        raise StoreError(f"cannot read the AlignSeg decoder {path}: {exc}. Delete it and rerun alignseg-train.") from exc
+    checkpoint = read_model(path, "alignseg-train")
     model = PrototypeDecoder(DecoderConfig(**checkpoint["config"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from tqdm import tqdm
 from useg.backbones.saliency import attention_mass_mask
 from useg.backbones.vit import ViTBackbone
 from useg.data.augment import ViewAugment
-from useg.data.images import load_rgb
+from useg.data.images import load_rgb_all
 from useg.errors import ConfigError, DataError
 from useg.methods.alignseg.crops import CropBatch, CropConfig, make_crop_batch
 from useg.methods.alignseg.decoder import DecoderConfig, PrototypeDecoder, build_decoder, save_decoder, similarity
@@ -115,12 +114,6 @@ def step_loss(
     )
 
 
-def load_images(paths: list[str], threads: int) -> list[np.ndarray]:
-    """Decode the training images (RGB uint8)."""
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        return list(pool.map(load_rgb, paths))
-
-
 def check_sizes(cfg: AlignSegConfig, patch: int) -> None:
     """Crop sizes must be whole patches."""
     for key in ("global_size", "local_size"):
@@ -152,7 +145,7 @@ def train_alignseg(
     batch_size = min(cfg.batch_size, len(image_paths))
     iters = len(image_paths) // batch_size
     lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters, cfg.warmup_epochs)
-    images = load_images(image_paths, threads)
+    images = load_rgb_all(image_paths, threads)
     history: list[dict[str, Any]] = []
     start = 0
     state = load_checkpoint(resume_path, config_hash)
