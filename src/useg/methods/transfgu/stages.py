@@ -17,7 +17,7 @@ from useg.data.manifest import ManifestRow
 from useg.data.transforms import resize_rgb
 from useg.methods.common import scores_to_labels
 from useg.train import check_finite
-from useg.methods.transfgu.augment import AugmentConfig, training_views
+from useg.methods.transfgu.augment import training_views, view_augment
 from useg.methods.transfgu.gradcam import pseudo_label_maps
 from useg.methods.transfgu.losses import LossConfig, bootstrapped_labels, peer_alpha, shuffled_labels, total_loss
 from useg.methods.transfgu.segmenter import Segmenter, SegmenterConfig, build_segmenter, save_segmenter
@@ -104,7 +104,8 @@ def train_round(
     optimiser = torch.optim.AdamW(student.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     generator = torch.Generator().manual_seed(seed * 1000 + round_index)
     out_size, out_grid = half_size(tuple(images.shape[-2:]), backbone.patch_size)
-    augment = AugmentConfig(**{**cfg["augment"], "crop_scale": tuple(cfg["augment"]["crop_scale"])})
+    augment = view_augment(cfg["augment"])
+    rng = np.random.default_rng([seed, round_index])
     losses = LossConfig(**cfg["losses"], w_div=cfg["w_div"], w_unc=cfg["w_unc"])
     epochs, step, batch_size = cfg["epochs"], 0, cfg["batch_size"]
     for epoch in tqdm(range(epochs), desc=f"transfgu round {round_index}", unit="epoch"):
@@ -112,7 +113,7 @@ def train_round(
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            views, crop_maps = training_views(images[idx], maps[idx], out_size, out_grid, augment, generator)
+            views, crop_maps = training_views(images[idx], maps[idx], out_size, out_grid, augment, rng)
             with torch.no_grad():
                 patches = backbone(views.to(device)).patches
                 crop_maps = crop_maps.to(device)
