@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "useg.methods.transfgu.commands",
     "useg.eval.commands",
     "useg.stores.commands",
+    "useg.report.commands",
     "useg.profiles.commands",
 )
 

@@ -298,7 +298,9 @@ def test_training_round_is_deterministic_and_uses_the_teacher(backbone):
     images, maps = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 3, 4, 4, generator=g)
     cpu = torch.device("cpu")
     first = train_round(backbone, images, maps, None, cfg, 0, 0, cpu)
-    again = train_round(backbone, images, maps, None, cfg, 0, 0, cpu)
+    history: list = []
+    again = train_round(backbone, images, maps, None, cfg, 0, 0, cpu, history)
+    assert [h["epoch"] for h in history] == [1, 2] and {"loss", "loss_main", "loss_div", "loss_unc"} <= set(history[0])
     for (name, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), f"{name} differs between identical runs"
     student = train_round(backbone, images, maps, first, cfg, 0, 1, cpu)
