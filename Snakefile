@@ -22,13 +22,21 @@ include: "workflow/rules/backbone_eval.smk"
 include: "workflow/rules/transfgu.smk"
 include: "workflow/rules/alignseg.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         metrics_targets(),
+        report_targets(),
+
+
+if REPORT["enabled"]:
+
+    report: os.path.abspath(REPORT_FRONT)
 
 
 onsuccess:
     print_summary()
+    build_report()

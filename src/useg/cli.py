@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "useg.methods.alignseg.commands",
     "useg.eval.commands",
     "useg.stores.commands",
+    "useg.report.commands",
     "useg.profiles.commands",
 )
 

@@ -26,6 +26,7 @@ TINY_CONFIG: dict[str, Any] = {
     "features": {"shards": 2, "batch_size": 4},
     "kmeans": {"niter": 10, "nredo": 1, "max_train_points": 5000},
     "evaluate": {"threads": 1},
+    "report": {"enabled": False},  # tests/integration/test_report_dag.py turns it on
 }
 
 

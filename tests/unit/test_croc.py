@@ -11,7 +11,7 @@ from useg.cluster.sinkhorn import sinkhorn
 from useg.data.synthetic import ShapesConfig, write_shapes_dataset
 from useg.methods.croc import clustering as C
 from useg.methods.croc.clustering import ClusterConfig, cross_view_clustering, multi_head_clustering
-from useg.methods.croc.train import Batch, CrOCConfig, CrOCTrainer, load_images, make_batch, pretrain
+from useg.methods.croc.train import Batch, CrOCConfig, CrOCTrainer, cls_attention, load_images, make_batch, pretrain
 
 TINY_CROC = dict(
     epochs=2, batch_size=4, lr=5e-4, warmup_epochs=0, k_start=4, lambda_pos=1.0, sinkhorn_iters=20,
@@ -181,3 +181,13 @@ def test_resume_continues_from_the_last_epoch(pretrained, tmp_path):
     resumed = pretrain(more, arch, paths, tmp_path / "ck.pth", tmp_path / "log.json", tmp_path / "resume.pth", "h", seed=0)
     assert resumed["resumed_from_epoch"] == 2 and len(resumed["epochs"]) == 3
     assert resumed["epochs"][:2] == summary["epochs"]
+
+
+def test_cls_attention_of_the_last_block_is_the_backbones_attention_map():
+    backbone = build_backbone(BackboneConfig(model="vit_tiny_patch16_224", patch_size=8, embed_dim=64, depth=2, num_heads=2, input_size=(32, 32)))
+    out = backbone(torch.rand(2, 3, 32, 32), qkv_blocks=(-1,))
+    q, k, _ = out.qkv[1]
+    expected = out.attn.flatten(2) / out.attn.flatten(2).sum(dim=-1, keepdim=True)
+    r = cls_attention(q, k, backbone.num_prefix_tokens)
+    assert r.shape == (2, 2, 16)
+    assert torch.allclose(r, expected, atol=1e-5)

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from useg.backbones import build_backbone
+from useg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from useg.errors import ConfigError
 from useg.methods.common import roi_crop
 from useg.methods.transfgu import gradcam as gc
-from useg.methods.transfgu.augment import AugmentConfig, random_boxes, training_views
+from useg.methods.transfgu.augment import random_crop_boxes, training_views, view_augment
 from useg.methods.transfgu.concepts import cluster_concepts, concept_counts
 from useg.methods.transfgu.crops import BACKGROUND, FOREGROUND, UNUSED, crop_boxes, crop_groups, foreground_mask
 from useg.methods.transfgu.losses import (
@@ -248,15 +249,21 @@ def test_roi_crop_of_label_maps_follows_the_image_crop():
 
 
 def test_training_views_crop_images_and_maps_together():
-    g = torch.Generator().manual_seed(0)
-    boxes = random_boxes(50, 32, 48, (0.3, 1.0), g)
-    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 48 + 1e-4).all() and (boxes[:, 3] <= 32 + 1e-4).all()
-    images = torch.rand(3, 3, 32, 32)
-    maps = torch.rand(3, 5, 4, 4)
-    views, crops = training_views(images, maps, (16, 16), (2, 2), AugmentConfig(), torch.Generator().manual_seed(1))
-    again = training_views(images, maps, (16, 16), (2, 2), AugmentConfig(), torch.Generator().manual_seed(1))
-    assert views.shape == (3, 3, 16, 16) and crops.shape == (3, 5, 2, 2)
+    aug = view_augment({"crop_scale": [0.3, 1.0], "jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0})
+    boxes, flips = random_crop_boxes(50, 32, 48, aug, np.random.default_rng(0))
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 48).all() and (boxes[:, 3] <= 32).all()
+    assert flips.any() and not flips.all()
+    ramp = torch.linspace(0, 1, 32)  # images and maps both increase from left to right
+    images = ramp.expand(8, 3, 32, 32).clone()
+    maps = torch.linspace(0, 1, 4).expand(8, 5, 4, 4).clone()
+    views, crops = training_views(images, maps, (16, 16), (2, 2), aug, np.random.default_rng(1))
+    again = training_views(images, maps, (16, 16), (2, 2), aug, np.random.default_rng(1))
+    assert views.shape == (8, 3, 16, 16) and crops.shape == (8, 5, 2, 2)
     assert torch.equal(views, again[0]) and torch.equal(crops, again[1]), "views depend only on the generator"
+    raw = views[:, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+    view_rises = raw[:, :, -1].mean(1) > raw[:, :, 0].mean(1)
+    map_rises = crops[:, 0, :, -1].mean(1) > crops[:, 0, :, 0].mean(1)
+    assert torch.equal(view_rises, map_rises), "an image and its label crop are flipped together"
     assert half_size((96, 96), 8) == ((48, 48), (6, 6)) and half_size((32, 40), 8) == ((16, 16), (2, 2))
 
 
@@ -283,7 +290,7 @@ def test_training_round_is_deterministic_and_uses_the_teacher(backbone):
         "decoder": {"dim": 16, "layers": 1, "heads": 2}, "lr": 1e-3, "weight_decay": 0.0, "epochs": 2,
         "batch_size": 2, "alpha": [0.03, 0.1], "w_div": 1.0, "w_unc": 0.3,
         "losses": {"peer": True, "uncertainty": True, "diversity": True},
-        "augment": {"crop_scale": [0.3, 1.0], "flip": 0.5, "jitter": 0.8, "grayscale": 0.2, "blur": 0.5},
+        "augment": {"crop_scale": [0.3, 1.0], "saturation": 0.4, "hue": 0.0, "solarize_p": 0.0},
     }  # fmt: skip
     from useg.methods.transfgu.stages import train_round
 
@@ -291,7 +298,9 @@ def test_training_round_is_deterministic_and_uses_the_teacher(backbone):
     images, maps = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 3, 4, 4, generator=g)
     cpu = torch.device("cpu")
     first = train_round(backbone, images, maps, None, cfg, 0, 0, cpu)
-    again = train_round(backbone, images, maps, None, cfg, 0, 0, cpu)
+    history: list = []
+    again = train_round(backbone, images, maps, None, cfg, 0, 0, cpu, history)
+    assert [h["epoch"] for h in history] == [1, 2] and {"loss", "loss_main", "loss_div", "loss_unc"} <= set(history[0])
     for (name, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), f"{name} differs between identical runs"
     student = train_round(backbone, images, maps, first, cfg, 0, 1, cpu)

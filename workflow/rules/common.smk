@@ -4,6 +4,9 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 RESULTS = config["results_dir"]
@@ -118,10 +121,68 @@ def backbone_eval_targets():
 METHOD_COLUMNS = {"transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"], "alignseg": ["alignseg"]}
 
 
+def evaluated_columns():
+    """Every evaluated column under results/<dataset>/: each configured method's, then the backbone evaluation's."""
+    columns = [column for method in config["methods"] for column in METHOD_COLUMNS.get(method, [method])]
+    return columns + [os.path.dirname(p)[len(OUT) + 1 :] for p in backbone_eval_targets()]
+
+
 def metrics_targets():
     """metrics.json of every configured method (each of its evaluated columns), then of the backbone evaluation."""
-    columns = [column for method in config["methods"] for column in METHOD_COLUMNS.get(method, [method])]
-    return [f"{OUT}/{column}/metrics.json" for column in columns] + backbone_eval_targets()
+    return [f"{OUT}/{column}/metrics.json" for column in evaluated_columns()]
+
+
+# ---- Report -----------------------------------------------------------------------------------
+# Every evaluated column gets its per-class IoU chart and overlay grid and a row in the comparison
+# table by itself (METHOD_COLUMNS). What a method shows besides, it declares here:
+# REPORT_CURVES: name -> per-epoch train logs (JSON `epochs`: [{epoch, loss...}]) drawn as loss
+# curves in one chart (several logs: the total loss of each, e.g. one per TransFGU round).
+REPORT = config["report"]
+REPORT_DIR = f"{OUT}/report"
+REPORT_FRONT = f"{REPORT_DIR}/overview.rst"
+REPORT_CURVES = {
+    "croc": [f"{OUT}/croc/train-log.json"],
+    "transfgu": [f"{OUT}/transfgu/round-{r}/train-log.json" for r in range(config["transfgu"]["rounds"] + 1)],
+}
+
+
+def report_curves():
+    """The REPORT_CURVES of what this run trains (CrOC when it pretrains the backbone)."""
+    ran = set(config["methods"]) | ({"croc"} if WEIGHTS == "pretrain" else set())
+    return {name: log for name, log in REPORT_CURVES.items() if name in ran}
+
+
+def report_figures():
+    """Every figure of the report: per evaluated column its IoU chart and overlays, then the loss curves."""
+    figures = [f"{OUT}/{column}/report/{name}.png" for column in evaluated_columns() for name in ("iou", "overlays")]
+    return figures + [f"{REPORT_DIR}/curves/{name}.png" for name in report_curves()]
+
+
+def report_targets():
+    """The comparison table and the report's front page (they need every figure), when the report is on."""
+    if not REPORT["enabled"]:
+        return []
+    return [f"{REPORT_DIR}/comparison.csv", f"{REPORT_DIR}/comparison.md", REPORT_FRONT]
+
+
+def build_report():
+    """Write results/<dataset>/report.html with `snakemake --report` (same Snakefile, directory and
+    config) and print its path; a failure is reported, never fatal (the results are complete)."""
+    if not REPORT["enabled"]:
+        return
+    html = os.path.abspath(f"{OUT}/report.html")
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(config, fh)
+    cmd = [sys.executable, "-m", "snakemake", "-s", workflow.main_snakefile, "-d", os.getcwd()]
+    cmd += ["--configfile", fh.name, "--report", html]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True)
+    finally:
+        os.unlink(fh.name)
+    if result.returncode == 0:
+        print(f"  report: {html}")
+    else:
+        print(f"useg: the report could not be written ({' '.join(cmd)}):\n{result.stderr[-2000:]}")
 
 
 def transfgu_slice(*keys):

@@ -94,7 +94,8 @@ rule transfgu_train:
         teacher=transfgu_teacher,
         weights=backbone_weights,
     output:
-        f"{OUT}/transfgu/round-{{round}}/model.pt",
+        model=f"{OUT}/transfgu/round-{{round}}/model.pt",
+        log=f"{OUT}/transfgu/round-{{round}}/train-log.json",
     params:
         cfg=lambda w: as_json({"backbone": config["backbone"], **transfgu_slice(*TRANSFGU_TRAIN_KEYS)}),
         teacher=lambda w, input: f"--teacher {input.teacher}" if input.teacher else "",
@@ -110,7 +111,8 @@ rule transfgu_train:
         GPU_ENV
     shell:
         "python -m useg transfgu-train --params {params.cfg:q} --manifest {input.manifest} --bank {input.bank}"
-        " --round {wildcards.round} {params.teacher} {params.weights} --out {output} --threads {threads} --log {log}"
+        " --round {wildcards.round} {params.teacher} {params.weights} --out {output.model} --out-log {output.log}"
+        " --threads {threads} --log {log}"
 
 
 rule transfgu_initial:

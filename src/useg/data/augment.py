@@ -110,6 +110,13 @@ def photometric(image: Tensor, aug: ViewAugment, rng: np.random.Generator) -> Te
     return image.clamp(0, 1)
 
 
+def normalise_images(images: Tensor) -> Tensor:
+    """[..., 3, H, W] in [0, 1] -> normalised with ImageNet statistics."""
+    mean = torch.from_numpy(IMAGENET_MEAN).to(images)[:, None, None]
+    std = torch.from_numpy(IMAGENET_STD).to(images)[:, None, None]
+    return (images - mean) / std
+
+
 def make_view(image: np.ndarray, aug: ViewAugment, patch: int, rng: np.random.Generator) -> View:
     """One augmented view of an HxWx3 uint8 image with its crop and patch positions."""
     return render_view(image, sample_crop(image.shape[:2], aug, rng), aug, patch, rng)
@@ -123,8 +130,7 @@ def render_view(image: np.ndarray, crop: Crop, aug: ViewAugment, patch: int, rng
         region = region[:, ::-1]
     tensor = torch.from_numpy(np.ascontiguousarray(region.transpose(2, 0, 1))).float() / 255
     tensor = photometric(tensor, aug, rng)
-    mean, std = torch.from_numpy(IMAGENET_MEAN)[:, None, None], torch.from_numpy(IMAGENET_STD)[:, None, None]
-    return View((tensor - mean) / std, crop, patch_coords(crop, aug.size, patch, image.shape[:2]))
+    return View(normalise_images(tensor), crop, patch_coords(crop, aug.size, patch, image.shape[:2]))
 
 
 def two_views(image: np.ndarray, aug: ViewAugment, patch: int, rng: np.random.Generator) -> tuple[View, View]:

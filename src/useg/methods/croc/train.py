@@ -61,6 +61,7 @@ class CrOCConfig:
     lam: float = 20.0
     sinkhorn_iters: int = 200
     tokens: str = "values"
+    block: int = -2
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
     head_global_dim: int = 65536
@@ -75,6 +76,12 @@ class CrOCConfig:
 
     def view_augment(self) -> ViewAugment:
         return ViewAugment(size=tuple(self.view_size), scale=tuple(self.crop_scale), **self.augment)
+
+
+def cls_attention(q: Tensor, k: Tensor, num_prefix: int) -> Tensor:
+    """Attention of the CLS query to the patch keys, renormalised over patches [B, H, N] (CrOC eq. 10's r)."""
+    probs = ((q[:, :, :1] * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)[:, :, 0, num_prefix:]
+    return probs / probs.sum(dim=-1, keepdim=True)
 
 
 class Network(nn.Module):
@@ -157,20 +164,21 @@ class CrOCTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.center_global, self.center_dense = state["center_global"], state["center_dense"]
 
-    def _forward(self, net: Network, images: Tensor, block: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """CLS [B, D], patch tokens [B, N, D], clustering tokens [B, H, N, dh], CLS attention [B, H, N]."""
+    def _forward(self, net: Network, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """CLS [B, D], patch tokens [B, N, D], clustering tokens [B, H, N, dh] and CLS attention [B, H, N]
+        of block `croc.block` (CrOC eq. 21: the block fed by Z^(B-2) is block -2)."""
+        block = self.cfg.block % net.backbone.depth
         out = net.backbone(images, qkv_blocks=(block,))
+        qkv = out.qkv[block]
         p = net.backbone.num_prefix_tokens
-        tokens = out.qkv[block][TOKEN_INDEX[self.cfg.tokens]][:, :, p:]
-        return out.cls, out.patches.flatten(1, 2), tokens, out.attn.flatten(2)
+        return out.cls, out.patches.flatten(1, 2), qkv[TOKEN_INDEX[self.cfg.tokens]][:, :, p:], cls_attention(*qkv[:2], p)
 
     def losses(self, batch: Batch, generator: torch.Generator) -> Losses:
         """Cluster the teacher tokens of both views, then the global and dense losses (CrOC eq. 2-7)."""
         cfg = self.cfg
         views = [v.to(self.device) for v in batch.views]
-        block = self.teacher.backbone.depth - 1
         with torch.no_grad():
-            t_out = [self._forward(self.teacher, v, block) for v in views]
+            t_out = [self._forward(self.teacher, v) for v in views]
             n = t_out[0][1].shape[1]
             clusters = multi_head_clustering(
                 torch.cat([t_out[0][2], t_out[1][2]], dim=2),

@@ -94,7 +94,7 @@ def run_train(args: argparse.Namespace) -> None:
     teacher = load_segmenter(args.teacher)[0] if args.teacher else None
     run_training_round(
         backbone, rows, bank, teacher, params["transfgu"], cfg.input_size, params["seed"], args.round, args.out,
-        resolve_device(params["transfgu"]["device"]),
+        resolve_device(params["transfgu"]["device"]), args.out_log,
     )  # fmt: skip
 
 
@@ -145,6 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="previous round's decoder (rounds > 0)")
     p.add_argument("--weights", help="checkpoint file when backbone.weights is 'pretrain'")
     p.add_argument("--out", required=True)
+    p.add_argument("--out-log", help="per-epoch losses of the round (JSON)")
 
     p = add_stage(sub, "transfgu-initial", run_initial, "TransFGU: predictions from the pseudo labels alone")
     p.add_argument("--bank", nargs="+", required=True)

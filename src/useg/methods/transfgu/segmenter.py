@@ -81,3 +81,25 @@ def load_segmenter(path: str | Path) -> tuple[Segmenter, dict[str, Any]]:
     model = Segmenter(SegmenterConfig(**checkpoint["config"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint
+
+
+class EndToEnd(nn.Module):
+    """Frozen backbone + trained decoder: normalised images [B, 3, H, W] -> masks [B, K, h, w] (eq. 2)."""
+
+    def __init__(self, backbone: nn.Module, decoder: Segmenter) -> None:
+        super().__init__()
+        self.backbone, self.decoder = backbone, decoder
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.decoder(self.backbone(images).patches)[0]
+
+
+def load_predictor(path: Path, backbone: nn.Module, device: torch.device) -> EndToEnd:
+    """`useg predict` loader: the decoder checkpoint of a round on top of the run's backbone."""
+    decoder, _ = load_segmenter(path)
+    if decoder.cfg.in_dim != backbone.embed_dim:
+        raise StoreError(
+            f"{path} decodes {decoder.cfg.in_dim}-d patch tokens but the configured backbone gives {backbone.embed_dim}: "
+            "pass the config file(s) the model was trained with"
+        )
+    return EndToEnd(backbone, decoder).to(device).eval()

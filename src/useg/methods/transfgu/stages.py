@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from useg.atomic import write_json
 from useg.backbones.extract import input_batches
 from useg.backbones.vit import ViTBackbone
 from useg.data.images import load_rgb
@@ -17,7 +18,7 @@ from useg.data.manifest import ManifestRow
 from useg.data.transforms import resize_rgb
 from useg.methods.common import scores_to_labels
 from useg.train import check_finite
-from useg.methods.transfgu.augment import AugmentConfig, training_views
+from useg.methods.transfgu.augment import training_views, view_augment
 from useg.methods.transfgu.gradcam import pseudo_label_maps
 from useg.methods.transfgu.losses import LossConfig, bootstrapped_labels, peer_alpha, shuffled_labels, total_loss
 from useg.methods.transfgu.segmenter import Segmenter, SegmenterConfig, build_segmenter, save_segmenter
@@ -94,8 +95,11 @@ def train_round(
     seed: int,
     round_index: int,
     device: torch.device,
+    history: list[dict[str, float]] | None = None,
 ) -> Segmenter:
-    """Train a freshly initialised student on M (round 0) or on M̂ from the teacher (eq. 10–16)."""
+    """Train a freshly initialised student on M (round 0) or on M̂ from the teacher (eq. 10–16).
+
+    Appends each epoch's mean loss and loss terms to `history` when one is given."""
     backbone = backbone.to(device).eval().requires_grad_(False)
     num_labels = maps.shape[1]
     student = build_segmenter(SegmenterConfig(backbone.embed_dim, num_labels, **cfg["decoder"]), seed).to(device)
@@ -104,15 +108,17 @@ def train_round(
     optimiser = torch.optim.AdamW(student.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     generator = torch.Generator().manual_seed(seed * 1000 + round_index)
     out_size, out_grid = half_size(tuple(images.shape[-2:]), backbone.patch_size)
-    augment = AugmentConfig(**{**cfg["augment"], "crop_scale": tuple(cfg["augment"]["crop_scale"])})
+    augment = view_augment(cfg["augment"])
+    rng = np.random.default_rng([seed, round_index])
     losses = LossConfig(**cfg["losses"], w_div=cfg["w_div"], w_unc=cfg["w_unc"])
     epochs, step, batch_size = cfg["epochs"], 0, cfg["batch_size"]
     for epoch in tqdm(range(epochs), desc=f"transfgu round {round_index}", unit="epoch"):
         alpha = peer_alpha(epoch, epochs, *cfg["alpha"])
         order = torch.randperm(len(images), generator=generator)
+        sums: dict[str, float] = {}
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            views, crop_maps = training_views(images[idx], maps[idx], out_size, out_grid, augment, generator)
+            views, crop_maps = training_views(images[idx], maps[idx], out_size, out_grid, augment, rng)
             with torch.no_grad():
                 patches = backbone(views.to(device)).patches
                 crop_maps = crop_maps.to(device)
@@ -129,7 +135,13 @@ def train_round(
             loss.backward()
             optimiser.step()
             step += 1
-        log.info("round %d epoch %d: loss %.4f %s (alpha %.3f)", round_index, epoch, loss.item(), terms, alpha)
+            for name, value in {"loss": loss.item(), **{f"loss_{k}": v for k, v in terms.items()}}.items():
+                sums[name] = sums.get(name, 0.0) + value
+        steps = -(-len(order) // batch_size)
+        means = {name: total / steps for name, total in sums.items()}
+        if history is not None:
+            history.append({"epoch": epoch + 1, **means, "alpha": alpha})
+        log.info("round %d epoch %d: loss %.4f %s (alpha %.3f)", round_index, epoch, means["loss"], terms, alpha)
     return student.cpu().eval()
 
 
@@ -144,12 +156,16 @@ def run_training_round(
     round_index: int,
     out_path: str | Path,
     device: torch.device,
+    out_log: str | Path | None = None,
 ) -> None:
-    """Load the train images and pseudo-label maps, train one round, save the student."""
+    """Load the train images and pseudo-label maps, train one round, save the student (and its train log)."""
     images = load_images(rows, input_size)
     maps = torch.from_numpy(bank.read("maps").astype(np.float32))
-    student = train_round(backbone, images, maps, teacher, cfg, seed, round_index, device)
+    history: list[dict[str, float]] = []
+    student = train_round(backbone, images, maps, teacher, cfg, seed, round_index, device, history)
     save_segmenter(student, out_path, {"round": round_index, "background_label": bank.attrs.get("background_label")})
+    if out_log is not None:
+        write_json(out_log, {"round": round_index, "images": len(rows), "epochs": history})
     log.info("round %d: trained on %d images -> %s", round_index, len(rows), out_path)
 
 

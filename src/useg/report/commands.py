@@ -1,0 +1,136 @@
+"""Subcommands `useg report-method`, `report-curve`, `report-table` (the report's figures and tables),
+`useg predict` (an end-to-end model on a folder of images) and `useg export` (any store to HDF5)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from useg.cli import add_stage, stage_params
+
+log = logging.getLogger(__name__)
+
+
+def run_report_method(args: argparse.Namespace) -> None:
+    """Per-class IoU bar chart (one per protocol, stacked) and the overlay grid of one evaluated method."""
+    from useg.report.draw import bar_chart, save_png, stack
+    from useg.report.labelmaps import open_label_maps
+    from useg.report.overlays import render_overlays
+
+    params = stage_params(args)
+    metrics = json.loads(Path(args.metrics).read_text())
+    charts = [
+        bar_chart(
+            metrics["class_names"],
+            [result["per_class_iou"][name] for name in metrics["class_names"]],
+            f"{metrics['method']} [{protocol}]: per-class IoU, mIoU {100 * result['miou']:.2f} %",
+        )
+        for protocol, result in metrics["protocols"].items()
+    ]
+    save_png(args.out_iou, stack(charts))
+    maps = open_label_maps(args.predictions)
+    save_png(args.out_overlays, render_overlays(maps, params.get("images", 6), Path(args.manifest), title=metrics["method"]))
+    log.info("%s: per-class IoU (%d protocols) -> %s, overlays -> %s", metrics["method"], len(charts), args.out_iou, args.out_overlays)
+
+
+def run_report_curve(args: argparse.Namespace) -> None:
+    """Loss curves of train logs (JSON with `epochs`: [{epoch, <loss key>: value, ...}]) in one PNG: every
+    `loss*` key of a single log, or the total `loss` of each of several logs (named by their folder)."""
+    from useg.errors import StoreError
+    from useg.report.draw import line_chart, save_png
+
+    params = stage_params(args)
+    logs = [Path(p) for p in args.train_log]
+    series = {}
+    for path in logs:
+        epochs = json.loads(path.read_text()).get("epochs", [])
+        keys = ["loss"] if len(logs) > 1 else sorted({k for e in epochs for k in e if k.startswith("loss")})
+        for key in keys:
+            points = [(e["epoch"], e[key]) for e in epochs if key in e]
+            if points:
+                name = f"{path.parent.name}: {key}" if len(logs) > 1 else key
+                series[name] = ([x for x, _ in points], [y for _, y in points])
+    if not series:
+        raise StoreError(f"{' '.join(map(str, logs))}: no per-epoch losses to draw")
+    save_png(args.out, line_chart(series, f"{params.get('name', 'training')}: loss per epoch", "epoch"))
+    log.info("loss curves: %d series from %d logs -> %s", len(series), len(logs), args.out)
+
+
+def run_report_table(args: argparse.Namespace) -> None:
+    """Comparison table of every metrics.json (Markdown, CSV) and the report's front page (reStructuredText)."""
+    from useg.atomic import write_text
+    from useg.report.tables import comparison_rows, overview_rst, to_csv, to_markdown
+
+    params = stage_params(args)
+    rows = comparison_rows(args.metrics)
+    write_text(args.out_md, to_markdown(rows))
+    write_text(args.out_csv, to_csv(rows))
+    figures = [Path(f) for f in args.figures or []]
+    write_text(args.out_rst, overview_rst(rows, figures, Path(args.root), params.get("dataset", "")))
+    print(to_markdown(rows))
+    log.info("comparison: %d rows, %d figures -> %s, %s, %s", len(rows), len(figures), args.out_md, args.out_csv, args.out_rst)
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    """Apply a trained end-to-end model to a folder of images."""
+    from useg.backbones import BackboneConfig, build_backbone
+    from useg.predict import backbone_weights, list_images, merged_config, predict_folder, predictor_loader, readable
+    from useg.runtime import resolve_device, set_threads
+
+    set_threads(args.threads)
+    config = merged_config(args.config)
+    loader = predictor_loader(args.method)
+    files = readable(list_images(args.images), args.on_corrupt)
+    cfg = BackboneConfig.from_dict(config["backbone"])
+    backbone = build_backbone(cfg, backbone_weights(config, args.weights), seed=config.get("seed", 0))
+    device = resolve_device(args.device)
+    model = loader(args.model, backbone, device)
+    predict_folder(model, files, args.out, cfg.input_size, device, args.batch_size)
+    print(f"label maps: {args.out / 'labels'}\noverlays:   {args.out / 'overlays'}")
+
+
+def run_export(args: argparse.Namespace) -> None:
+    """Export a store to HDF5."""
+    from useg.report.export import export_hdf5
+
+    out = export_hdf5(args.store, args.out, None if args.compression == "none" else args.compression)
+    print(out)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_stage(sub, "report-method", run_report_method, "report: per-class IoU chart and overlay grid of one method")
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out-iou", required=True)
+    p.add_argument("--out-overlays", required=True)
+
+    p = add_stage(sub, "report-curve", run_report_curve, "report: training loss curves of a train log")
+    p.add_argument("--train-log", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+
+    p = add_stage(sub, "report-table", run_report_table, "report: comparison table of all methods and the front page")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--figures", nargs="*", default=[])
+    p.add_argument("--root", required=True, help="results/<dataset>: figure names are relative to it")
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-rst", required=True)
+
+    p = add_stage(sub, "predict", run_predict, "apply a trained end-to-end model to a folder of images")
+    p.add_argument("--method", required=True, help="method whose model it is (e.g. transfgu)")
+    p.add_argument("--model", type=Path, required=True, help="trained model, e.g. results/<dataset>/transfgu/round-2/model.pt")
+    p.add_argument("--config", type=Path, nargs="+", default=[Path("config.yaml")], help="config file(s) of the run (merged in order)")
+    p.add_argument("--weights", type=Path, help="backbone checkpoint (default for `pretrain`: <results>/<dataset>/croc/checkpoint.pth)")
+    p.add_argument("--images", type=Path, required=True, help="folder of images")
+    p.add_argument("--out", type=Path, required=True, help="output folder: labels/ and overlays/")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--on-corrupt", choices=["error", "skip"], default="error")
+
+    p = add_stage(sub, "export", run_export, "export a store (Zarr) to HDF5 with the same layout and attrs")
+    p.add_argument("store", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip")
