@@ -33,4 +33,5 @@ def test_alignseg_chain_reports_hungarian_and_per_image(tmp_path: Path):
     assert int(predictions["labels"][:].max()) < 3
     decoder = torch.load(tmp_path / OUT / "alignseg/decoder.pt", weights_only=True)
     assert decoder["config"]["prototypes"] == 3 and len(decoder["history"]) == 2
+    assert len(json.loads((tmp_path / OUT / "alignseg/train-log.json").read_text())["epochs"]) == 2
     assert "alignseg" in result.stdout and "per-image" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from useg.backbones.saliency import attention_mass_mask
 from useg.data.augment import Crop, ViewAugment, coords_in_crop, global_local_views, overlap_share, patch_coords
-from useg.errors import ConfigError
+from useg.errors import ConfigError, StoreError
 from useg.methods.alignseg.decoder import DecoderConfig, assign, build_decoder, segment, similarity
 from useg.methods.alignseg.losses import LossConfig, corr_loss, dense_corr, proto_corr, proto_loss, total_loss
 from useg.methods.alignseg.train import AlignSegConfig
@@ -142,9 +143,9 @@ def test_total_loss_weights_and_switches():
     args = ((g, loc), (s_g, s_l), (x_g, x_l), masks)
     proto = 2 * math.log(1 + math.exp(-1))
     loss, terms = total_loss(LossConfig(alpha=2.0, beta=3.0, tau=1.0, shift=0.25), *args)
-    assert float(loss) == pytest.approx(2 * proto + 3 * -0.1875) and set(terms) == {"proto", "corr"}
+    assert float(loss) == pytest.approx(2 * proto + 3 * -0.1875) and set(terms) == {"loss_proto", "loss_corr"}
     loss, terms = total_loss(LossConfig(tau=1.0, shift=0.25, proto=False), *args)
-    assert float(loss) == pytest.approx(-0.1875) and set(terms) == {"corr"}
+    assert float(loss) == pytest.approx(-0.1875) and set(terms) == {"loss_corr"}
     masked = (torch.tensor([[False]]), [torch.tensor([[True, True]])])
     loss, _ = total_loss(LossConfig(tau=1.0, shift=0.25, proto=False), *args[:3], masked)
     assert float(loss) == 0.0
@@ -172,7 +173,8 @@ def test_training_is_deterministic_and_resumes_where_it_stopped(tmp_path, tiny_b
     backbone = build_backbone(tiny_backbone_cfg, seed=0)
 
     def run(name: str) -> dict:
-        T.train_alignseg(cfg, backbone, paths, 3, tmp_path / f"{name}.pt", tmp_path / f"{name}.resume", "h", 0, torch.device("cpu"))
+        out = tmp_path / f"{name}.pt"
+        T.train_alignseg(cfg, backbone, paths, 3, out, out.with_suffix(".json"), tmp_path / f"{name}.resume", "h", 0, torch.device("cpu"))
         return torch.load(tmp_path / f"{name}.pt", weights_only=True)
 
     first, second = run("a"), run("b")
@@ -192,4 +194,26 @@ def test_training_is_deterministic_and_resumes_where_it_stopped(tmp_path, tiny_b
     monkeypatch.setattr(T, "save_checkpoint", save)
     resumed = run("c")
     assert resumed["resumed_from_epoch"] == 1 and len(resumed["history"]) == 2
+    log = json.loads((tmp_path / "c.json").read_text())
+    assert [e["epoch"] for e in log["epochs"]] == [1, 2] and {"loss", "loss_proto", "loss_corr"} <= set(log["epochs"][0])
     assert all(torch.equal(first["state_dict"][k], resumed["state_dict"][k]) for k in first["state_dict"])
+
+
+def test_end_to_end_predictor_segments_images(tmp_path, tiny_backbone_cfg):
+    from useg.backbones import build_backbone
+    from useg.methods.alignseg.decoder import save_decoder
+    from useg.methods.alignseg.infer import load_predictor
+
+    backbone = build_backbone(tiny_backbone_cfg, seed=0).eval()
+    decoder = build_decoder(DecoderConfig(dim=64, prototypes=3, heads=2), seed=0)
+    save_decoder(decoder, tmp_path / "d.pt", {})
+    model = load_predictor(tmp_path / "d.pt", backbone, torch.device("cpu"))
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        scores = model(images)
+        expected = segment(decoder.eval(), backbone(images).patches)
+    assert scores.shape == (2, 3, 4, 4) and torch.allclose(scores, expected, atol=1e-6)
+    assert float(scores.abs().max()) <= 1 + 1e-6  # cosine similarities
+    save_decoder(build_decoder(DecoderConfig(dim=16, prototypes=3, heads=2), 0), tmp_path / "e.pt", {})
+    with pytest.raises(StoreError, match="16-d"):
+        load_predictor(tmp_path / "e.pt", backbone, torch.device("cpu"))

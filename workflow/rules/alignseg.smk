@@ -7,7 +7,8 @@ rule alignseg_train:
         classes=f"{OUT}/classes.json",
         weights=backbone_weights,
     output:
-        f"{OUT}/alignseg/decoder.pt",
+        model=f"{OUT}/alignseg/decoder.pt",
+        log=f"{OUT}/alignseg/train-log.json",
     params:
         cfg=lambda w: as_json(alignseg_train_params()),
         resume=f"{OUT}/alignseg/resume/last.pth",
@@ -23,7 +24,7 @@ rule alignseg_train:
         GPU_ENV
     shell:
         "python -m useg alignseg-train --params {params.cfg:q} --manifest {input.manifest} --classes {input.classes}"
-        " {params.weights} --out {output} --resume {params.resume} --threads {threads} --log {log}"
+        " {params.weights} --out {output.model} --out-log {output.log} --resume {params.resume} --threads {threads} --log {log}"
 
 
 rule alignseg_predict:

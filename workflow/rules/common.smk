@@ -143,6 +143,7 @@ REPORT_FRONT = f"{REPORT_DIR}/overview.rst"
 REPORT_CURVES = {
     "croc": [f"{OUT}/croc/train-log.json"],
     "transfgu": [f"{OUT}/transfgu/round-{r}/train-log.json" for r in range(config["transfgu"]["rounds"] + 1)],
+    "alignseg": [f"{OUT}/alignseg/train-log.json"],
 }
 
 

@@ -25,7 +25,7 @@ def run_train(args: argparse.Namespace) -> None:
     backbone = build_backbone(BackboneConfig.from_dict(params["backbone"]), args.weights, seed=params["seed"])
     rows = split_rows(read_manifest(args.manifest), params["split"])
     train_alignseg(
-        cfg, backbone, [row.path for _, row in rows], k, args.out, args.resume, config_hash(params), params["seed"],
+        cfg, backbone, [row.path for _, row in rows], k, args.out, args.out_log, args.resume, config_hash(params), params["seed"],
         resolve_device(cfg.device), threads=args.threads,
     )  # fmt: skip
 
@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", required=True)
     p.add_argument("--weights", help="checkpoint file when backbone.weights is 'pretrain'")
     p.add_argument("--out", required=True, help="decoder checkpoint")
+    p.add_argument("--out-log", required=True, help="training log JSON (per-epoch losses)")
     p.add_argument("--resume", required=True, help="resume state, rewritten after every epoch")
 
     p = add_stage(sub, "alignseg-predict", run_predict, "AlignSeg: per-image segmentation -> predictions")

@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 from tqdm import tqdm
 
-from useg.methods.alignseg.decoder import PrototypeDecoder, segment
+from useg.errors import StoreError
+from useg.methods.alignseg.decoder import PrototypeDecoder, load_decoder, segment
 from useg.methods.common import scores_to_labels
 from useg.stores.features import FeatureStore
 from useg.stores.predictions import PredictionsWriter
@@ -43,3 +45,25 @@ def predict_alignseg(
                 writer.write(start, scores_to_labels(scores, size))
                 start += len(batch.index)
     log.info("alignseg: segmented %d images -> %s", len(index), out_path)
+
+
+class EndToEnd(nn.Module):
+    """Frozen backbone + trained decoder: normalised images [B, 3, H, W] -> cos(x, P^x) maps [B, K, h, w] (eq. 1–2)."""
+
+    def __init__(self, backbone: nn.Module, decoder: PrototypeDecoder) -> None:
+        super().__init__()
+        self.backbone, self.decoder = backbone, decoder
+
+    def forward(self, images: Tensor) -> Tensor:
+        return segment(self.decoder, self.backbone(images).patches)
+
+
+def load_predictor(path: Path, backbone: nn.Module, device: torch.device) -> EndToEnd:
+    """`useg predict` loader: the trained decoder on top of the run's backbone."""
+    decoder = load_decoder(path)
+    if decoder.cfg.dim != backbone.embed_dim:
+        raise StoreError(
+            f"{path} decodes {decoder.cfg.dim}-d patch tokens but the configured backbone gives {backbone.embed_dim}: "
+            "pass the config file(s) the model was trained with"
+        )
+    return EndToEnd(backbone, decoder).to(device).eval()

@@ -90,9 +90,9 @@ def total_loss(
     terms: dict[str, float] = {}
     if cfg.proto:
         proto = proto_loss(*protos, cfg.tau)
-        loss, terms["proto"] = loss + cfg.alpha * proto, float(proto.detach())
+        loss, terms["loss_proto"] = loss + cfg.alpha * proto, float(proto.detach())
     if cfg.corr:
         m_global, m_locals = masks if cfg.saliency else (None, None)
         corr = corr_loss(*sims, *tokens, cfg.shift, cfg.clamp, m_global, m_locals)
-        loss, terms["corr"] = loss + cfg.beta * corr, float(corr.detach())
+        loss, terms["loss_corr"] = loss + cfg.beta * corr, float(corr.detach())
     return loss, terms

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from useg.atomic import write_json
 from useg.backbones.saliency import attention_mass_mask
 from useg.backbones.vit import ViTBackbone
 from useg.data.augment import ViewAugment
@@ -128,13 +129,14 @@ def train_alignseg(
     image_paths: list[str],
     k: int,
     out_path: str | Path,
+    out_log: str | Path,
     resume_path: str | Path,
     config_hash: str,
     seed: int,
     device: torch.device,
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Train decoder + prototypes on `image_paths` through the frozen `backbone`; write the decoder."""
+    """Train decoder + prototypes on `image_paths` through the frozen `backbone`; write the decoder and the training log."""
     if not image_paths:
         raise DataError("AlignSeg training needs images: the train split of the manifest is empty")
     check_sizes(cfg, backbone.patch_size)
@@ -176,7 +178,8 @@ def train_alignseg(
         state = {"decoder": decoder.state_dict(), "optimiser": optimiser.state_dict()}
         save_checkpoint(resume_path, {**state, "epoch": epoch, "history": history, "config_hash": config_hash})
     wall = time.perf_counter() - began
-    summary = {"history": history, "images": len(image_paths), "steps_per_epoch": iters, "resumed_from_epoch": start}
-    save_decoder(decoder.cpu().eval(), out_path, summary)
+    info = {"images": len(image_paths), "steps_per_epoch": iters, "resumed_from_epoch": start}
+    save_decoder(decoder.cpu().eval(), out_path, {"history": history, **info})
+    write_json(out_log, {"epochs": history, **info, "wall_seconds_this_run": wall})
     log.info("alignseg: %d epochs on %d images in %.1f s -> %s", cfg.epochs, len(image_paths), wall, out_path)
-    return summary
+    return {"epochs": history, **info}
