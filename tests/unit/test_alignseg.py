@@ -190,10 +190,11 @@ def test_training_is_deterministic_and_resumes_where_it_stopped(tmp_path, tiny_b
     monkeypatch.setattr(T, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run("c")
-    assert not (tmp_path / "c.pt").exists()
+    assert not (tmp_path / "c.pt").exists() and (tmp_path / "c.resume").exists()
     monkeypatch.setattr(T, "save_checkpoint", save)
     resumed = run("c")
     assert resumed["resumed_from_epoch"] == 1 and len(resumed["history"]) == 2
+    assert not (tmp_path / "c.resume").exists()  # a finished run leaves no state to resume from
     log = json.loads((tmp_path / "c.json").read_text())
     assert [e["epoch"] for e in log["epochs"]] == [1, 2] and {"loss", "loss_proto", "loss_corr"} <= set(log["epochs"][0])
     assert all(torch.equal(first["state_dict"][k], resumed["state_dict"][k]) for k in first["state_dict"])

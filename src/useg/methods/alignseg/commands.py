@@ -9,6 +9,9 @@ from useg.cli import add_stage, stage_params
 
 def run_train(args: argparse.Namespace) -> None:
     """Train the decoder and prototypes on crops of the train split through the frozen backbone."""
+    import hashlib
+    from pathlib import Path
+
     from useg.backbones import BackboneConfig, build_backbone
     from useg.data.manifest import read_classes, read_manifest, split_rows
     from useg.errors import ConfigError
@@ -24,8 +27,10 @@ def run_train(args: argparse.Namespace) -> None:
         raise ConfigError("alignseg.k is not set and the dataset has no classes.txt to take K from")
     backbone = build_backbone(BackboneConfig.from_dict(params["backbone"]), args.weights, seed=params["seed"])
     rows = split_rows(read_manifest(args.manifest), params["split"])
+    # the resume state belongs to this config and these backbone weights (a new checkpoint restarts training)
+    weights = hashlib.sha256(Path(args.weights).read_bytes()).hexdigest() if args.weights else None
     train_alignseg(
-        cfg, backbone, [row.path for _, row in rows], k, args.out, args.out_log, args.resume, config_hash(params), params["seed"],
+        cfg, backbone, [row.path for _, row in rows], k, args.out, args.out_log, args.resume, config_hash({**params, "weights_sha256": weights}), params["seed"],
         resolve_device(cfg.device), threads=args.threads,
     )  # fmt: skip
 

@@ -181,5 +181,6 @@ def train_alignseg(
     info = {"images": len(image_paths), "steps_per_epoch": iters, "resumed_from_epoch": start}
     save_decoder(decoder.cpu().eval(), out_path, {"history": history, **info})
     write_json(out_log, {"epochs": history, **info, "wall_seconds_this_run": wall})
+    Path(resume_path).unlink(missing_ok=True)  # only an interrupted run resumes
     log.info("alignseg: %d epochs on %d images in %.1f s -> %s", cfg.epochs, len(image_paths), wall, out_path)
     return {"epochs": history, **info}
