@@ -29,8 +29,9 @@ def run_train(args: argparse.Namespace) -> None:
     rows = split_rows(read_manifest(args.manifest), params["split"])
     # the resume state belongs to this config and these backbone weights (a new checkpoint restarts training)
     weights = hashlib.sha256(Path(args.weights).read_bytes()).hexdigest() if args.weights else None
+    state_key = config_hash({**params, "weights_sha256": weights})
     train_alignseg(
-        cfg, backbone, [row.path for _, row in rows], k, args.out, args.out_log, args.resume, config_hash({**params, "weights_sha256": weights}), params["seed"],
+        cfg, backbone, [row.path for _, row in rows], k, args.out, args.out_log, args.resume, state_key, params["seed"],
         resolve_device(cfg.device), threads=args.threads,
     )  # fmt: skip
 
