@@ -21,6 +21,8 @@ include: "workflow/rules/cluster.smk"
 include: "workflow/rules/backbone_eval.smk"
 include: "workflow/rules/transfgu.smk"
 include: "workflow/rules/alignseg.smk"
+include: "workflow/rules/pass.smk"
+include: "workflow/rules/maskdistill.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
@@ -30,6 +32,7 @@ rule all:
     input:
         metrics_targets(),
         report_targets(),
+        extra_targets(),
 
 
 if REPORT["enabled"]:

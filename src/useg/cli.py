@@ -35,6 +35,8 @@ COMMAND_MODULES = (
     "useg.methods.croc.commands",
     "useg.methods.transfgu.commands",
     "useg.methods.alignseg.commands",
+    "useg.methods.pass_.commands",
+    "useg.methods.maskdistill.commands",
     "useg.eval.commands",
     "useg.stores.commands",
     "useg.report.commands",

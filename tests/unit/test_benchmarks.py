@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +228,12 @@ def test_schema_checks_settings_per_kind_and_required_keys():
     assert any("class_list" in e for e in _schema_errors({"kind": "imagenet-s", "root": "/d"}))
     assert any("root" in e for e in _schema_errors({"kind": "voc"}))
     assert any("kind" in e for e in _schema_errors({"kind": "ade20k", "root": "/d"}))
+
+
+def test_imagenet_s_extra_splits_are_listed_with_their_masks(tmp_path):
+    options = make_imagenet_s(tmp_path)
+    shutil.copytree(tmp_path / "validation", tmp_path / "train-semi")
+    shutil.copytree(tmp_path / "validation-segmentation", tmp_path / "train-semi-segmentation")
+    semi = [r for r in listed(tmp_path, {**options, "extra_splits": ["train-semi"]}).records if r.split == "train-semi"]
+    assert len(semi) == 3 and all(r.mask_path for r in semi)
+    assert not [r for r in listed(tmp_path, options).records if r.split == "train-semi"]

@@ -7,6 +7,7 @@ from useg.data.synthetic import (
     STUFF_CLASSES,
     THING_CLASSES,
     ShapesConfig,
+    render,
     render_scene,
     scene_rng,
 )
@@ -74,3 +75,18 @@ def test_written_dataset_is_a_folder_dataset(shapes_dir):
 def test_scene_does_not_depend_on_dataset_size():
     small, large = ShapesConfig(num_train=2, image_size=48), ShapesConfig(num_train=50, image_size=48)
     assert np.array_equal(render_scene(scene_rng(0, 1), small).image, render_scene(scene_rng(0, 1), large).image)
+
+
+def test_object_centric_mode_has_one_or_two_dominant_objects_of_many_classes():
+    cfg = ShapesConfig(image_size=48, mode="object-centric", num_classes=12)
+    seen, counts = set(), []
+    for number in range(40):
+        scene = render(scene_rng(0, number), cfg)
+        ids = set(np.unique(scene.semantic).tolist()) - {0}
+        assert ids <= set(range(1, 13)) and 1 <= len(ids) <= 2
+        assert np.array_equal(scene.semantic > 0, scene.instances > 0)
+        seen |= ids
+        counts.append(len(ids))
+    assert len(seen) >= 10 and 1 in counts and 2 in counts
+    assert cfg.class_names()[0] == "background" and len(cfg.class_names()) == 13
+    assert ShapesConfig(num_heldout=3).num_heldout == 3

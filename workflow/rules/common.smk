@@ -51,7 +51,7 @@ def dataset_root():
 
 # --- benchmark dataset kinds (manifest config slice) ---
 FOLDER_KINDS = ("synthetic", "folder")
-BENCHMARK_KEYS = ("setting", "image_lists", "class_list", "train_split", "eval_split")
+BENCHMARK_KEYS = ("setting", "image_lists", "class_list", "train_split", "eval_split", "extra_splits")
 
 
 def manifest_config():
@@ -118,7 +118,12 @@ def backbone_eval_targets():
 
 
 # Methods whose run is evaluated in several columns (TransFGU Table 3: initial, trained, bootstrapped).
-METHOD_COLUMNS = {"transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"], "alignseg": ["alignseg"]}
+# MaskDistill Table 1: initial object masks, Mask R-CNN confident bank, final DeepLab-v3.
+METHOD_COLUMNS = {
+    "transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"],
+    "maskdistill": ["maskdistill-initial", "maskdistill-maskrcnn", "maskdistill"],
+    "alignseg": ["alignseg"],
+}
 
 
 def evaluated_columns():
@@ -218,6 +223,31 @@ def alignseg_train_params():
     }
 
 
+def pass_slice(*keys, **extra):
+    """The `pass` config keys a PASS stage depends on, with the seed and `extra` (split names)."""
+    return {"pass": {key: config["pass"][key] for key in keys}, "seed": config["seed"], **extra}
+
+
+def pass_prior_features():
+    """Train FeatureStores whose CLS attention is the saliency prior of PASS pretraining (none when off)."""
+    return feature_shards(DATASET["train_split"]) if config["pass"]["saliency_prior"] else []
+
+
+def maskdistill_slice(*keys):
+    """The `maskdistill` config keys a MaskDistill stage depends on, with the seed."""
+    return {"maskdistill": {key: config["maskdistill"][key] for key in keys}, "seed": config["seed"]}
+
+
+def maskdistill_shards(kind, split):
+    """Every shard of a MaskDistill per-shard store (`masks` or `candidates`) of a split."""
+    return shard_paths(f"{OUT}/maskdistill/{kind}/{{split}}/shard-{{shard}}.zarr", split)
+
+
+def extra_targets():
+    """Outputs beyond metrics.json that the default target asks for: MaskDistill's mask AP."""
+    return [f"{OUT}/maskdistill/ap.json"] if "maskdistill" in config["methods"] else []
+
+
 def print_summary():
     """Print the headline metrics of every method and where the results are."""
     print(f"\nuseg: results in {os.path.abspath(OUT)}")
@@ -232,6 +262,11 @@ def print_summary():
                 f"  {metrics['method']:<32} {name:<12} mIoU {100 * result['miou']:6.2f} %"
                 f"   pixel acc {100 * result['pixel_accuracy']:6.2f} %{caveat}"
             )
+            if name == "imagenet-s":
+                print(
+                    f"  {'':<32} {'':<12} F {100 * result['f_measure']:6.2f} %   img acc {100 * result['image_accuracy']:6.2f} %"
+                    f"   NMI {100 * result['nmi']:6.2f} %   boundary mIoU {100 * result['boundary_miou']:6.2f} %"
+                )
         print(f"  metrics: {os.path.abspath(path)}")
 
 

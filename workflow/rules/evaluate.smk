@@ -9,7 +9,9 @@ rule evaluate:
     output:
         f"{OUT}/{{method}}/metrics.json",
     params:
-        cfg=lambda w: as_json({"dataset": DS, "method": w.method, "split": DATASET["eval_split"]}),
+        cfg=lambda w: as_json(
+            {"dataset": DS, "method": w.method, "split": DATASET["eval_split"], "protocols": config["evaluate"]["protocols"]}
+        ),
     log:
         f"{OUT}/logs/evaluate-{{method}}.log",
     threads: config["evaluate"]["threads"]

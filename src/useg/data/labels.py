@@ -148,6 +148,16 @@ def decode_rg(path: str | Path) -> np.ndarray:
     return arr[..., 0] + 256 * arr[..., 1]
 
 
+def encode_rg(ids: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 RGB of an id map with id = R + 256 G (ImageNet-S masks; ids below 65536)."""
+    ids = np.asarray(ids, np.int64)
+    if ids.min(initial=0) < 0 or ids.max(initial=0) >= 256 * 256:
+        raise ValueError("R + 256 G encodes ids 0..65535 only")
+    rgb = np.zeros((*ids.shape, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1] = ids % 256, ids // 256
+    return rgb
+
+
 def _apply(lut: np.ndarray | None, raw: np.ndarray) -> np.ndarray:
     if lut is None:
         return raw

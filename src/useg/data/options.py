@@ -11,12 +11,13 @@ class DatasetOptions:
     """The `dataset.*` keys a benchmark reader needs besides its root."""
 
     setting: int | None = None  # label setting (COCO-Stuff 27/171/80, LIP 19/16/5, ImageNet-S 50/300/919)
-    splits: tuple[str, ...] = ()  # split names to list (train_split, eval_split)
+    splits: tuple[str, ...] = ()  # split names to list (train_split, eval_split, extra_splits)
     image_lists: dict[str, str] = field(default_factory=dict)  # split -> file naming the images to keep
     class_list: str | None = None  # ImageNet-S class-list file
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> DatasetOptions:
         """Options from the manifest stage's config slice (missing keys: defaults)."""
-        splits = tuple(dict.fromkeys(params[k] for k in ("train_split", "eval_split") if params.get(k)))
+        named = [params.get("train_split"), params.get("eval_split"), *(params.get("extra_splits") or [])]
+        splits = tuple(dict.fromkeys(s for s in named if s))
         return cls(params.get("setting"), splits, dict(params.get("image_lists") or {}), params.get("class_list"))

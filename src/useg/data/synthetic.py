@@ -1,5 +1,9 @@
 """The embedded "shapes" dataset: deterministic synthetic scenes with stuff and thing classes.
 
+Two modes (`dataset.synthetic.mode`): `scenes` (below) and `object-centric`, the stand-in for
+ImageNet-S: a textured background (class 0) and one or two dominant objects per image out of many
+thing classes (shape x pattern pairs, up to 12), object sizes from a few % to most of the image.
+
 Stuff classes are textures (sand, grass, bricks) laid out in smooth random regions. Thing
 classes are shape x pattern pairs (disk/square x stripes/dots): neither the shape nor the
 pattern alone names the class, and every region and instance gets random colours, so colour
@@ -29,6 +33,10 @@ THING_SHAPES = ("disk", "square")
 THING_PATTERNS = ("striped", "dotted")
 THING_CLASSES = tuple(f"{pattern}_{shape}" for shape in THING_SHAPES for pattern in THING_PATTERNS)
 CLASS_NAMES = STUFF_CLASSES + THING_CLASSES
+OBJECT_SHAPES = ("disk", "square", "triangle", "ring")
+OBJECT_PATTERNS = ("striped", "dotted", "checkered")
+OBJECT_CLASSES = tuple(f"{pattern}_{shape}" for shape in OBJECT_SHAPES for pattern in OBJECT_PATTERNS)
+MODES = ("scenes", "object-centric")
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,19 @@ class ShapesConfig:
     image_size: int = 96
     min_objects: int = 2
     max_objects: int = 5
+    mode: str = "scenes"  # scenes | object-centric
+    num_classes: int = 12  # object-centric: thing classes (background is class 0 besides them)
+    num_heldout: int = 0  # images of a third split `heldout` (e.g. for choosing thresholds)
     seed: int = 0
+
+    def class_names(self) -> tuple[str, ...]:
+        """Class names in id order."""
+        if self.mode == "object-centric":
+            return ("background", *OBJECT_CLASSES[: self.num_classes])
+        return CLASS_NAMES
+
+    def thing_names(self) -> tuple[str, ...]:
+        return self.class_names()[1:] if self.mode == "object-centric" else THING_CLASSES
 
 
 @dataclass
@@ -99,6 +119,9 @@ def thing_pattern(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
     if name == "striped":
         period = rng.uniform(4.5, 6.5)
         return (np.sin(2 * np.pi * u / period + rng.uniform(0, 2 * np.pi)) > 0).astype(np.float32)
+    if name == "checkered":
+        period = rng.uniform(5.0, 8.0)
+        return ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float32)
     if name == "dotted":
         period = rng.uniform(5.0, 7.0)
         du = (u + rng.uniform(0, period)) % period - period / 2
@@ -118,6 +141,16 @@ def shape_mask(shape: str, size: int, centre: np.ndarray, radius: float, angle: 
         v = np.abs(-dx * np.sin(angle) + dy * np.cos(angle))
         half = radius * 0.85
         return (u <= half) & (v <= half)
+    if shape == "triangle":
+        corners = [angle + k * 2 * np.pi / 3 for k in range(3)]
+        inside = np.ones((size, size), bool)
+        for a, b in zip(corners, corners[1:] + corners[:1]):  # left of every edge (counter-clockwise)
+            ay, ax, by, bx = radius * np.sin(a), radius * np.cos(a), radius * np.sin(b), radius * np.cos(b)
+            inside &= (bx - ax) * (dy - ay) - (by - ay) * (dx - ax) >= 0
+        return inside
+    if shape == "ring":
+        d2 = dx**2 + dy**2
+        return (d2 <= radius**2) & (d2 >= (0.55 * radius) ** 2)
     raise ValueError(f"unknown shape {shape!r}")
 
 
@@ -159,6 +192,36 @@ def render_scene(rng: np.random.Generator, cfg: ShapesConfig) -> Scene:
     return Scene(image=image, semantic=semantic, instances=_renumber(instances))
 
 
+def render_object_centric(rng: np.random.Generator, cfg: ShapesConfig) -> Scene:
+    """One or two dominant objects of distinct classes (1..num_classes) on a textured background (0)."""
+    size = cfg.image_size
+    image = np.zeros((size, size, 3), np.float32)
+    _paint(image, np.ones((size, size), bool), stuff_pattern(STUFF_CLASSES[rng.integers(3)], size, rng), rng)
+    semantic = np.zeros((size, size), np.uint8)
+    instances = np.zeros((size, size), np.uint8)
+    count = 1 if rng.random() < 0.6 else 2
+    for number, thing in enumerate(rng.choice(cfg.num_classes, size=count, replace=False), start=1):
+        shape = OBJECT_SHAPES[thing // len(OBJECT_PATTERNS)]
+        pattern = OBJECT_PATTERNS[thing % len(OBJECT_PATTERNS)]
+        radius = rng.uniform(0.12, 0.45) * size if number == 1 else rng.uniform(0.08, 0.22) * size
+        lo, hi = (0.3, 0.7) if number == 1 else (0.15, 0.85)
+        centre = rng.uniform(lo * size, hi * size, size=2)
+        region = shape_mask(shape, size, centre, radius, rng.uniform(0, 2 * np.pi))
+        _paint(image, region, thing_pattern(pattern, size, rng), rng)
+        semantic[region] = thing + 1
+        instances[region] = number
+    image += rng.normal(0, 0.02, image.shape).astype(np.float32)
+    image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    return Scene(image=image, semantic=semantic, instances=_renumber(instances))
+
+
+def render(rng: np.random.Generator, cfg: ShapesConfig) -> Scene:
+    """One image of the configured mode."""
+    if cfg.mode not in MODES:
+        raise ValueError(f"unknown synthetic mode {cfg.mode!r}; one of {MODES}")
+    return render_object_centric(rng, cfg) if cfg.mode == "object-centric" else render_scene(rng, cfg)
+
+
 def _renumber(instances: np.ndarray) -> np.ndarray:
     """Make visible instance ids consecutive (fully occluded instances vanish)."""
     visible = np.unique(instances[instances > 0])
@@ -173,10 +236,9 @@ def scene_rng(seed: int, number: int) -> np.random.Generator:
 
 
 def scene_ids(cfg: ShapesConfig) -> list[tuple[str, str]]:
-    """(image id, split) of every scene, train first then val."""
-    return [(f"train_{i:05d}", "train") for i in range(cfg.num_train)] + [
-        (f"val_{i:05d}", "val") for i in range(cfg.num_val)
-    ]
+    """(image id, split) of every scene: train, then val, then heldout."""
+    counts = (("train", cfg.num_train), ("val", cfg.num_val), ("heldout", cfg.num_heldout))
+    return [(f"{split}_{i:05d}", split) for split, n in counts for i in range(n)]
 
 
 def write_shapes_dataset(cfg: ShapesConfig, out_dir: str | Path) -> Path:
@@ -187,12 +249,12 @@ def write_shapes_dataset(cfg: ShapesConfig, out_dir: str | Path) -> Path:
             (tmp / sub).mkdir(parents=True)
         ids = scene_ids(cfg)
         for number, (image_id, _) in enumerate(tqdm(ids, desc="shapes", unit="img")):
-            scene = render_scene(scene_rng(cfg.seed, number), cfg)
+            scene = render(scene_rng(cfg.seed, number), cfg)
             Image.fromarray(scene.image).save(tmp / "images" / f"{image_id}.png")
             save_label_map(tmp / "masks" / f"{image_id}.png", scene.semantic)
             save_label_map(tmp / "instances" / f"{image_id}.png", scene.instances)
-        (tmp / "classes.txt").write_text("\n".join(CLASS_NAMES) + "\n")
-        (tmp / "things.txt").write_text("\n".join(THING_CLASSES) + "\n")
+        (tmp / "classes.txt").write_text("\n".join(cfg.class_names()) + "\n")
+        (tmp / "things.txt").write_text("\n".join(cfg.thing_names()) + "\n")
         (tmp / "splits.csv").write_text("stem,split\n" + "".join(f"{i},{s}\n" for i, s in ids))
-    log.info("wrote %d synthetic scenes (%d classes) to %s", len(ids), len(CLASS_NAMES), out_dir)
+    log.info("wrote %d synthetic %s images (%d classes) to %s", len(ids), cfg.mode, len(cfg.class_names()), out_dir)
     return out_dir

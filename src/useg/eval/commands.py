@@ -22,6 +22,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
         context={k: params[k] for k in ("dataset", "method", "split") if k in params},
         ignore_index=classes.get("ignore_index", 255),
         threads=args.threads,
+        protocols=tuple(params.get("protocols", ["hungarian"])),
+        matching_path=args.matching,
     )
 
 
@@ -62,3 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--classes", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--matching", help="imagenet-s: reuse the matching saved in this metrics.json instead of matching anew"
+    )

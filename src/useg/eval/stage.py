@@ -15,40 +15,53 @@ from useg.data.labels import load_mask
 from useg.data.manifest import ManifestRow
 from useg.data.transforms import resize_labels
 from useg.errors import DataError
+from useg.eval.imagenet_s import PROTOCOL, ImageNetSEvaluator, ImageStats, image_stats, read_matching
 from useg.eval.metrics import confusion_matrix, evaluate_confusion, per_image_matched
 from useg.stores.predictions import Predictions
 
 log = logging.getLogger(__name__)
 
 
-def _image_confusion(row: ManifestRow, labels: np.ndarray, num_classes: int, num_labels: int, ignore: int) -> np.ndarray:
+def _image_eval(
+    row: ManifestRow, labels: np.ndarray, num_classes: int, num_labels: int, ignore: int, imagenet_s: bool
+) -> tuple[np.ndarray, ImageStats | None]:
     gt = load_mask(row)
     pred = resize_labels(labels, gt.shape)
-    return confusion_matrix(gt, pred, num_classes, num_labels, ignore)
+    stats = image_stats(gt, pred, num_classes, num_labels, ignore) if imagenet_s else None
+    return confusion_matrix(gt, pred, num_classes, num_labels, ignore), stats
 
 
-def dataset_confusion(
-    predictions: Predictions, rows: list[ManifestRow], num_classes: int, ignore_index: int, threads: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of per-image confusions [C, K] (each prediction resized (nearest) to its ground-truth size)
-    and sum of the per-image matched class x class confusions [C, C] (`per-image` protocol)."""
+def scan_predictions(
+    predictions: Predictions,
+    rows: list[ManifestRow],
+    num_classes: int,
+    ignore_index: int,
+    threads: int = 1,
+    imagenet_s: bool = False,
+) -> tuple[np.ndarray, np.ndarray, ImageNetSEvaluator | None]:
+    """Sum of per-image confusions [C, K], sum of the per-image matched class x class confusions
+    [C, C] (`per-image` protocol), and the imagenet-s statistics when asked; each prediction is
+    resized (nearest) to its ground-truth size."""
     confusion = np.zeros((num_classes, predictions.num_labels), np.int64)
     matched = np.zeros((num_classes, num_classes), np.int64)
+    evaluator = ImageNetSEvaluator(num_classes, predictions.num_labels, ignore_index) if imagenet_s else None
     with ThreadPoolExecutor(max(1, threads)) as pool, tqdm(total=len(predictions), desc="evaluate", unit="img") as bar:
         for index, labels in predictions.batches():
             missing = [rows[i].id for i in index if not rows[i].mask_path]
             if missing:
                 raise DataError(f"no ground-truth mask for images {missing[:5]}: evaluation needs masks/")
             jobs = [
-                pool.submit(_image_confusion, rows[i], lab, num_classes, predictions.num_labels, ignore_index)
+                pool.submit(_image_eval, rows[i], lab, num_classes, predictions.num_labels, ignore_index, imagenet_s)
                 for i, lab in zip(index, labels)
             ]
             for job in jobs:
-                image = job.result()
-                confusion += image
-                matched += per_image_matched(image)
+                image_confusion, stats = job.result()
+                confusion += image_confusion
+                matched += per_image_matched(image_confusion)
+                if evaluator is not None:
+                    evaluator.add_stats(stats)
             bar.update(len(index))
-    return confusion, matched
+    return confusion, matched, evaluator
 
 
 def evaluate_predictions(
@@ -59,13 +72,30 @@ def evaluate_predictions(
     context: dict[str, Any],
     ignore_index: int = 255,
     threads: int = 1,
+    protocols: tuple[str, ...] = ("hungarian",),
+    matching_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write metrics.json for one predictions store and return it."""
+    """Write metrics.json for one predictions store and return it.
+
+    `protocols`: `hungarian` (with `overcluster` when K > C and `per-image` beside it, unsupervised only) and/or `imagenet-s` (label 0 =
+    background); `matching_path` reuses a saved imagenet-s matching instead of matching anew.
+    """
     if not class_names:
         raise DataError("the dataset has no classes.txt: cannot evaluate without class names")
     predictions = Predictions(predictions_path)
-    confusion, matched = dataset_confusion(predictions, rows, len(class_names), ignore_index, threads)
+    imagenet_s = PROTOCOL in protocols
+    confusion, matched, evaluator = scan_predictions(
+        predictions, rows, len(class_names), ignore_index, threads, imagenet_s
+    )
     per_image = None if predictions.supervised else matched
+    results = (
+        evaluate_confusion(confusion, class_names, predictions.supervised, per_image)
+        if "hungarian" in protocols or predictions.supervised
+        else {}
+    )
+    if evaluator is not None:
+        mapping = read_matching(matching_path, predictions.num_labels) if matching_path else None
+        results[PROTOCOL] = evaluator.result(class_names, mapping)
     metrics = {
         **context,
         "method": context.get("method", predictions.method),
@@ -74,11 +104,23 @@ def evaluate_predictions(
         "num_clusters": predictions.num_labels,
         "class_names": class_names,
         "supervised": predictions.supervised,
-        "protocols": evaluate_confusion(confusion, class_names, predictions.supervised, per_image),
+        "protocols": results,
         "confusion": confusion.tolist(),
     }
     write_json(out_path, metrics)
     for name, result in metrics["protocols"].items():
-        log.info("%s [%s]: mIoU %.2f %%, pixel accuracy %.2f %%", metrics["method"], name, 100 * result["miou"], 100 * result["pixel_accuracy"])
+        log.info(
+            "%s [%s]: mIoU %.2f %%, pixel accuracy %.2f %%",
+            metrics["method"],
+            name,
+            100 * result["miou"],
+            100 * result["pixel_accuracy"],
+        )
+    if PROTOCOL in results:
+        r = results[PROTOCOL]
+        log.info(
+            "imagenet-s: F %.2f %%, image accuracy %.2f %%, NMI %.2f %%, boundary mIoU %.2f %%",
+            *(100 * r[k] for k in ("f_measure", "image_accuracy", "nmi", "boundary_miou")),
+        )
     log.info("metrics written to %s", out_path)
     return metrics

@@ -1,10 +1,20 @@
-"""Parts every method shares: per-patch scores to label maps, RoI crops of maps, a NaN-loss guard."""
+"""Parts every method shares: working-size images, per-patch scores to label maps, RoI crops of maps."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from useg.data.images import load_rgb
+from useg.data.manifest import ManifestRow
+from useg.data.transforms import resize_rgb
+
+
+def load_images(rows: list[ManifestRow], size: tuple[int, int]) -> torch.Tensor:
+    """Images at the working size, [N, 3, H, W] floats in [0, 1]."""
+    arrays = [resize_rgb(load_rgb(row.path), size) for row in rows]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
 
 
 def scores_to_labels(scores: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

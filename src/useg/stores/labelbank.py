@@ -4,12 +4,14 @@ Layout of `shard-<i>.zarr`::
 
     index       int64   [N]              manifest row of each image
     ids         str     [N]
-    maps        float16 [N, L, h, w]     response map of every label (L = K, or K + 1 with a background map)
+    maps        float16 [N, L, h, w]     response map of every label (L = K, or K + 1 with a background map);
+                                         absent in banks written with `with_maps=False` (MaskDistill)
     labels      uint16  [N, h, w]        arg-max label per patch
     foreground  uint8   [N, h, w]        foreground prior (binarised CLS attention) per patch
 
 attrs: kind="LabelBank", num_labels (L), grid [h, w], input_size, background_label (L - 1 or null),
-concept_groups (per concept: 1 fg, 0 bg, -1 any), provenance.
+concept_groups (per concept: 1 fg, 0 bg, -1 any), provenance. MaskDistill's banks hold pixel-level
+labels (grid = the working size) and `foreground` = covered by a kept object mask.
 """
 
 from __future__ import annotations
@@ -29,9 +31,17 @@ class LabelBankWriter:
     """Streams batches of response maps into a new LabelBank, atomically."""
 
     def __init__(
-        self, path: str | Path, index: np.ndarray, ids: list[str], num_labels: int, grid: tuple[int, int], prov: dict[str, Any], **attrs: Any
+        self,
+        path: str | Path,
+        index: np.ndarray,
+        ids: list[str],
+        num_labels: int,
+        grid: tuple[int, int],
+        prov: dict[str, Any],
+        with_maps: bool = True,
+        **attrs: Any,
     ) -> None:
-        self.path, self.index, self.ids = Path(path), np.asarray(index, np.int64), ids
+        self.path, self.index, self.ids, self.with_maps = Path(path), np.asarray(index, np.int64), ids, with_maps
         self.num_labels, self.grid, self.prov, self.attrs = num_labels, grid, prov, attrs
         self._stack = ExitStack()
 
@@ -42,15 +52,17 @@ class LabelBankWriter:
         )
         create_array(group, "index", (n,), "int64", max(n, 1))[:] = self.index
         string_array(group, "ids", self.ids)
-        self.maps = create_array(group, "maps", (n, self.num_labels, h, w), "float16", 64)
+        if self.with_maps:
+            self.maps = create_array(group, "maps", (n, self.num_labels, h, w), "float16", 64)
         self.labels = create_array(group, "labels", (n, h, w), "uint16", 64)
         self.foreground = create_array(group, "foreground", (n, h, w), "uint8", 64)
         return self
 
-    def write(self, start: int, maps: np.ndarray, labels: np.ndarray, foreground: np.ndarray) -> None:
-        """Write rows [start, start + len(maps))."""
-        stop = start + len(maps)
-        self.maps[start:stop] = maps.astype(np.float16)
+    def write(self, start: int, maps: np.ndarray | None, labels: np.ndarray, foreground: np.ndarray) -> None:
+        """Write rows [start, start + len(labels)) (`maps` None when the bank has none)."""
+        stop = start + len(labels)
+        if self.with_maps:
+            self.maps[start:stop] = maps.astype(np.float16)
         self.labels[start:stop] = labels.astype(np.uint16)
         self.foreground[start:stop] = foreground.astype(np.uint8)
 

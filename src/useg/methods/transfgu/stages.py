@@ -13,10 +13,8 @@ from tqdm import tqdm
 from useg.atomic import write_json
 from useg.backbones.extract import input_batches
 from useg.backbones.vit import ViTBackbone
-from useg.data.images import load_rgb
 from useg.data.manifest import ManifestRow
-from useg.data.transforms import resize_rgb
-from useg.methods.common import scores_to_labels
+from useg.methods.common import load_images, scores_to_labels
 from useg.train import check_finite
 from useg.methods.transfgu.augment import training_views, view_augment
 from useg.methods.transfgu.gradcam import pseudo_label_maps
@@ -72,12 +70,6 @@ def predict_initial(bank: LabelBank, out_path: str | Path, size: tuple[int, int]
             up = torch.nn.functional.interpolate(chunk, size=size, mode="nearest")[:, 0]
             writer.write(start, up.numpy().astype(np.uint16))
     log.info("transfgu-initial: %d images -> %s", len(labels), out_path)
-
-
-def load_images(rows: list[ManifestRow], size: tuple[int, int]) -> torch.Tensor:
-    """Images at the working size, [N, 3, H, W] floats in [0, 1]."""
-    arrays = [resize_rgb(load_rgb(row.path), size) for row in rows]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
 
 
 def half_size(input_size: tuple[int, int], patch: int) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -1,0 +1,60 @@
+"""Class assignment of the object masks: k-means of masked-image CLS tokens (MaskDistill §3.2)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from useg.cluster.kmeans import assign, fit_kmeans, l2_normalise
+from useg.stores.base import create_array, open_store, write_store
+from useg.stores.maskbank import MaskBank
+from useg.stores.predictions import PredictionsWriter
+
+log = logging.getLogger(__name__)
+
+KIND = "MaskClusters"
+
+
+def fit_mask_clusters(
+    fit: MaskBank, label: MaskBank, k: int, cfg: dict[str, Any], seed: int, out_path: str | Path, prov: dict[str, Any]
+) -> np.ndarray:
+    """k-means of the `fit` bank's CLS tokens into C clusters; every image of both banks gets its cluster.
+
+    Store `MaskClusters`: centroids float32 [C, D], index int64 [M] (manifest rows), cluster int32 [M];
+    attrs k, normalize, inertia.
+    """
+    def prepare(x: np.ndarray) -> np.ndarray:
+        return l2_normalise(x) if cfg["normalize"] else x.astype(np.float32)
+
+    result = fit_kmeans(prepare(fit.read("cls")), k, niter=cfg["niter"], seed=seed, spherical=cfg["normalize"], nredo=cfg["nredo"])
+    index = np.concatenate([fit.index, label.index])
+    clusters, _ = assign(prepare(np.concatenate([fit.read("cls"), label.read("cls")])), result.centroids)
+    with write_store(out_path, KIND, prov, k=k, normalize=cfg["normalize"], inertia=result.inertia) as group:
+        group.create_array("centroids", data=result.centroids)
+        create_array(group, "index", (len(index),), "int64", len(index))[:] = index
+        create_array(group, "cluster", (len(index),), "int32", len(index))[:] = clusters.astype(np.int32)
+    sizes = np.bincount(clusters[: len(fit)], minlength=k)
+    log.info("mask clusters: C=%d on %d masks, sizes %s -> %s", k, len(fit), sizes.tolist(), out_path)
+    return clusters
+
+
+def read_clusters(path: str | Path) -> tuple[int, dict[int, int]]:
+    """Number of clusters C and the cluster of every manifest row."""
+    group = open_store(path, KIND)
+    return int(group.attrs["k"]), dict(zip(group["index"][:].tolist(), group["cluster"][:].tolist()))
+
+
+def predict_initial(bank: MaskBank, clusters_path: str | Path, out_path: str | Path, prov: dict[str, Any]) -> None:
+    """`maskdistill-initial`: each image's object mask labelled by its cluster, the rest background (label C)."""
+    k, cluster_of = read_clusters(clusters_path)
+    masks = bank.pixel_masks()
+    clusters = np.array([cluster_of[int(row)] for row in bank.index])
+    with PredictionsWriter(out_path, bank.index, bank.ids, bank.input_size, k + 1, "maskdistill-initial", prov) as writer:
+        for start in tqdm(range(0, len(bank), 64), desc="initial masks", unit="batch"):
+            chunk = slice(start, start + 64)
+            writer.write(start, np.where(masks[chunk] > 0, clusters[chunk, None, None], k))
+    log.info("maskdistill-initial: %d images -> %s", len(bank), out_path)

@@ -1,0 +1,99 @@
+"""The final segmentation model: DeepLab-v3 on the confident bank with hard-pixel CE (MaskDistill §3.3, eq. 4)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from useg.data.manifest import ManifestRow
+from useg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from useg.methods.common import load_images
+from useg.methods.maskdistill.models import build_deeplab, load_model, num_parameters, save_model, step_lr
+from useg.stores.labelbank import LabelBank
+from useg.stores.predictions import PredictionsWriter
+from useg.train import check_finite
+
+log = logging.getLogger(__name__)
+
+KIND = "DeepLabV3"
+IGNORE = 255
+
+
+def hard_pixel_ce(logits: torch.Tensor, target: torch.Tensor, fraction: float, ignore: int = IGNORE) -> torch.Tensor:
+    """Cross-entropy averaged over the top-`fraction` hardest pixels of the batch, T (MaskDistill eq. 4;
+    eq. 4's constant 1/|C| is left out, so fraction 1 is the plain mean cross-entropy)."""
+    losses = F.cross_entropy(logits, target.long(), ignore_index=ignore, reduction="none").flatten()
+    valid = losses[target.flatten() != ignore]
+    if not len(valid):
+        return logits.sum() * 0
+    count = max(1, int(round(fraction * len(valid))))
+    return valid.topk(count, sorted=False).values.mean()
+
+
+def normalise_batch(images: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] in [0, 1] -> ImageNet-normalised."""
+    mean, std = torch.from_numpy(IMAGENET_MEAN)[:, None, None], torch.from_numpy(IMAGENET_STD)[:, None, None]
+    return (images - mean) / std
+
+
+def train_deeplab(
+    rows: list[ManifestRow], bank: LabelBank, cfg: dict[str, Any], seed: int, out_path: str | Path, device: torch.device
+) -> None:
+    """Train DeepLab-v3 on the bank's labels: SGD (momentum 0.9), lr ×0.1 after `lr_step` of the epochs, flips (§4.1)."""
+    size = tuple(bank.attrs["input_size"])
+    images = normalise_batch(load_images(rows, size))
+    targets = torch.from_numpy(bank.read("labels").astype(np.int64))
+    model = build_deeplab(cfg, bank.num_labels, seed).to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
+    generator = torch.Generator().manual_seed(seed)
+    epochs, batch_size = cfg["epochs"], min(cfg["batch_size"], len(images))
+    per_epoch = max(1, len(images) // batch_size)  # whole batches only (BatchNorm needs > 1 sample)
+    log.info("deeplab-v3 (%s): %s, %d images, %d epochs", cfg["backbone"], num_parameters(model), len(images), epochs)
+    for epoch in tqdm(range(epochs), desc="deeplab-v3", unit="epoch"):
+        for group in optimiser.param_groups:
+            group["lr"] = step_lr(cfg["lr"], epoch, epochs, 0, [cfg["lr_step"]])
+        order = torch.randperm(len(images), generator=generator)
+        for step in range(per_epoch):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            x, y = images[idx], targets[idx]
+            flips = torch.rand(len(idx), generator=generator) < 0.5
+            x, y = torch.where(flips[:, None, None, None], x.flip(-1), x), torch.where(flips[:, None, None], y.flip(-1), y)
+            loss = hard_pixel_ce(model(x.to(device))["out"], y.to(device), cfg["hard_fraction"])
+            check_finite(loss, epoch, step, "lower maskdistill.deeplab.lr")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+        log.info("epoch %d: loss %.4f", epoch, loss.item())
+    save_model(out_path, model.cpu(), KIND, cfg, num_labels=bank.num_labels, input_size=list(size))
+    log.info("deeplab-v3 -> %s", out_path)
+
+
+@torch.inference_mode()
+def predict_deeplab(
+    model_path: str | Path,
+    rows: list[tuple[int, ManifestRow]],
+    out_path: str | Path,
+    prov: dict[str, Any],
+    device: torch.device,
+    batch_size: int = 16,
+) -> None:
+    """End-to-end inference per image at the working size: arg-max of the upsampled logits."""
+    state, ckpt = load_model(model_path, KIND)
+    model = build_deeplab(ckpt["config"], ckpt["num_labels"], 0)
+    model.load_state_dict(state)
+    model = model.to(device).eval()
+    size = tuple(ckpt["input_size"])
+    index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
+    with PredictionsWriter(out_path, index, ids, size, ckpt["num_labels"], "maskdistill", prov) as writer:
+        for start in tqdm(range(0, len(rows), batch_size), desc="deeplab predict", unit="batch"):
+            images = normalise_batch(load_images([row for _, row in rows[start : start + batch_size]], size))
+            logits = model(images.to(device))["out"]
+            writer.write(start, logits.argmax(1).cpu().numpy().astype(np.uint16))
+    log.info("maskdistill: predicted %d images -> %s", len(rows), out_path)

@@ -1,0 +1,123 @@
+"""Object mask distillation from the last block's q and k (MaskDistill §3.2, eq. 1–2)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from useg.backbones.extract import input_batches
+from useg.backbones.vit import ViTBackbone
+from useg.data.manifest import ManifestRow
+from useg.stores.maskbank import MaskBankWriter
+
+log = logging.getLogger(__name__)
+
+
+def cls_affinity(q: torch.Tensor, k: torch.Tensor, prefix: int = 1) -> torch.Tensor:
+    """a_CLS = mean over heads of q_CLS · k_Iᵀ, q/k [B, H, T, d] -> [B, N] (MaskDistill eq. 1)."""
+    return torch.einsum("bhd,bhnd->bn", q[:, :, 0], k[:, :, prefix:]) / q.shape[1]
+
+
+def patch_affinity(k: torch.Tensor, prefix: int = 1) -> torch.Tensor:
+    """A_I = mean over heads of k_I · k_Iᵀ, k [B, H, T, d] -> [B, N, N] (MaskDistill eq. 2)."""
+    keys = k[:, :, prefix:]
+    return torch.einsum("bhnd,bhmd->bnm", keys, keys) / k.shape[1]
+
+
+def top_k_count(num_patches: int, fraction: float) -> int:
+    """Number of proposals |P| for a top-k fraction: ⌈fraction · N⌉, at least 1."""
+    return max(1, min(num_patches, math.ceil(fraction * num_patches - 1e-9)))
+
+
+def proposals(a_cls: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Boolean [B, N] set P of the top-k a_CLS patches; ties go to the lower patch index."""
+    order = torch.sort(a_cls, dim=1, descending=True, stable=True).indices
+    keep = order[:, : top_k_count(a_cls.shape[1], fraction)]
+    return torch.zeros_like(a_cls, dtype=torch.bool).scatter_(1, keep, True)
+
+
+def object_masks(a_cls: torch.Tensor, affinity: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks M_s [B, N] and sources s [B] (§3.2): P′ = {j ∈ P : A[s, j] > 0}, M[j] = Σ_{i∈P′} A[i, j] > 0."""
+    in_p = proposals(a_cls, fraction)
+    source = torch.sort(a_cls, dim=1, descending=True, stable=True).indices[:, 0]
+    to_source = affinity[torch.arange(len(source)), source]  # A[s, j]
+    in_p_prime = in_p & (to_source > 0)
+    summed = torch.einsum("bi,bij->bj", in_p_prime.to(affinity.dtype), affinity)
+    return summed > 0, source
+
+
+def upsample_masks(masks: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Patch masks [B, N] -> pixel masks [B, H, W] by nearest-neighbour upsampling."""
+    grid_masks = masks.reshape(len(masks), 1, *grid).float()
+    return F.interpolate(grid_masks, size=size, mode="nearest")[:, 0] > 0
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """Tight box (x0, y0, x1, y1) of a binary [H, W] mask, x1/y1 exclusive; zeros for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return np.zeros(4, np.int32)
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.int32)
+
+
+def masked_images(images: torch.Tensor, masks: torch.Tensor, background: str) -> torch.Tensor:
+    """Images [B, 3, H, W] (normalised) with the background zeroed (`zero`: the mean colour) or blurred (`blur`)."""
+    keep = masks[:, None].to(images.dtype)
+    if background == "zero":
+        return images * keep
+    from torchvision.transforms.functional import gaussian_blur
+
+    side = max(images.shape[-2:]) // 8 * 2 + 1  # a kernel about a quarter of the image
+    return images * keep + gaussian_blur(images, [side, side]) * (1 - keep)
+
+
+@torch.inference_mode()
+def distill_batch(
+    backbone: ViTBackbone, images: torch.Tensor, fraction: float, background: str
+) -> dict[str, np.ndarray]:
+    """Object masks, boxes, sources and masked-image CLS tokens of one batch."""
+    last = backbone.depth - 1
+    out = backbone(images, qkv_blocks=(last,))
+    q, k, _ = out.qkv[last]
+    prefix = backbone.num_prefix_tokens
+    masks, source = object_masks(cls_affinity(q, k, prefix), patch_affinity(k, prefix), fraction)
+    pixels = upsample_masks(masks, out.grid, tuple(images.shape[-2:]))
+    cls = backbone(masked_images(images, pixels, background)).cls
+    return {
+        "masks": masks.reshape(len(images), *out.grid).cpu().numpy().astype(np.uint8),
+        "boxes": np.stack([mask_box(m) for m in pixels.cpu().numpy()]),
+        "source": source.cpu().numpy().astype(np.int32),
+        "cls": cls.float().cpu().numpy(),
+    }
+
+
+def build_mask_bank(
+    backbone: ViTBackbone,
+    rows: list[tuple[int, ManifestRow]],
+    cfg: dict[str, Any],
+    input_size: tuple[int, int],
+    out_path: str | Path,
+    prov: dict[str, Any],
+    device: torch.device,
+) -> None:
+    """Distil one object mask per image of a shard into a MaskBank (§3.2)."""
+    backbone = backbone.to(device).eval()
+    grid = backbone.grid_for(*input_size)
+    index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
+    attrs = {"input_size": list(input_size), "patch_size": backbone.patch_size, "topk": cfg["topk"], "background": cfg["background"]}
+    covered, start = 0.0, 0
+    with MaskBankWriter(out_path, index, ids, grid, backbone.embed_dim, prov, **attrs) as writer:
+        batches = input_batches([row for _, row in rows], input_size, cfg["batch_size"], 1)
+        for images in tqdm(batches, desc=f"object masks {Path(out_path).name}", unit="batch"):
+            batch = distill_batch(backbone, images.to(device), cfg["topk"], cfg["background"])
+            writer.write(start, **batch)
+            covered += float(batch["masks"].mean(axis=(1, 2)).sum())
+            start += len(images)
+    log.info("object masks: %d images, mean coverage %.2f, grid %dx%d -> %s", len(rows), covered / max(1, len(rows)), *grid, out_path)

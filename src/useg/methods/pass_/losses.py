@@ -1,0 +1,76 @@
+"""PASS losses: SwAV swapped prediction with Sinkhorn codes, image-to-pixel and pixel-to-pixel
+alignment on the overlap of two views (LUSS Sec. 4), pixel-attention prior.
+
+L_s(t, s): embeddings `s` predict the Sinkhorn codes of embeddings `t` (rows paired), so
+L_I2P = L_s(v^_1, v~_2) + L_s(v^_2, v~_1) aligns pixel embeddings to the other view's image
+embedding and L_P2P = L_s(v~_1, v~_2) + L_s(v~_2, v~_1) aligns overlapping pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from useg.cluster.sinkhorn import sinkhorn
+from useg.data.augment import Crop
+from useg.methods.common import roi_crop
+
+
+@torch.no_grad()
+def swav_codes(scores: Tensor, eps: float, iters: int) -> Tensor:
+    """Codes Q [n, P] with equipartition over the prototypes, rows summing to 1 (SwAV, Sinkhorn-Knopp)."""
+    n, p = scores.shape
+    r = torch.full((1, n), 1.0 / n)
+    c = torch.full((1, p), 1.0 / p)
+    return sinkhorn(-scores.detach().float()[None], r, c, lam=1.0 / eps, iters=iters)[0] * n
+
+
+def swapped_loss(codes: Tensor, scores: Tensor, temperature: float) -> Tensor:
+    """-sum_k q_k log softmax(scores / T)_k, averaged over rows: the SwAV prediction term."""
+    return -(codes * F.log_softmax(scores / temperature, dim=1)).sum(dim=1).mean()
+
+
+def swapped_pair(codes: tuple[Tensor, Tensor], scores: tuple[Tensor, Tensor], temperature: float) -> Tensor:
+    """(L_s(1 -> 2) + L_s(2 -> 1)) / 2: each view predicts the other's codes."""
+    return (swapped_loss(codes[0], scores[1], temperature) + swapped_loss(codes[1], scores[0], temperature)) / 2
+
+
+def overlap_box(a: Crop, b: Crop) -> tuple[float, float, float, float] | None:
+    """The intersection (y0, x0, y1, x1) of two crop boxes in the original frame, or None."""
+    y0, x0 = max(a.top, b.top), max(a.left, b.left)
+    y1, x1 = min(a.top + a.height, b.top + b.height), min(a.left + a.width, b.left + b.width)
+    return (y0, x0, y1, x1) if y1 > y0 and x1 > x0 else None
+
+
+def box_in_view(box: tuple[float, float, float, float], crop: Crop, grid: tuple[int, int]) -> list[float]:
+    """A box of the original frame in feature coordinates (x0, y0, x1, y1) of an unflipped view."""
+    sy, sx = grid[0] / crop.height, grid[1] / crop.width
+    y0, x0, y1, x1 = box
+    return [(x0 - crop.left) * sx, (y0 - crop.top) * sy, (x1 - crop.left) * sx, (y1 - crop.top) * sy]
+
+
+def unflip(z: Tensor, crops: list[Crop]) -> Tensor:
+    """Features of flipped views mirrored back, so feature columns follow the original frame."""
+    flips = torch.tensor([c.flip for c in crops])
+    return torch.where(flips[:, None, None, None], z.flip(3), z)
+
+
+def overlap_features(
+    z1: Tensor, z2: Tensor, crops1: list[Crop], crops2: list[Crop], size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pixel features z~ of the overlap of both views, resampled on one size x size grid of the
+    original frame: rows [n * size^2, L] paired between the views, and the image of every row."""
+    boxes = [overlap_box(a, b) for a, b in zip(crops1, crops2)]
+    keep = [i for i, box in enumerate(boxes) if box is not None]
+    if not keep:
+        empty = z1.new_zeros((0, z1.shape[1]))
+        return empty, empty, torch.zeros(0, dtype=torch.long)
+    grid = tuple(z1.shape[2:])
+    index = torch.tensor(keep)
+    rows = []
+    for z, crops in ((z1, crops1), (z2, crops2)):
+        view_boxes = torch.tensor([box_in_view(boxes[i], crops[i], grid) for i in keep], dtype=z.dtype)
+        patches = roi_crop(unflip(z, crops), view_boxes, (size, size), image_of_box=index)
+        rows.append(patches.permute(0, 2, 3, 1).reshape(-1, z.shape[1]))
+    return rows[0], rows[1], index.repeat_interleave(size * size)

@@ -1,0 +1,282 @@
+"""PASS after pretraining (LUSS Sec. 3.1): image-level k-means into C pseudo categories (step 2),
+fine-tuning of a 1x1-conv + global-pooling head on them (step 3), CAM inference with a foreground
+threshold tau (step 4), tau chosen on a held-out split.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from useg.atomic import write_json
+from useg.cluster.kmeans import assign, fit_kmeans, l2_normalise
+from useg.data.augment import ViewAugment, make_view
+from useg.data.labels import load_mask
+from useg.data.manifest import ManifestRow
+from useg.data.transforms import normalise, resize_labels
+from useg.errors import DataError
+from useg.eval.imagenet_s import ImageNetSEvaluator, nmi
+from useg.methods.pass_.model import NetConfig, PASSNet, SegmentationNet
+from useg.methods.pass_.train import load_images
+from useg.runtime import resolve_device
+from useg.stores.predictions import PredictionsWriter
+from useg.train import check_finite, cosine_schedule, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def read_checkpoint(path: str | Path, stage: str) -> dict[str, Any]:
+    """A checkpoint written by a PASS stage (tensors only, never code)."""
+    if not Path(path).is_file():
+        raise DataError(f"{path} does not exist: run the {stage} stage first")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_pass_net(path: str | Path) -> tuple[PASSNet, NetConfig]:
+    """The pretrained PASSNet of a `pass-pretrain` checkpoint (eval mode) and its config."""
+    state = read_checkpoint(path, "pass-pretrain")
+    cfg = NetConfig(**{**state["net_config"], "weights": "random"})
+    net = PASSNet(cfg)
+    net.load_state_dict(state["net"])
+    return net.eval(), cfg
+
+
+def image_batches(images: list[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
+    """Normalised image tensors [B, 3, H, W] in order."""
+    for start in range(0, len(images), batch_size):
+        yield torch.stack([normalise(img) for img in images[start : start + batch_size]])
+
+
+@torch.no_grad()
+def pooled_features(net: PASSNet, images: list[np.ndarray], batch_size: int) -> np.ndarray:
+    """Image-level features z^ [N, L]: the pixel-attention weighted average of z (Sec. 3.1 step 2)."""
+    out = []
+    for batch in tqdm(image_batches(images, batch_size), desc="pass features", unit="batch"):
+        z = net.trunk(batch)
+        out.append((net.pixel_attention(z) * z).mean(dim=(2, 3)).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def largest_class(row: ManifestRow, ignore: int) -> int:
+    """The ground-truth foreground class with the most pixels in an image (0 when none)."""
+    gt = load_mask(row)
+    counts = np.bincount(gt[(gt > 0) & (gt != ignore)].ravel())
+    return int(counts.argmax()) if counts.size else 0
+
+
+def cluster_images(
+    checkpoint: str | Path,
+    rows: list[ManifestRow],
+    k: int,
+    cfg: dict[str, Any],
+    input_size: tuple[int, int],
+    seed: int,
+    out_path: str | Path,
+    prov: dict[str, Any],
+    ignore: int,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """k-means of the pooled image features into K pseudo categories; NMI vs ground truth when known."""
+    net, _ = load_pass_net(checkpoint)
+    feats = l2_normalise(
+        pooled_features(net, load_images([r.path for r in rows], input_size, threads), cfg["batch_size"])
+    )
+    result = fit_kmeans(feats, k, niter=cfg["niter"], seed=seed, spherical=True, nredo=cfg["nredo"])
+    labels, _ = assign(feats, result.centroids)
+    out = {
+        "provenance": prov,
+        "k": k,
+        "inertia": result.inertia,
+        "ids": [r.id for r in rows],
+        "labels": labels.tolist(),
+        "sizes": np.bincount(labels, minlength=k).tolist(),
+    }
+    if all(r.mask_path for r in rows):
+        out["train_nmi"] = nmi(labels, np.array([largest_class(r, ignore) for r in rows]))
+        log.info("pass: pseudo-label NMI vs ground truth on the train split %.2f %%", 100 * out["train_nmi"])
+    write_json(out_path, out)
+    log.info("pass: %d images in %d pseudo categories (sizes %s)", len(rows), k, out["sizes"])
+    return out
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The `pass.finetune` config section."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.001
+    min_lr: float = 1e-6
+    weight_decay: float = 1e-4
+    crop_scale: list[float] | None = None  # random resized crops of the working image; null: [0.5, 1]
+
+
+def finetune(
+    checkpoint: str | Path,
+    pseudo: dict[str, Any],
+    rows: list[ManifestRow],
+    cfg: FinetuneConfig,
+    input_size: tuple[int, int],
+    seed: int,
+    out_path: str | Path,
+    resume_path: str | Path,
+    config_hash: str,
+    device: str = "auto",
+    threads: int = 1,
+) -> list[dict[str, float]]:
+    """Train trunk + 1x1 conv head with cross-entropy on the image pseudo labels (Sec. 3.1 step 3)."""
+    by_id = dict(zip(pseudo["ids"], pseudo["labels"]))
+    missing = [r.id for r in rows if r.id not in by_id]
+    if missing:
+        raise DataError(f"no pseudo label for {len(missing)} train images, e.g. {missing[:3]}: rerun pass-cluster")
+    torch.manual_seed(seed)
+    dev = resolve_device(device)
+    pretrained, net_cfg = load_pass_net(checkpoint)
+    model = SegmentationNet(net_cfg, pseudo["k"])
+    model.trunk.load_state_dict(pretrained.trunk.state_dict())
+    model.to(dev)
+    images = load_images([r.path for r in rows], input_size, threads)
+    targets = torch.tensor([by_id[r.id] for r in rows])
+    batch_size = min(cfg.batch_size, len(rows))
+    iters = len(rows) // batch_size
+    lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    aug = ViewAugment(size=input_size, scale=tuple(cfg.crop_scale or (0.5, 1.0)), blur_p=0.0, solarize_p=0.0)
+    history, start = [], 0
+    state = load_checkpoint(resume_path, config_hash)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, start = state["history"], state["epoch"] + 1
+    for epoch in range(start, cfg.epochs):
+        order = np.random.default_rng([seed, epoch]).permutation(len(rows))
+        model.train()
+        total, correct = 0.0, 0
+        for b in tqdm(range(iters), desc=f"pass finetune {epoch + 1}/{cfg.epochs}", unit="step"):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            batch = torch.stack(
+                [make_view(images[i], aug, 1, np.random.default_rng([seed, epoch, int(i)])).image for i in idx]
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = float(lr[epoch * iters + b])
+            logits = model(batch.to(dev))
+            loss = F.cross_entropy(logits, targets[idx].to(dev))
+            check_finite(loss, epoch, b, "lower pass.finetune.lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) / iters
+            correct += int((logits.argmax(1).cpu() == targets[idx]).sum())
+        history.append({"epoch": epoch + 1, "loss": total, "pseudo_label_accuracy": correct / (iters * batch_size)})
+        log.info(
+            "pass finetune %d/%d: loss %.4f, pseudo-label accuracy %.3f",
+            epoch + 1,
+            cfg.epochs,
+            total,
+            history[-1]["pseudo_label_accuracy"],
+        )
+        save_checkpoint(
+            resume_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "config_hash": config_hash,
+            },
+        )
+    save_checkpoint(
+        out_path,
+        {"model": model.cpu().state_dict(), "net_config": net_cfg.__dict__, "k": pseudo["k"], "history": history},
+    )
+    return history
+
+
+def load_segmentation_net(path: str | Path) -> SegmentationNet:
+    """The fine-tuned network of a `pass-finetune` checkpoint (eval mode)."""
+    state = read_checkpoint(path, "pass-finetune")
+    model = SegmentationNet(NetConfig(**state["net_config"]), state["k"])
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+@torch.no_grad()
+def cams(model: SegmentationNet, images: list[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
+    """CAMs [B, C, H, W] at the working size, ReLU'd and divided by each image's maximum (in [0, 1])."""
+    for batch in image_batches(images, batch_size):
+        y = F.interpolate(model.cam(batch), size=batch.shape[2:], mode="bilinear", align_corners=False).relu()
+        yield y / y.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+
+
+def cam_labels(cam: torch.Tensor, tau: float) -> np.ndarray:
+    """p = argmax_i(u_i * I{max(u) >= tau}): label 1..C where the CAM is confident, else 0 (Sec. 3.1 step 4)."""
+    best, arg = cam.max(dim=1)
+    return torch.where(best >= tau, arg + 1, 0).numpy().astype(np.uint16)
+
+
+def choose_threshold(
+    model_path: str | Path,
+    rows: list[ManifestRow],
+    class_names: list[str],
+    ignore: int,
+    taus: list[float],
+    input_size: tuple[int, int],
+    batch_size: int,
+    out_path: str | Path,
+    prov: dict[str, Any],
+    threads: int = 1,
+) -> float:
+    """tau maximising the imagenet-s mIoU on a held-out split (never the evaluation split)."""
+    if any(not r.mask_path for r in rows):
+        raise DataError("choosing pass.tau needs ground-truth masks on pass.tau_split")
+    model = load_segmentation_net(model_path)
+    k = model.head.out_channels
+    evaluators = [ImageNetSEvaluator(len(class_names), k + 1, ignore) for _ in taus]
+    images = load_images([r.path for r in rows], input_size, threads)
+    start = 0
+    for cam in tqdm(cams(model, images, batch_size), desc="pass threshold", unit="batch"):
+        gts = [load_mask(r) for r in rows[start : start + len(cam)]]
+        for tau, ev in zip(taus, evaluators):
+            for gt, labels in zip(gts, cam_labels(cam, tau)):
+                ev.add(gt, resize_labels(labels, gt.shape))
+        start += len(cam)
+    sweep = []
+    for tau, ev in zip(taus, evaluators):
+        r = ev.result(class_names)
+        sweep.append({"tau": tau, "miou": r["miou"], "f_measure": r["f_measure"]})
+    best = max(sweep, key=lambda s: (s["miou"], -s["tau"]))
+    write_json(out_path, {"provenance": prov, "tau": best["tau"], "images": len(rows), "sweep": sweep})
+    log.info("pass: tau %.2f (held-out mIoU %.2f %%) from %d images", best["tau"], 100 * best["miou"], len(rows))
+    return best["tau"]
+
+
+def predict(
+    model_path: str | Path,
+    rows: list[tuple[int, ManifestRow]],
+    tau: float,
+    input_size: tuple[int, int],
+    batch_size: int,
+    out_path: str | Path,
+    prov: dict[str, Any],
+    threads: int = 1,
+) -> None:
+    """Label maps of an evaluation split: 0 = background, 1..C = pseudo categories."""
+    model = load_segmentation_net(model_path)
+    images = load_images([r.path for _, r in rows], input_size, threads)
+    index = np.array([i for i, _ in rows])
+    with PredictionsWriter(
+        out_path, index, [r.id for _, r in rows], input_size, model.head.out_channels + 1, "pass", prov
+    ) as writer:
+        start = 0
+        for cam in tqdm(cams(model, images, batch_size), desc="pass predict", unit="batch"):
+            writer.write(start, cam_labels(cam, tau))
+            start += len(cam)
+    log.info("pass: predicted %d images with tau %.2f -> %s", len(rows), tau, out_path)

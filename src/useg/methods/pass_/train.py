@@ -1,0 +1,237 @@
+"""The `pass-pretrain` stage: shape-enhanced SwAV representation learning (LUSS Sec. 4).
+
+Per step, two views of every image go through the trunk; the pixel-attention pooled image
+embeddings are trained with the SwAV swapped-prediction loss, the overlap of the two views with
+image-to-pixel and pixel-to-pixel alignment, and (optionally) the pixel attention is supervised by
+an unsupervised saliency prior: the CLS attention of the configured ViT backbone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from useg.atomic import write_json
+from useg.data.augment import Crop, View, ViewAugment, make_view
+from useg.data.images import load_rgb
+from useg.data.transforms import resize_rgb
+from useg.errors import ConfigError, DataError
+from useg.methods.common import roi_crop
+from useg.methods.pass_.losses import overlap_features, swapped_pair, swav_codes, unflip
+from useg.methods.pass_.model import NetConfig, PASSNet
+from useg.runtime import resolve_device
+from useg.stores.features import FeatureStore
+from useg.train import check_finite, cosine_schedule, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The `pass.pretrain` config section."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 0.01
+    min_lr: float = 1e-5
+    warmup_epochs: int = 0
+    weight_decay: float = 1e-6
+    temperature: float = 0.1
+    epsilon: float = 0.05  # Sinkhorn entropy weight of the SwAV codes
+    sinkhorn_iters: int = 3
+    w_i2p: float = 1.0
+    w_p2p: float = 1.0
+    w_prior: float = 1.0  # used when pass.saliency_prior is true
+    overlap_size: int = 7  # overlap grid side for the pixel alignments
+    view_size: list[int] = field(default_factory=lambda: [224, 224])
+    crop_scale: list[float] = field(default_factory=lambda: [0.14, 1.0])
+    augment: dict[str, float] = field(default_factory=dict)
+
+    def view_augment(self) -> ViewAugment:
+        return ViewAugment(size=tuple(self.view_size), scale=tuple(self.crop_scale), **self.augment)
+
+
+def load_images(paths: list[str], size: tuple[int, int], threads: int) -> list[np.ndarray]:
+    """Decode images and resize them to the working size (RGB uint8)."""
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return list(pool.map(lambda p: resize_rgb(load_rgb(p), size), paths))
+
+
+def attention_priors(stores: list[FeatureStore], rows: list[int]) -> np.ndarray:
+    """Saliency priors [N, h, w] in [0, 1] of manifest rows: head-averaged CLS attention of the
+    backbone's FeatureStores, min-max normalised per image."""
+    maps = {}
+    for store in stores:
+        for batch in store.batches(64):
+            attn = batch.attn.astype(np.float32).mean(axis=1)
+            lo, hi = attn.min(axis=(1, 2), keepdims=True), attn.max(axis=(1, 2), keepdims=True)
+            maps |= {int(i): m for i, m in zip(batch.index, (attn - lo) / np.maximum(hi - lo, 1e-8))}
+    missing = [r for r in rows if r not in maps]
+    if missing:
+        raise DataError(
+            f"pass.saliency_prior: {len(missing)} train images have no backbone features (manifest rows {missing[:3]})"
+        )
+    return np.stack([maps[r] for r in rows])
+
+
+def view_prior(prior: Tensor, crops: list[Crop], frame: tuple[int, int], grid: tuple[int, int]) -> Tensor:
+    """The saliency prior [B, 1, gh, gw] of full images cropped (and flipped) like the views
+    (crop boxes in pixels of the `frame`-sized images)."""
+    ph, pw = prior.shape[2:]
+    boxes = torch.tensor(
+        [
+            [
+                c.left * pw / frame[1],
+                c.top * ph / frame[0],
+                (c.left + c.width) * pw / frame[1],
+                (c.top + c.height) * ph / frame[0],
+            ]
+            for c in crops
+        ]
+    )
+    return unflip(roi_crop(prior, boxes, grid), crops)  # mirroring is its own inverse
+
+
+@dataclass
+class Step:
+    """Losses of one batch."""
+
+    total: Tensor
+    parts: dict[str, float]
+
+
+class PASSTrainer:
+    """PASSNet, optimiser and schedules of one run."""
+
+    def __init__(self, net_cfg: NetConfig, cfg: PretrainConfig, iters_per_epoch: int, seed: int, device: str) -> None:
+        torch.manual_seed(seed)
+        self.cfg, self.device = cfg, resolve_device(device)
+        self.net = PASSNet(net_cfg).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.iters_per_epoch = iters_per_epoch
+        self.lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters_per_epoch, cfg.warmup_epochs)
+
+    def losses(self, views: tuple[list[View], list[View]], prior: Tensor | None, frame: tuple[int, int]) -> Step:
+        """SwAV + I2P + P2P (+ prior) losses of a batch of view pairs (LUSS Sec. 4)."""
+        cfg, net = self.cfg, self.net
+        net.normalise_prototypes()
+        z = [net.trunk(torch.stack([v.image for v in vs]).to(self.device)) for vs in views]
+        c = [net.pixel_attention(zi) for zi in z]
+        image_scores = [net.scores(net.image_embedding(zi, ci)) for zi, ci in zip(z, c)]
+        codes = [swav_codes(s, cfg.epsilon, cfg.sinkhorn_iters) for s in image_scores]
+        parts = {"swav": swapped_pair(codes, image_scores, cfg.temperature)}
+        crops = [[v.crop for v in vs] for vs in views]
+        rows1, rows2, image = overlap_features(z[0], z[1], crops[0], crops[1], cfg.overlap_size)
+        if len(image):
+            pixel_scores = [net.scores(net.pixel_embedding(r)) for r in (rows1, rows2)]
+            pixel_codes = [swav_codes(s, cfg.epsilon, cfg.sinkhorn_iters) for s in pixel_scores]
+            image = image.to(self.device)
+            i2p = swapped_pair((codes[0][image], codes[1][image]), pixel_scores, cfg.temperature)
+            p2p = swapped_pair(pixel_codes, pixel_scores, cfg.temperature)
+            parts |= {"i2p": cfg.w_i2p * i2p, "p2p": cfg.w_p2p * p2p}
+        if prior is not None:
+            bce = [
+                F.binary_cross_entropy(ci, view_prior(prior, cr, frame, tuple(ci.shape[2:])).to(ci))
+                for ci, cr in zip(c, crops)
+            ]
+            parts["prior"] = cfg.w_prior * (bce[0] + bce[1]) / 2
+        total = torch.stack(list(parts.values())).sum()
+        return Step(total, {k: float(v.detach()) for k, v in parts.items()})
+
+    def step(self, views: tuple[list[View], list[View]], prior: Tensor | None, frame: tuple[int, int], it: int) -> Step:
+        """One optimisation step; `frame` is the size of the images the views were cut from."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(self.lr[it])
+        out = self.losses(views, prior, frame)
+        check_finite(out.total, it // self.iters_per_epoch, it % self.iters_per_epoch, "lower pass.pretrain.lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        self.optimizer.step()
+        return out
+
+
+def pretrain(
+    net_cfg: NetConfig,
+    cfg: PretrainConfig,
+    image_paths: list[str],
+    input_size: tuple[int, int],
+    priors: np.ndarray | None,
+    out_checkpoint: str | Path,
+    out_log: str | Path,
+    resume_path: str | Path,
+    config_hash: str,
+    seed: int,
+    device: str = "auto",
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Train PASSNet on the images (priors [N, h, w] in [0, 1], or None); write the network and a log."""
+    if not image_paths:
+        raise DataError("PASS pretraining needs images: the train split of the manifest is empty")
+    aug = cfg.view_augment()
+    if aug.size[0] % net_cfg.output_stride or aug.size[1] % net_cfg.output_stride:
+        raise ConfigError(f"pass.pretrain.view_size {list(aug.size)} must be a multiple of pass.net.output_stride")
+    batch_size = min(cfg.batch_size, len(image_paths))
+    iters = len(image_paths) // batch_size
+    trainer = PASSTrainer(net_cfg, cfg, iters, seed, device)
+    images = load_images(image_paths, input_size, threads)
+    prior_t = None if priors is None else torch.from_numpy(priors.astype(np.float32))[:, None]
+    history: list[dict[str, Any]] = []
+    start = 0
+    state = load_checkpoint(resume_path, config_hash)
+    if state is not None:
+        trainer.net.load_state_dict(state["net"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        history, start = state["history"], state["epoch"] + 1
+    began = time.perf_counter()
+    for epoch in range(start, cfg.epochs):
+        order = np.random.default_rng([seed, epoch]).permutation(len(images))
+        sums: dict[str, float] = {}
+        trainer.net.train()
+        for b in tqdm(range(iters), desc=f"pass epoch {epoch + 1}/{cfg.epochs}", unit="step"):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            rngs = [np.random.default_rng([seed, epoch, int(i)]) for i in idx]
+            pairs = [
+                (
+                    make_view(images[i], aug, net_cfg.output_stride, r),
+                    make_view(images[i], aug, net_cfg.output_stride, r),
+                )
+                for i, r in zip(idx, rngs)
+            ]
+            views = ([a for a, _ in pairs], [b for _, b in pairs])
+            out = trainer.step(views, None if prior_t is None else prior_t[idx], input_size, epoch * iters + b)
+            for k, v in {"loss": float(out.total.detach()), **out.parts}.items():
+                sums[k] = sums.get(k, 0.0) + v / iters
+        history.append({"epoch": epoch + 1, **sums, "lr": float(trainer.lr[(epoch + 1) * iters - 1])})
+        log.info("pass epoch %d/%d: %s", epoch + 1, cfg.epochs, ", ".join(f"{k} {v:.4f}" for k, v in sums.items()))
+        save_checkpoint(
+            resume_path,
+            {
+                "net": trainer.net.state_dict(),
+                "optimizer": trainer.optimizer.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "config_hash": config_hash,
+            },
+        )
+    wall = time.perf_counter() - began
+    save_checkpoint(out_checkpoint, {"net": trainer.net.state_dict(), "net_config": net_cfg.__dict__})
+    summary = {
+        "epochs": history,
+        "images": len(images),
+        "steps_per_epoch": iters,
+        "resumed_from_epoch": start,
+        "wall_seconds_this_run": wall,
+    }
+    write_json(out_log, summary)
+    log.info("pass: %d epochs on %d images in %.1f s -> %s", cfg.epochs, len(images), wall, out_checkpoint)
+    return summary

@@ -1,0 +1,73 @@
+"""CandidateBank: every object mask candidate an instance model predicts per image (ragged).
+
+Layout of `shard-<i>.zarr`::
+
+    index    int64   [N]             manifest row of each image
+    ids      str     [N]
+    offsets  int64   [N + 1]         candidates of image i are rows offsets[i] : offsets[i + 1]
+    scores   float32 [K]             confidence of each candidate
+    labels   int32   [K]             class (cluster id) of each candidate
+    boxes    float32 [K, 4]          x0, y0, x1, y1 in working-size pixels
+    masks    uint8   [K, H, W]       binary mask at the working size
+
+attrs: kind="CandidateBank", input_size [H, W], num_classes (clusters), provenance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from useg.stores.base import create_array, open_store, string_array, write_store
+
+KIND = "CandidateBank"
+FIELDS = ("scores", "labels", "boxes", "masks")
+
+
+def write_candidates(
+    path: str | Path,
+    index: np.ndarray,
+    ids: list[str],
+    per_image: list[dict[str, np.ndarray]],
+    input_size: tuple[int, int],
+    prov: dict[str, Any],
+    **attrs: Any,
+) -> None:
+    """Write the candidates of every image (a dict of FIELDS per image) as one ragged store."""
+    counts = [len(c["scores"]) for c in per_image]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    dtypes = {"scores": "float32", "labels": "int32", "boxes": "float32", "masks": "uint8"}
+    shapes = {"scores": (), "labels": (), "boxes": (4,), "masks": tuple(input_size)}
+    with write_store(path, KIND, prov, input_size=list(input_size), **attrs) as group:
+        create_array(group, "index", (len(index),), "int64", max(len(index), 1))[:] = np.asarray(index, np.int64)
+        string_array(group, "ids", ids)
+        create_array(group, "offsets", (len(offsets),), "int64", len(offsets))[:] = offsets
+        for name in FIELDS:
+            arr = create_array(group, name, (int(offsets[-1]), *shapes[name]), dtypes[name], 256)
+            if offsets[-1]:
+                arr[:] = np.concatenate([c[name].reshape(-1, *shapes[name]) for c in per_image]).astype(dtypes[name])
+
+
+class CandidateBank:
+    """Read access to CandidateBank shards of one split, in shard order."""
+
+    def __init__(self, paths: list[str | Path]) -> None:
+        self.groups = [open_store(p, KIND) for p in paths]
+        self.attrs = dict(self.groups[0].attrs)
+        self.input_size: tuple[int, int] = tuple(self.attrs["input_size"])  # type: ignore[assignment]
+        self.index: np.ndarray = np.concatenate([g["index"][:] for g in self.groups])
+        self.ids: list[str] = [str(s) for g in self.groups for s in g["ids"][:]]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def images(self):
+        """Yield (manifest row, candidates dict of FIELDS) for every image, in order."""
+        for group in self.groups:
+            offsets = group["offsets"][:]
+            arrays = {name: group[name][:] for name in FIELDS}
+            for i, row in enumerate(group["index"][:]):
+                lo, hi = offsets[i], offsets[i + 1]
+                yield int(row), {name: arrays[name][lo:hi] for name in FIELDS}

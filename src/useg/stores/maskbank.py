@@ -1,0 +1,83 @@
+"""MaskBank: one object mask per image distilled from the last block's attention (MaskDistill §3.2).
+
+Layout of `shard-<i>.zarr`::
+
+    index    int64   [N]            manifest row of each image
+    ids      str     [N]
+    masks    uint8   [N, h, w]      object mask M_s at the patch grid (1 = object)
+    boxes    int32   [N, 4]         box of the upsampled mask (x0, y0, x1, y1; working-size pixels, x1/y1 exclusive)
+    source   int32   [N]            source patch s (row-major index in the grid)
+    cls      float32 [N, D]         CLS token of the masked image (class assignment input)
+
+attrs: kind="MaskBank", grid [h, w], input_size [H, W], patch_size, topk, background, provenance.
+An empty mask has the box (0, 0, 0, 0).
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from useg.stores.base import create_array, open_store, string_array, write_store
+
+KIND = "MaskBank"
+
+
+class MaskBankWriter:
+    """Streams batches of object masks into a new MaskBank, atomically."""
+
+    def __init__(
+        self, path: str | Path, index: np.ndarray, ids: list[str], grid: tuple[int, int], embed_dim: int, prov: dict[str, Any], **attrs: Any
+    ) -> None:
+        self.path, self.index, self.ids, self.grid = Path(path), np.asarray(index, np.int64), ids, grid
+        self.embed_dim, self.prov, self.attrs = embed_dim, prov, attrs
+        self._stack = ExitStack()
+
+    def __enter__(self) -> MaskBankWriter:
+        n, (h, w) = len(self.index), self.grid
+        group = self._stack.enter_context(write_store(self.path, KIND, self.prov, grid=[h, w], **self.attrs))
+        create_array(group, "index", (n,), "int64", max(n, 1))[:] = self.index
+        string_array(group, "ids", self.ids)
+        self.arrays = {
+            "masks": create_array(group, "masks", (n, h, w), "uint8", 256),
+            "boxes": create_array(group, "boxes", (n, 4), "int32", max(n, 1)),
+            "source": create_array(group, "source", (n,), "int32", max(n, 1)),
+            "cls": create_array(group, "cls", (n, self.embed_dim), "float32", 1024),
+        }
+        return self
+
+    def write(self, start: int, **batch: np.ndarray) -> None:
+        """Write rows [start, start + batch size) of `masks`, `boxes`, `source` and `cls`."""
+        for name, values in batch.items():
+            self.arrays[name][start : start + len(values)] = values
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.__exit__(*exc)
+
+
+class MaskBank:
+    """Read access to MaskBank shards (of one or more splits), in the order given."""
+
+    def __init__(self, paths: list[str | Path]) -> None:
+        self.groups = [open_store(p, KIND) for p in paths]
+        self.attrs = dict(self.groups[0].attrs)
+        self.grid: tuple[int, int] = tuple(self.attrs["grid"])  # type: ignore[assignment]
+        self.input_size: tuple[int, int] = tuple(self.attrs["input_size"])  # type: ignore[assignment]
+        self.index: np.ndarray = np.concatenate([g["index"][:] for g in self.groups])
+        self.ids: list[str] = [str(s) for g in self.groups for s in g["ids"][:]]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read(self, name: str) -> np.ndarray:
+        """One array of every shard, concatenated (`masks`, `boxes`, `source` or `cls`)."""
+        return np.concatenate([g[name][:] for g in self.groups])
+
+    def pixel_masks(self) -> np.ndarray:
+        """Masks upsampled (nearest) from the patch grid to the working size, [N, H, W] uint8."""
+        masks = self.read("masks")
+        (h, w), (height, width) = self.grid, self.input_size
+        return masks.repeat(height // h, axis=1).repeat(width // w, axis=2)

@@ -1,0 +1,205 @@
+"""MaskDistill parts on hand-built tensors: affinities and the mask rule, top-k, boxes, ragged candidates,
+confident aggregation, hard-pixel CE, one training step of each model, mask AP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from useg.methods.maskdistill.aggregate import confident_labels
+from useg.methods.maskdistill.ap import Instances, mask_ap, single_object
+from useg.methods.maskdistill.deeplab import hard_pixel_ce
+from useg.methods.maskdistill.masks import (
+    cls_affinity,
+    mask_box,
+    object_masks,
+    patch_affinity,
+    proposals,
+    top_k_count,
+    upsample_masks,
+)
+from useg.methods.maskdistill.models import anchor_sizes, build_deeplab, build_maskrcnn, step_lr
+from useg.stores.base import provenance
+from useg.stores.candidates import CandidateBank, write_candidates
+
+# One head; token 0 is CLS. q_CLS = (1, 0); patch keys chosen so the answer is known by hand.
+KEYS = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.1], [-1.0, 0.0], [0.0, 1.0]])
+Q = torch.zeros(5, 2)
+Q[0] = torch.tensor([1.0, 0.0])
+
+
+def qk(heads: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    return Q.expand(1, heads, 5, 2).clone(), KEYS.expand(1, heads, 5, 2).clone()
+
+
+def test_affinities_are_head_means_of_dot_products():
+    q, k = qk()
+    assert torch.allclose(cls_affinity(q, k), torch.tensor([[1.0, 1.0, -1.0, 0.0]]))
+    a = patch_affinity(k)[0]
+    assert torch.allclose(a, KEYS[1:] @ KEYS[1:].T)
+    q2, k2 = torch.cat([q, 3 * q], 1), torch.cat([k, k], 1)  # second head: q scaled by 3 -> mean scales by 2
+    assert torch.allclose(cls_affinity(q2, k2), 2 * cls_affinity(q, k))
+    assert torch.allclose(patch_affinity(k2), patch_affinity(k))
+
+
+def test_mask_rule_known_answer():
+    q, k = qk()
+    masks, source = object_masks(cls_affinity(q, k), patch_affinity(k), 0.5)
+    # P = {0, 1} (tie at 1.0 -> both; s = 0, the lower index); P' = P (A[0,1] = 1 > 0);
+    # column sums over P': [2, 2.01, -2, 0.1] -> patch 3 joins although it is not in P, patch 2 does not.
+    assert source.tolist() == [0]
+    assert masks.tolist() == [[True, True, False, True]]
+
+
+def test_proposals_exclude_patches_dissimilar_to_the_source():
+    a_cls = torch.tensor([[3.0, 2.0, 0.0, 0.0]])
+    keys = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.5, 0.0], [0.0, 1.0]])
+    masks, _ = object_masks(a_cls, (keys @ keys.T)[None], 0.5)
+    # P = {0, 1}; A[0, 1] = -1 -> P' = {0}; mask = A[0, :] > 0 = [1, 0, 1, 0]
+    assert masks.tolist() == [[True, False, True, False]]
+
+
+@pytest.mark.parametrize(("n", "fraction", "count"), [(10, 0.4, 4), (10, 0.25, 3), (10, 0.01, 1), (10, 1.0, 10), (144, 0.4, 58)])
+def test_top_k_count_rounds_up(n, fraction, count):
+    assert top_k_count(n, fraction) == count
+
+
+def test_top_k_ties_go_to_lower_index():
+    assert proposals(torch.tensor([[1.0, 1.0, 1.0, 0.0]]), 0.5).tolist() == [[True, True, False, False]]
+    assert proposals(torch.tensor([[0.0, 2.0, 2.0, 2.0]]), 0.25).tolist() == [[False, True, False, False]]
+
+
+def test_upsample_and_box():
+    grid = torch.tensor([[False, True, False, False, False, False]])  # 2 x 3 grid
+    pixels = upsample_masks(grid, (2, 3), (8, 12))[0].numpy()
+    assert pixels.sum() == 16 and pixels[:4, 4:8].all()
+    assert mask_box(pixels).tolist() == [4, 0, 8, 4]
+    mask = np.zeros((10, 10), bool)
+    mask[2:5, 1:6] = True
+    assert mask_box(mask).tolist() == [1, 2, 6, 5]
+    assert mask_box(np.zeros((4, 4), bool)).tolist() == [0, 0, 0, 0]
+
+
+def candidates(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {
+        "scores": rng.random(n).astype(np.float32),
+        "labels": rng.integers(0, 3, n).astype(np.int32),
+        "boxes": rng.random((n, 4)).astype(np.float32),
+        "masks": rng.integers(0, 2, (n, 6, 5)).astype(np.uint8),
+    }
+
+
+def test_ragged_candidates_round_trip(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    per_image = [candidates(n, rng) for n in (2, 0, 3)]
+    path = tmp_path / "c.zarr"
+    write_candidates(path, np.array([7, 3, 9]), ["a", "b", "c"], per_image, (6, 5), provenance("t", {}, 0), num_classes=3)
+    bank = CandidateBank([path])
+    assert bank.ids == ["a", "b", "c"] and bank.attrs["num_classes"] == 3
+    read = list(bank.images())
+    assert [row for row, _ in read] == [7, 3, 9]
+    for (_, got), want in zip(read, per_image):
+        for name, values in want.items():
+            assert np.array_equal(got[name], values), name
+
+
+def square(lo: int, hi: int, size: int = 8) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    mask[lo:hi, lo:hi] = 1
+    return mask
+
+
+def test_confident_aggregation_threshold_fallback_and_overlap():
+    masks = np.stack([square(0, 4), square(2, 6), square(6, 8)])
+    labels = np.array([0, 1, 2])
+    out, kept = confident_labels(np.array([0.95, 0.99, 0.5]), labels, masks, 0.9, background=3)
+    assert kept == 2
+    assert (out[2:6, 2:6] == 1).all()  # overlap: the more confident mask (0.99) wins
+    assert out[0, 0] == 0 and out[7, 7] == 3  # below tau: the 0.5 mask is dropped
+    out, kept = confident_labels(np.array([0.2, 0.6, 0.5]), labels, masks, 0.9, background=3)
+    assert kept == 1 and (out == np.where(masks[1] > 0, 1, 3)).all()  # none passes: only the most confident
+    out, kept = confident_labels(np.zeros(0), np.zeros(0), np.zeros((0, 8, 8)), 0.9, background=3)
+    assert kept == 0 and (out == 3).all()
+
+
+def test_hard_pixel_ce():
+    gen = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(2, 4, 5, 5, generator=gen), torch.randint(0, 4, (2, 5, 5), generator=gen)
+    assert torch.allclose(hard_pixel_ce(logits, target, 1.0), F.cross_entropy(logits, target))
+    per_pixel = F.cross_entropy(logits, target, reduction="none").flatten()
+    top = per_pixel.sort(descending=True).values[: round(0.2 * 50)]
+    assert torch.allclose(hard_pixel_ce(logits, target, 0.2), top.mean())
+    target[0] = 255  # ignored pixels never count
+    valid = F.cross_entropy(logits[1:], target[1:], reduction="none").flatten()
+    assert torch.allclose(hard_pixel_ce(logits, target, 0.2), valid.sort(descending=True).values[:5].mean())
+
+
+def test_step_lr_warmup_and_steps():
+    assert step_lr(1.0, 0, 100, 10, [0.5, 0.9]) == pytest.approx(0.001)
+    assert step_lr(1.0, 10, 100, 10, [0.5, 0.9]) == 1.0
+    assert step_lr(1.0, 50, 100, 10, [0.5, 0.9]) == pytest.approx(0.1)
+    assert step_lr(1.0, 95, 100, 10, [0.5, 0.9]) == pytest.approx(0.01)
+    assert anchor_sizes(800)[0] == (32,) and anchor_sizes(96)[-1] == (61,)
+
+
+TINY_RCNN = {
+    "backbone": "resnet18", "weights": "random", "trainable_layers": 5, "fpn_channels": 16, "head_dim": 32,
+    "proposals": 50, "roi_batch_size": 16, "train_scales": [0.75, 1.0], "min_score": 0.0, "max_candidates": 5,
+}  # fmt: skip
+
+
+def changed(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> bool:
+    return any(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_maskrcnn_one_iteration_and_inference():
+    model = build_maskrcnn(TINY_RCNN, 3, (32, 32), seed=0).train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    target = {"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0]]), "labels": torch.tensor([2]), "masks": torch.from_numpy(square(4, 20, 32))[None]}
+    losses = model([torch.rand(3, 32, 32)], [target])
+    assert set(losses) >= {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness"}
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.01)
+    sum(losses.values()).backward()
+    optimiser.step()
+    assert changed(model, before)
+    out = model.eval()([torch.rand(3, 32, 32)])[0]
+    assert out["masks"].shape[1:] == (1, 32, 32) and len(out["scores"]) <= 5
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_large"])
+def test_deeplab_one_iteration(backbone):
+    cfg = {"backbone": backbone, "weights": "random", "frozen_stages": 0}
+    model = build_deeplab(cfg, 4, seed=0).train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = model(torch.randn(2, 3, 32, 32))["out"]
+    assert out.shape == (2, 4, 32, 32)
+    hard_pixel_ce(out, torch.randint(0, 4, (2, 32, 32)), 0.2).backward()
+    torch.optim.SGD(model.parameters(), lr=0.01).step()
+    assert changed(model, before)
+
+
+def test_mask_ap_known_answers():
+    gt = Instances(square(0, 10, 20)[None].astype(bool), np.array([1]))
+    perfect = Instances(square(0, 10, 20)[None], np.array([1]), np.array([0.9]))
+    assert mask_ap([gt], [perfect])["ap"] == pytest.approx(1.0)
+    shifted = np.zeros((1, 20, 20), np.uint8)
+    shifted[0, 0:10, 2:10] = 1  # IoU 0.8
+    result = mask_ap([gt], [Instances(shifted, np.array([1]), np.array([0.9]))])
+    assert result["ap50"] == pytest.approx(1.0) and result["ap75"] == pytest.approx(1.0)
+    shifted = np.zeros((1, 20, 20), np.uint8)
+    shifted[0, 0:10, 2:8] = 1  # IoU 0.6
+    result = mask_ap([gt], [Instances(shifted, np.array([1]), np.array([0.9]))])
+    assert result["ap50"] == pytest.approx(1.0) and result["ap75"] == 0.0
+    wrong_class = Instances(square(0, 10, 20)[None], np.array([2]), np.array([0.9]))
+    assert mask_ap([gt], [wrong_class])["ap"] == 0.0
+
+
+def test_single_setting_keeps_top_detection_and_best_box_match():
+    gts = Instances(np.stack([square(0, 5, 20), square(10, 20, 20)]).astype(bool), np.array([1, 2]))
+    dets = Instances(np.stack([square(0, 5, 20), square(11, 20, 20)]), np.array([1, 2]), np.array([0.3, 0.8]))
+    gt, det = single_object(gts, dets)
+    assert det.scores.tolist() == [0.8] and gt.classes.tolist() == [2]

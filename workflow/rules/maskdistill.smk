@@ -1,0 +1,232 @@
+"""MaskDistill: object masks -> clusters -> Mask R-CNN -> candidate bank -> confident labels -> DeepLab-v3."""
+
+MD = f"{OUT}/maskdistill"
+
+
+rule maskdistill_masks:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        weights=backbone_weights,
+    output:
+        directory(f"{MD}/masks/{{split}}/shard-{{shard}}.zarr"),
+    params:
+        cfg=lambda w: as_json(
+            {"backbone": config["backbone"], **maskdistill_slice("topk", "background", "batch_size", "device")}
+        ),
+        shards=config["features"]["shards"],
+        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+    log:
+        f"{OUT}/logs/maskdistill/masks-{{split}}-{{shard}}.log",
+    threads: 2
+    resources:
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=per_shard_runtime(10),
+        gpu=1,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg maskdistill-masks --params {params.cfg:q} --manifest {input.manifest} --split {wildcards.split}"
+        " --shard {wildcards.shard} --shards {params.shards} {params.weights} --out {output}"
+        " --threads {threads} --log {log}"
+
+
+rule maskdistill_clusters:
+    input:
+        classes=f"{OUT}/classes.json",
+        fit=maskdistill_shards("masks", DATASET["train_split"]),
+        label=maskdistill_shards("masks", DATASET["eval_split"]),
+    output:
+        directory(f"{MD}/clusters.zarr"),
+    params:
+        cfg=lambda w: as_json(maskdistill_slice("k", "normalize", "niter", "nredo")),
+    log:
+        f"{OUT}/logs/maskdistill/clusters.log",
+    threads: 2
+    resources:
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=by_input_size(30, 10),
+    conda:
+        CPU_ENV
+    shell:
+        "python -m useg maskdistill-clusters --params {params.cfg:q} --classes {input.classes} --fit {input.fit}"
+        " --label {input.label} --out {output} --threads {threads} --log {log}"
+
+
+rule maskdistill_initial:
+    input:
+        masks=maskdistill_shards("masks", DATASET["eval_split"]),
+        clusters=f"{MD}/clusters.zarr",
+    output:
+        directory(f"{OUT}/maskdistill-initial/predictions.zarr"),
+    params:
+        cfg=lambda w: as_json({"seed": config["seed"]}),
+    log:
+        f"{OUT}/logs/maskdistill/initial.log",
+    threads: 1
+    resources:
+        mem_mb=lambda w, attempt: 2000 * attempt,
+        runtime=by_input_size(30, 10),
+    conda:
+        CPU_ENV
+    shell:
+        "python -m useg maskdistill-initial --params {params.cfg:q} --masks {input.masks} --clusters {input.clusters}"
+        " --out {output} --log {log}"
+
+
+rule maskdistill_maskrcnn:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        masks=maskdistill_shards("masks", DATASET["train_split"]),
+        clusters=f"{MD}/clusters.zarr",
+    output:
+        f"{MD}/maskrcnn/model.pt",
+    params:
+        cfg=lambda w: as_json(maskdistill_slice("maskrcnn", "device")),
+    log:
+        f"{OUT}/logs/maskdistill/maskrcnn.log",
+    threads: 2
+    resources:
+        mem_mb=lambda w, attempt: 8000 * attempt,
+        runtime=lambda w, attempt: 720 * attempt,
+        gpu=1,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg maskdistill-maskrcnn --params {params.cfg:q} --manifest {input.manifest} --masks {input.masks}"
+        " --clusters {input.clusters} --out {output} --threads {threads} --log {log}"
+
+
+rule maskdistill_candidates:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        model=f"{MD}/maskrcnn/model.pt",
+    output:
+        directory(f"{MD}/candidates/{{split}}/shard-{{shard}}.zarr"),
+    params:
+        cfg=lambda w: as_json(
+            {"backbone": {"input_size": config["backbone"]["input_size"]}, **maskdistill_slice("batch_size", "device")}
+        ),
+        shards=config["features"]["shards"],
+    log:
+        f"{OUT}/logs/maskdistill/candidates-{{split}}-{{shard}}.log",
+    threads: 2
+    resources:
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=per_shard_runtime(20),
+        gpu=1,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg maskdistill-candidates --params {params.cfg:q} --manifest {input.manifest}"
+        " --split {wildcards.split} --shard {wildcards.shard} --shards {params.shards} --model {input.model}"
+        " --out {output} --threads {threads} --log {log}"
+
+
+rule maskdistill_labels:
+    input:
+        candidates=lambda w: maskdistill_shards("candidates", w.split),
+    output:
+        directory(f"{MD}/labels/{{split}}.zarr"),
+    params:
+        cfg=lambda w: as_json(maskdistill_slice("tau")),
+    log:
+        f"{OUT}/logs/maskdistill/labels-{{split}}.log",
+    threads: 1
+    resources:
+        mem_mb=lambda w, attempt: 2000 * attempt,
+        runtime=by_input_size(30, 10),
+    conda:
+        CPU_ENV
+    shell:
+        "python -m useg maskdistill-labels --params {params.cfg:q} --candidates {input.candidates} --out {output} --log {log}"
+
+
+rule maskdistill_bank_predict:
+    input:
+        bank=f"{MD}/labels/{DATASET['eval_split']}.zarr",
+    output:
+        directory(f"{OUT}/maskdistill-maskrcnn/predictions.zarr"),
+    params:
+        cfg=lambda w: as_json({"seed": config["seed"]}),
+    log:
+        f"{OUT}/logs/maskdistill/bank-predict.log",
+    threads: 1
+    resources:
+        mem_mb=lambda w, attempt: 2000 * attempt,
+        runtime=by_input_size(30, 10),
+    conda:
+        CPU_ENV
+    shell:
+        "python -m useg maskdistill-bank-predict --params {params.cfg:q} --bank {input.bank} --out {output} --log {log}"
+
+
+rule maskdistill_deeplab:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        bank=f"{MD}/labels/{DATASET['train_split']}.zarr",
+    output:
+        f"{MD}/deeplab/model.pt",
+    params:
+        cfg=lambda w: as_json(maskdistill_slice("deeplab", "device")),
+    log:
+        f"{OUT}/logs/maskdistill/deeplab.log",
+    threads: 2
+    resources:
+        mem_mb=lambda w, attempt: 8000 * attempt,
+        runtime=lambda w, attempt: 720 * attempt,
+        gpu=1,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg maskdistill-deeplab --params {params.cfg:q} --manifest {input.manifest} --bank {input.bank}"
+        " --out {output} --threads {threads} --log {log}"
+
+
+rule maskdistill_predict:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        model=f"{MD}/deeplab/model.pt",
+    output:
+        directory(f"{MD}/predictions.zarr"),
+    params:
+        cfg=lambda w: as_json(maskdistill_slice("device")),
+        split=DATASET["eval_split"],
+    log:
+        f"{OUT}/logs/maskdistill/predict.log",
+    threads: 2
+    resources:
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=lambda w, attempt: 60 * attempt,
+        gpu=1,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg maskdistill-predict --params {params.cfg:q} --manifest {input.manifest} --split {params.split}"
+        " --model {input.model} --out {output} --threads {threads} --log {log}"
+
+
+rule maskdistill_ap:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        classes=f"{OUT}/classes.json",
+        masks=maskdistill_shards("masks", DATASET["eval_split"]),
+        clusters=f"{MD}/clusters.zarr",
+        candidates=maskdistill_shards("candidates", DATASET["eval_split"]),
+        initial=f"{OUT}/maskdistill-initial/metrics.json",
+        maskrcnn=f"{OUT}/maskdistill-maskrcnn/metrics.json",
+    output:
+        f"{MD}/ap.json",
+    params:
+        cfg=lambda w: as_json({"split": DATASET["eval_split"], "seed": config["seed"]}),
+    log:
+        f"{OUT}/logs/maskdistill/ap.log",
+    threads: 1
+    resources:
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=by_input_size(30, 10),
+    conda:
+        CPU_ENV
+    shell:
+        "python -m useg maskdistill-ap --params {params.cfg:q} --manifest {input.manifest} --classes {input.classes}"
+        " --masks {input.masks} --clusters {input.clusters} --candidates {input.candidates}"
+        " --metrics-initial {input.initial} --metrics-maskrcnn {input.maskrcnn} --out {output} --log {log}"
