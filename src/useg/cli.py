@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "useg.methods.kmeans.commands",
     "useg.methods.croc.commands",
     "useg.methods.transfgu.commands",
+    "useg.methods.alignseg.commands",
     "useg.methods.pass_.commands",
     "useg.methods.maskdistill.commands",
     "useg.eval.commands",

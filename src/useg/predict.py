@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # method -> "module:function" loading its end-to-end model. One line per method.
 PREDICTORS = {
     "transfgu": "useg.methods.transfgu.segmenter:load_predictor",
+    "alignseg": "useg.methods.alignseg.infer:load_predictor",
 }
 
 Loader = Callable[[Path, torch.nn.Module, torch.device], torch.nn.Module]

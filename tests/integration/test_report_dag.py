@@ -57,7 +57,7 @@ def test_run_writes_figures_table_and_report_and_prints_its_path(report_run: tup
     assert f"report: {html}" in stdout
     rows = list(csv.DictReader((workdir / OUT / "report/comparison.csv").open()))
     metrics = json.loads((workdir / OUT / "kmeans/metrics.json").read_text())
-    assert [(r["method"], r["protocol"]) for r in rows] == [("kmeans", "hungarian")]
+    assert [(r["method"], r["protocol"]) for r in rows] == [("kmeans", "hungarian"), ("kmeans", "per-image")]
     assert float(rows[0]["mIoU"]) == pytest.approx(100 * metrics["protocols"]["hungarian"]["miou"])
     assert "| kmeans | hungarian |" in (workdir / OUT / "report/comparison.md").read_text()
     for figure in ("iou", "overlays"):

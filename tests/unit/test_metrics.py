@@ -57,3 +57,20 @@ def test_supervised_predictions_are_scored_as_class_ids_under_linear_probe():
     probe = results["linear-probe"]
     assert probe["supervised"] is True and probe["matching"] == {"0": "a", "1": "b", "2": "c"}
     assert probe["per_class_iou"]["a"] == pytest.approx(5 / 8)
+
+
+def test_per_image_matching_is_reported_beside_hungarian_and_labelled():
+    from useg.eval.metrics import per_image_matched
+
+    # image 1 swaps the labels, image 2 does not: one dataset-level matching gets half the pixels,
+    # a matching per image gets all of them
+    first = confusion_matrix(np.array([0, 0, 1, 1]), np.array([1, 1, 0, 0]), 2, 2)
+    second = confusion_matrix(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1]), 2, 2)
+    matched = per_image_matched(first) + per_image_matched(second)
+    assert matched.tolist() == [[4, 0], [0, 4]]
+    results = evaluate_confusion(first + second, ["a", "b"], per_image=matched)
+    assert list(results) == ["hungarian", "per-image"]
+    assert results["hungarian"]["miou"] == pytest.approx(1 / 3)  # tp 2, union 6 per class
+    assert results["per-image"]["miou"] == pytest.approx(1.0)
+    assert results["per-image"]["comparable"] is False and "not comparable" in results["per-image"]["note"]
+    assert "per-image" not in evaluate_confusion(first + second, ["a", "b"])

@@ -122,6 +122,7 @@ def backbone_eval_targets():
 METHOD_COLUMNS = {
     "transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"],
     "maskdistill": ["maskdistill-initial", "maskdistill-maskrcnn", "maskdistill"],
+    "alignseg": ["alignseg"],
 }
 
 
@@ -147,6 +148,7 @@ REPORT_FRONT = f"{REPORT_DIR}/overview.rst"
 REPORT_CURVES = {
     "croc": [f"{OUT}/croc/train-log.json"],
     "transfgu": [f"{OUT}/transfgu/round-{r}/train-log.json" for r in range(config["transfgu"]["rounds"] + 1)],
+    "alignseg": [f"{OUT}/alignseg/train-log.json"],
 }
 
 
@@ -211,6 +213,16 @@ def transfgu_model(wildcards):
     return f"{OUT}/transfgu/round-{r}/model.pt"
 
 
+def alignseg_train_params():
+    """Config slice of AlignSeg training: the alignseg section, the backbone, seed and train split."""
+    return {
+        "alignseg": config["alignseg"],
+        "backbone": config["backbone"],
+        "seed": config["seed"],
+        "split": DATASET["train_split"],
+    }
+
+
 def pass_slice(*keys, **extra):
     """The `pass` config keys a PASS stage depends on, with the seed and `extra` (split names)."""
     return {"pass": {key: config["pass"][key] for key in keys}, "seed": config["seed"], **extra}
@@ -245,9 +257,10 @@ def print_summary():
         with open(path) as fh:
             metrics = json.load(fh)
         for name, result in metrics["protocols"].items():
+            caveat = "   (own matching per image: not comparable)" if result.get("comparable") is False else ""
             print(
                 f"  {metrics['method']:<32} {name:<12} mIoU {100 * result['miou']:6.2f} %"
-                f"   pixel acc {100 * result['pixel_accuracy']:6.2f} %"
+                f"   pixel acc {100 * result['pixel_accuracy']:6.2f} %{caveat}"
             )
             if name == "imagenet-s":
                 print(

@@ -3,7 +3,8 @@
 Each view is a random resized crop (optionally flipped horizontally) of the original image with
 photometric augmentations. It keeps its crop box in the original image and its flip flag, so every
 patch of the view has a 2-D position in the original image frame (CrOC Fig. 4): E in R^{N x 2},
-rows (y, x) normalised by the original height and width to [0, 1].
+rows (y, x) normalised by the original height and width to [0, 1]. Multi-crop views (AlignSeg
+§IV-B): one global view and local views that each overlap it by at least a minimum share.
 """
 
 from __future__ import annotations
@@ -118,7 +119,11 @@ def normalise_images(images: Tensor) -> Tensor:
 
 def make_view(image: np.ndarray, aug: ViewAugment, patch: int, rng: np.random.Generator) -> View:
     """One augmented view of an HxWx3 uint8 image with its crop and patch positions."""
-    crop = sample_crop(image.shape[:2], aug, rng)
+    return render_view(image, sample_crop(image.shape[:2], aug, rng), aug, patch, rng)
+
+
+def render_view(image: np.ndarray, crop: Crop, aug: ViewAugment, patch: int, rng: np.random.Generator) -> View:
+    """The view of an HxWx3 uint8 image inside `crop`: resized, flipped, photometric, normalised."""
     region = image[crop.top : crop.top + crop.height, crop.left : crop.left + crop.width]
     region = cv2.resize(region, (aug.size[1], aug.size[0]), interpolation=cv2.INTER_LINEAR)
     if crop.flip:
@@ -131,3 +136,61 @@ def make_view(image: np.ndarray, aug: ViewAugment, patch: int, rng: np.random.Ge
 def two_views(image: np.ndarray, aug: ViewAugment, patch: int, rng: np.random.Generator) -> tuple[View, View]:
     """Two independent global views of the same image."""
     return make_view(image, aug, patch, rng), make_view(image, aug, patch, rng)
+
+
+def coords_in_crop(coords: Tensor, crop: Crop, original: tuple[int, int]) -> Tensor:
+    """Positions [N, 2] (y, x) in the original frame over [0, 1] -> the same points in the frame of
+    `crop`'s view over [0, 1] (flip applied); points outside the crop fall outside [0, 1]."""
+    y = (coords[:, 0] * original[0] - crop.top) / crop.height
+    x = (coords[:, 1] * original[1] - crop.left) / crop.width
+    if crop.flip:
+        x = 1 - x
+    return torch.stack([y, x], dim=1)
+
+
+def overlap_share(local: Crop, global_crop: Crop, size: tuple[int, int], patch: int, original: tuple[int, int]) -> float:
+    """Share of the local view's patch centres that lie inside the global crop."""
+    inside = coords_in_crop(patch_coords(local, size, patch, original), global_crop, original)
+    return float(((inside >= 0) & (inside <= 1)).all(dim=1).float().mean())
+
+
+def sample_local_crop(
+    global_crop: Crop,
+    original: tuple[int, int],
+    aug: ViewAugment,
+    patch: int,
+    min_overlap: float,
+    rng: np.random.Generator,
+    tries: int = 50,
+) -> Crop:
+    """A local crop whose patch centres lie inside `global_crop` for at least `min_overlap` of them.
+
+    Rejection sampling; after `tries` misses the crop is moved inside the global box (same size),
+    which always satisfies the constraint.
+    """
+    for _ in range(tries):
+        crop = sample_crop(original, aug, rng)
+        if overlap_share(crop, global_crop, aug.size, patch, original) >= min_overlap:
+            return crop
+    top = min(max(crop.top, global_crop.top), max(global_crop.top + global_crop.height - crop.height, 0))
+    left = min(max(crop.left, global_crop.left), max(global_crop.left + global_crop.width - crop.width, 0))
+    return Crop(top, left, crop.height, crop.width, crop.flip)
+
+
+def global_local_views(
+    image: np.ndarray,
+    global_aug: ViewAugment,
+    local_aug: ViewAugment,
+    num_local: int,
+    min_overlap: float,
+    patch: int,
+    rng: np.random.Generator,
+) -> tuple[View, list[View]]:
+    """One global view and `num_local` local views, each overlapping the global one (AlignSeg §IV-B)."""
+    original = image.shape[:2]
+    global_view = make_view(image, global_aug, patch, rng)
+    local = [
+        render_view(image, sample_local_crop(global_view.crop, original, local_aug, patch, min_overlap, rng), local_aug, patch, rng)
+        for _ in range(num_local)
+    ]
+    return global_view, local

@@ -35,6 +35,14 @@ def load_rgb(path: str | Path) -> np.ndarray:
         raise UnreadableImage(f"{path}: {exc}") from exc
 
 
+def load_rgb_all(paths: list[str], threads: int = 1) -> list[np.ndarray]:
+    """Decode many images (RGB uint8) on `threads` threads, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return list(pool.map(load_rgb, paths))
+
+
 def load_label_map(path: str | Path) -> np.ndarray:
     """Decode a single-channel PNG of ids (palette PNGs give their indices) to a 2-D array."""
     try:

@@ -16,7 +16,7 @@ from useg.data.manifest import ManifestRow
 from useg.data.transforms import resize_labels
 from useg.errors import DataError
 from useg.eval.imagenet_s import PROTOCOL, ImageNetSEvaluator, ImageStats, image_stats, read_matching
-from useg.eval.metrics import confusion_matrix, evaluate_confusion
+from useg.eval.metrics import confusion_matrix, evaluate_confusion, per_image_matched
 from useg.stores.predictions import Predictions
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,12 @@ def scan_predictions(
     ignore_index: int,
     threads: int = 1,
     imagenet_s: bool = False,
-) -> tuple[np.ndarray, ImageNetSEvaluator | None]:
-    """Sum of per-image confusions (and the imagenet-s statistics when asked); each prediction is
+) -> tuple[np.ndarray, np.ndarray, ImageNetSEvaluator | None]:
+    """Sum of per-image confusions [C, K], sum of the per-image matched class x class confusions
+    [C, C] (`per-image` protocol), and the imagenet-s statistics when asked; each prediction is
     resized (nearest) to its ground-truth size."""
     confusion = np.zeros((num_classes, predictions.num_labels), np.int64)
+    matched = np.zeros((num_classes, num_classes), np.int64)
     evaluator = ImageNetSEvaluator(num_classes, predictions.num_labels, ignore_index) if imagenet_s else None
     with ThreadPoolExecutor(max(1, threads)) as pool, tqdm(total=len(predictions), desc="evaluate", unit="img") as bar:
         for index, labels in predictions.batches():
@@ -55,10 +57,11 @@ def scan_predictions(
             for job in jobs:
                 image_confusion, stats = job.result()
                 confusion += image_confusion
+                matched += per_image_matched(image_confusion)
                 if evaluator is not None:
                     evaluator.add_stats(stats)
             bar.update(len(index))
-    return confusion, evaluator
+    return confusion, matched, evaluator
 
 
 def evaluate_predictions(
@@ -74,16 +77,19 @@ def evaluate_predictions(
 ) -> dict[str, Any]:
     """Write metrics.json for one predictions store and return it.
 
-    `protocols`: `hungarian` (with `overcluster` when K > C) and/or `imagenet-s` (label 0 =
+    `protocols`: `hungarian` (with `overcluster` when K > C and `per-image` beside it, unsupervised only) and/or `imagenet-s` (label 0 =
     background); `matching_path` reuses a saved imagenet-s matching instead of matching anew.
     """
     if not class_names:
         raise DataError("the dataset has no classes.txt: cannot evaluate without class names")
     predictions = Predictions(predictions_path)
     imagenet_s = PROTOCOL in protocols
-    confusion, evaluator = scan_predictions(predictions, rows, len(class_names), ignore_index, threads, imagenet_s)
+    confusion, matched, evaluator = scan_predictions(
+        predictions, rows, len(class_names), ignore_index, threads, imagenet_s
+    )
+    per_image = None if predictions.supervised else matched
     results = (
-        evaluate_confusion(confusion, class_names, predictions.supervised)
+        evaluate_confusion(confusion, class_names, predictions.supervised, per_image)
         if "hungarian" in protocols or predictions.supervised
         else {}
     )

@@ -1,4 +1,5 @@
-"""Checkpoints written atomically (a killed job never leaves a half file) and read back for resume."""
+"""Checkpoints written atomically (a killed job never leaves a half file) and read back for resume;
+trained models as {config, state_dict, ...} files read with weights_only (they can never run code)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 
 from useg.atomic import atomic_output
-from useg.errors import TrainingError
+from useg.errors import StoreError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -34,3 +35,16 @@ def load_checkpoint(path: str | Path, config_hash: str | None = None) -> dict[st
         return None
     log.info("resuming from %s (after epoch %d)", path, state.get("epoch", -1))
     return state
+
+
+def save_model(path: str | Path, config: dict[str, Any], state_dict: dict[str, Any], **extra: Any) -> None:
+    """Write a trained model as {config, state_dict, **extra}, atomically."""
+    save_checkpoint(path, {"config": config, "state_dict": state_dict, **extra})
+
+
+def read_model(path: str | Path, stage: str) -> dict[str, Any]:
+    """Read a model file written by `save_model`; `stage` names the stage that rewrites it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise StoreError(f"cannot read the model file {path}: {exc}. Delete it and rerun {stage}.") from exc

@@ -1,0 +1,98 @@
+"""AlignSeg training objectives (§IV-B): prototype-image alignment and global-local alignment.
+
+Shapes: one global crop with n_g patches and v_l local crops with n_l patches each, per image of a
+batch of B. Similarities s are cos(x, P^x) [B, n, K]; masks are saliency masks [B, n] (bool).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights, temperature, shift and the Table II switches of every term."""
+
+    alpha: float = 1.0
+    beta: float = 1.0
+    tau: float = 0.1
+    shift: float = 0.3
+    proto: bool = True
+    corr: bool = True
+    clamp: bool = True
+    saliency: bool = True
+
+
+def proto_loss(global_protos: Tensor, local_protos: list[Tensor], tau: float) -> Tensor:
+    """InfoNCE between the i-th global and local prototypes, summed over i, averaged over crops and images (eq. 4)."""
+    g = F.normalize(global_protos, dim=-1)
+    total = global_protos.new_zeros(())
+    for local in local_protos:
+        logits = g @ F.normalize(local, dim=-1).transpose(1, 2) / tau  # [B, K, K]: row i, column j
+        targets = torch.arange(logits.shape[1], device=logits.device).expand(len(logits), -1)
+        total = total + F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").sum(dim=1).mean()
+    return total / len(local_protos)
+
+
+def proto_corr(s_global: Tensor, s_local: Tensor, clamp: bool = True) -> Tensor:
+    """ProtoCorr = s̄_g s̄_lᵀ [B, n_g, n_l], s̄ = max(s, 0) with the 0-clamp (eq. 5, 8)."""
+    if clamp:
+        s_global, s_local = s_global.clamp_min(0), s_local.clamp_min(0)
+    return s_global @ s_local.transpose(1, 2)
+
+
+def dense_corr(x_global: Tensor, x_local: Tensor) -> Tensor:
+    """DenseCorr = cos(x_g, x_l) [B, n_g, n_l] of the frozen patch tokens (eq. 6)."""
+    return F.normalize(x_global, dim=-1) @ F.normalize(x_local, dim=-1).transpose(1, 2)
+
+
+def saliency_intersection(m_global: Tensor, m_local: Tensor) -> Tensor:
+    """M = m̂_g ⊙ m̂_lᵀ: 1 where both the global and the local patch are salient, [B, n_g, n_l] (eq. 9)."""
+    return m_global.float()[:, :, None] * m_local.float()[:, None, :]
+
+
+def corr_loss(
+    s_global: Tensor,
+    s_locals: list[Tensor],
+    x_global: Tensor,
+    x_locals: list[Tensor],
+    shift: float,
+    clamp: bool = True,
+    m_global: Tensor | None = None,
+    m_locals: list[Tensor] | None = None,
+) -> Tensor:
+    """-1/v_l Σ_v mean(M ⊙ ProtoCorr ⊙ (DenseCorr - h)) over patch pairs and images (eq. 7; eq. 10 with masks).
+
+    The mean runs over all n_g x n_l pairs, so pairs outside the saliency intersection add nothing.
+    """
+    total = s_global.new_zeros(())
+    for v, (s_local, x_local) in enumerate(zip(s_locals, x_locals, strict=True)):
+        term = proto_corr(s_global, s_local, clamp) * (dense_corr(x_global, x_local) - shift)
+        if m_global is not None and m_locals is not None:
+            term = term * saliency_intersection(m_global, m_locals[v])
+        total = total - term.mean()
+    return total / len(s_locals)
+
+
+def total_loss(
+    cfg: LossConfig,
+    protos: tuple[Tensor, list[Tensor]],
+    sims: tuple[Tensor, list[Tensor]],
+    tokens: tuple[Tensor, list[Tensor]],
+    masks: tuple[Tensor, list[Tensor]],
+) -> tuple[Tensor, dict[str, float]]:
+    """L = α L_proto + β L_corr with the disabled terms left out (eq. 11); each argument is (global, locals)."""
+    loss = protos[0].new_zeros(())
+    terms: dict[str, float] = {}
+    if cfg.proto:
+        proto = proto_loss(*protos, cfg.tau)
+        loss, terms["loss_proto"] = loss + cfg.alpha * proto, float(proto.detach())
+    if cfg.corr:
+        m_global, m_locals = masks if cfg.saliency else (None, None)
+        corr = corr_loss(*sims, *tokens, cfg.shift, cfg.clamp, m_global, m_locals)
+        loss, terms["loss_corr"] = loss + cfg.beta * corr, float(corr.detach())
+    return loss, terms

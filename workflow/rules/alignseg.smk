@@ -1,0 +1,49 @@
+"""AlignSeg: decoder + prototypes trained on crops through the frozen backbone -> per-image predictions."""
+
+
+rule alignseg_train:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        classes=f"{OUT}/classes.json",
+        weights=backbone_weights,
+    output:
+        model=f"{OUT}/alignseg/decoder.pt",
+        log=f"{OUT}/alignseg/train-log.json",
+    params:
+        cfg=lambda w: as_json(alignseg_train_params()),
+        resume=f"{OUT}/alignseg/resume/last.pth",
+        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+    log:
+        f"{OUT}/logs/alignseg/train.log",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg alignseg-train --params {params.cfg:q} --manifest {input.manifest} --classes {input.classes}"
+        " {params.weights} --out {output.model} --out-log {output.log} --resume {params.resume} --threads {threads} --log {log}"
+
+
+rule alignseg_predict:
+    input:
+        model=f"{OUT}/alignseg/decoder.pt",
+        features=feature_shards(DATASET["eval_split"]),
+    output:
+        directory(f"{OUT}/alignseg/predictions.zarr"),
+    params:
+        cfg=lambda w: as_json({"device": config["alignseg"]["device"], "seed": config["seed"]}),
+    log:
+        f"{OUT}/logs/alignseg/predict.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=by_input_size(30, 10),
+        gpu=1,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg alignseg-predict --params {params.cfg:q} --model {input.model} --features {input.features}"
+        " --out {output} --threads {threads} --log {log}"
