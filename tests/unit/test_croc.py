@@ -8,10 +8,11 @@ import torch
 
 from useg.backbones import BackboneConfig, build_backbone
 from useg.cluster.sinkhorn import sinkhorn
+from useg.data.images import load_rgb_all
 from useg.data.synthetic import ShapesConfig, write_shapes_dataset
 from useg.methods.croc import clustering as C
 from useg.methods.croc.clustering import ClusterConfig, cross_view_clustering, multi_head_clustering
-from useg.methods.croc.train import Batch, CrOCConfig, CrOCTrainer, cls_attention, load_images, make_batch, pretrain
+from useg.methods.croc.train import Batch, CrOCConfig, CrOCTrainer, cls_attention, make_batch, pretrain
 
 TINY_CROC = dict(
     epochs=2, batch_size=4, lr=5e-4, warmup_epochs=0, k_start=4, lambda_pos=1.0, sinkhorn_iters=20,
@@ -145,7 +146,7 @@ def test_two_epochs_lower_the_loss(pretrained):
     _, arch, _, _, paths = pretrained
     cfg = CrOCConfig(**{**TINY_CROC, "lr": 1e-3, "freeze_last_layer_epochs": 0, "momentum": 0.9})
     trainer = CrOCTrainer(cfg, arch, iters_per_epoch=2, seed=0)
-    images = load_images(paths, 1)
+    images = load_rgb_all(paths, 1)
     aug = cfg.view_augment()
 
     def batch(seed: int, idx: list[int]) -> Batch:

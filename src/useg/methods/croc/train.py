@@ -11,7 +11,6 @@ import copy
 import logging
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from tqdm import tqdm
 from useg.atomic import write_json
 from useg.backbones.vit import BackboneConfig, ViTBackbone, create_vit
 from useg.data.augment import View, ViewAugment, two_views
-from useg.data.images import load_rgb
+from useg.data.images import load_rgb_all
 from useg.errors import ConfigError, DataError
 from useg.methods.croc.clustering import ClusterConfig, Clustering, multi_head_clustering
 from useg.methods.croc.heads import CrOCHead
@@ -229,12 +228,6 @@ class CrOCTrainer:
         }
 
 
-def load_images(paths: list[str], threads: int) -> list[np.ndarray]:
-    """Decode the training images (RGB uint8)."""
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        return list(pool.map(load_rgb, paths))
-
-
 def pretrain(
     cfg: CrOCConfig,
     backbone_cfg: BackboneConfig,
@@ -256,7 +249,7 @@ def pretrain(
     aug = cfg.view_augment()
     if aug.size[0] % patch or aug.size[1] % patch:
         raise ConfigError(f"croc.view_size {list(aug.size)} must be a multiple of the patch size {patch}")
-    images = load_images(image_paths, threads)
+    images = load_rgb_all(image_paths, threads)
     history: list[dict[str, Any]] = []
     start = 0
     state = load_checkpoint(resume_path, config_hash)
