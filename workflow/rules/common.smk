@@ -121,7 +121,8 @@ def backbone_eval_targets():
 # MaskDistill Table 1: initial object masks, Mask R-CNN confident bank, final DeepLab-v3.
 METHOD_COLUMNS = {
     "transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"],
-    "maskdistill": ["maskdistill-initial", "maskdistill-maskrcnn", "maskdistill"],
+    "maskdistill": ["maskdistill-initial", "maskdistill-maskrcnn", "maskdistill"]
+    + (["maskdistill-crf"] if config["maskdistill"]["crf"]["enabled"] else []),
     "alignseg": ["alignseg"],
 }
 

@@ -205,6 +205,28 @@ rule maskdistill_predict:
         " --model {input.model} --out {output} --threads {threads} --log {log}"
 
 
+rule maskdistill_crf:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        model=f"{MD}/deeplab/model.pt",
+    output:
+        directory(f"{OUT}/maskdistill-crf/predictions.zarr"),
+    params:
+        cfg=lambda w: as_json(maskdistill_slice("device", "crf")),
+        split=DATASET["eval_split"],
+    log:
+        f"{OUT}/logs/maskdistill/crf.log",
+    threads: 2
+    resources:
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=lambda w, attempt: 60 * attempt,
+    conda:
+        CPU_ENV
+    shell:
+        "python -m useg maskdistill-predict --crf --params {params.cfg:q} --manifest {input.manifest}"
+        " --split {params.split} --model {input.model} --out {output} --threads {threads} --log {log}"
+
+
 rule maskdistill_ap:
     input:
         manifest=f"{OUT}/manifest.csv",

@@ -146,12 +146,15 @@ def run_predict(args: argparse.Namespace) -> None:
     """Final model's predictions on the evaluation split."""
     from useg.data.manifest import read_manifest, split_rows
     from useg.methods.maskdistill.deeplab import predict_deeplab
+    from useg.postprocess.crf import CRFConfig
     from useg.runtime import set_threads
 
     params = stage_params(args)
     set_threads(args.threads)
     rows = split_rows(read_manifest(args.manifest), args.split)
-    predict_deeplab(args.model, rows, args.out, _prov("maskdistill-predict", params), _device(params))
+    crf = CRFConfig(**params["maskdistill"]["crf"]["params"]) if args.crf else None
+    stage = "maskdistill-crf" if args.crf else "maskdistill-predict"
+    predict_deeplab(args.model, rows, args.out, _prov(stage, params), _device(params), crf=crf)
 
 
 def run_ap(args: argparse.Namespace) -> None:
@@ -211,6 +214,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--crf", action="store_true", help="refine with the dense CRF of maskdistill.crf.params")
 
     p = add_stage(sub, "maskdistill-ap", run_ap, "MaskDistill: mask AP against ground-truth instances")
     p.add_argument("--manifest", required=True)

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from useg.data.manifest import ManifestRow
-from useg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from useg.data.augment import normalise_images
 from useg.methods.common import load_images
 from useg.methods.maskdistill.models import build_deeplab, load_model, num_parameters, save_model, step_lr
+from useg.postprocess.crf import CRFConfig, dense_crf
 from useg.stores.labelbank import LabelBank
 from useg.stores.predictions import PredictionsWriter
 from useg.train import check_finite
@@ -36,18 +37,12 @@ def hard_pixel_ce(logits: torch.Tensor, target: torch.Tensor, fraction: float, i
     return valid.topk(count, sorted=False).values.mean()
 
 
-def normalise_batch(images: torch.Tensor) -> torch.Tensor:
-    """[B, 3, H, W] in [0, 1] -> ImageNet-normalised."""
-    mean, std = torch.from_numpy(IMAGENET_MEAN)[:, None, None], torch.from_numpy(IMAGENET_STD)[:, None, None]
-    return (images - mean) / std
-
-
 def train_deeplab(
     rows: list[ManifestRow], bank: LabelBank, cfg: dict[str, Any], seed: int, out_path: str | Path, device: torch.device
 ) -> None:
     """Train DeepLab-v3 on the bank's labels: SGD (momentum 0.9), lr ×0.1 after `lr_step` of the epochs, flips (§4.1)."""
     size = tuple(bank.attrs["input_size"])
-    images = normalise_batch(load_images(rows, size))
+    images = normalise_images(load_images(rows, size))
     targets = torch.from_numpy(bank.read("labels").astype(np.int64))
     model = build_deeplab(cfg, bank.num_labels, seed).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -83,17 +78,23 @@ def predict_deeplab(
     prov: dict[str, Any],
     device: torch.device,
     batch_size: int = 16,
+    crf: CRFConfig | None = None,
 ) -> None:
-    """End-to-end inference per image at the working size: arg-max of the upsampled logits."""
+    """End-to-end inference per image at the working size: arg-max of the upsampled logits, after a dense
+    CRF on their softmax when `crf` is given (the paper's "+CRF" rows)."""
     state, ckpt = load_model(model_path, KIND)
     model = build_deeplab(ckpt["config"], ckpt["num_labels"], 0)
     model.load_state_dict(state)
     model = model.to(device).eval()
     size = tuple(ckpt["input_size"])
     index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
-    with PredictionsWriter(out_path, index, ids, size, ckpt["num_labels"], "maskdistill", prov) as writer:
-        for start in tqdm(range(0, len(rows), batch_size), desc="deeplab predict", unit="batch"):
-            images = normalise_batch(load_images([row for _, row in rows[start : start + batch_size]], size))
-            logits = model(images.to(device))["out"]
-            writer.write(start, logits.argmax(1).cpu().numpy().astype(np.uint16))
-    log.info("maskdistill: predicted %d images -> %s", len(rows), out_path)
+    method = "maskdistill" if crf is None else "maskdistill-crf"
+    with PredictionsWriter(out_path, index, ids, size, ckpt["num_labels"], method, prov) as writer:
+        for start in tqdm(range(0, len(rows), batch_size), desc=f"{method} predict", unit="batch"):
+            images = load_images([row for _, row in rows[start : start + batch_size]], size)
+            logits = model(normalise_images(images).to(device))["out"].cpu()
+            if crf is not None:
+                probs = [dense_crf(image * 255, p, crf) for image, p in zip(images, logits.softmax(dim=1))]
+                logits = torch.stack(probs)
+            writer.write(start, logits.argmax(1).numpy().astype(np.uint16))
+    log.info("%s: predicted %d images -> %s", method, len(rows), out_path)

@@ -1,0 +1,1 @@
+"""Post-processing of per-pixel class probabilities (dense CRF)."""
