@@ -35,12 +35,18 @@ def load_rgb(path: str | Path) -> np.ndarray:
         raise UnreadableImage(f"{path}: {exc}") from exc
 
 
-def load_rgb_all(paths: list[str], threads: int = 1) -> list[np.ndarray]:
-    """Decode many images (RGB uint8) on `threads` threads, in order."""
+def load_rgb_all(paths: list[str], threads: int = 1, size: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """Decode many images (RGB uint8) on `threads` threads, in order; resized to `size` (h, w) when given."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from useg.data.transforms import resize_rgb
+
+    def load(path: str) -> np.ndarray:
+        image = load_rgb(path)
+        return image if size is None else resize_rgb(image, size)
+
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        return list(pool.map(load_rgb, paths))
+        return list(pool.map(load, paths))
 
 
 def load_label_map(path: str | Path) -> np.ndarray:

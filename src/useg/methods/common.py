@@ -6,14 +6,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from useg.data.images import load_rgb
+from useg.data.images import load_rgb_all
 from useg.data.manifest import ManifestRow
-from useg.data.transforms import resize_rgb
 
 
 def load_images(rows: list[ManifestRow], size: tuple[int, int]) -> torch.Tensor:
     """Images at the working size, [N, 3, H, W] floats in [0, 1]."""
-    arrays = [resize_rgb(load_rgb(row.path), size) for row in rows]
+    arrays = load_rgb_all([row.path for row in rows], size=size)
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
 
 

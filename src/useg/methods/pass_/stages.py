@@ -19,13 +19,13 @@ from tqdm import tqdm
 from useg.atomic import write_json
 from useg.cluster.kmeans import assign, fit_kmeans, l2_normalise
 from useg.data.augment import ViewAugment, make_view
+from useg.data.images import load_rgb_all
 from useg.data.labels import load_mask
 from useg.data.manifest import ManifestRow
 from useg.data.transforms import normalise, resize_labels
 from useg.errors import DataError
 from useg.eval.imagenet_s import ImageNetSEvaluator, nmi
 from useg.methods.pass_.model import NetConfig, PASSNet, SegmentationNet
-from useg.methods.pass_.train import load_images
 from useg.runtime import resolve_device
 from useg.stores.predictions import PredictionsWriter
 from useg.train import check_finite, cosine_schedule, load_checkpoint, save_checkpoint
@@ -87,7 +87,7 @@ def cluster_images(
     """k-means of the pooled image features into K pseudo categories; NMI vs ground truth when known."""
     net, _ = load_pass_net(checkpoint)
     feats = l2_normalise(
-        pooled_features(net, load_images([r.path for r in rows], input_size, threads), cfg["batch_size"])
+        pooled_features(net, load_rgb_all([r.path for r in rows], threads, input_size), cfg["batch_size"])
     )
     result = fit_kmeans(feats, k, niter=cfg["niter"], seed=seed, spherical=True, nredo=cfg["nredo"])
     labels, _ = assign(feats, result.centroids)
@@ -143,7 +143,7 @@ def finetune(
     model = SegmentationNet(net_cfg, pseudo["k"])
     model.trunk.load_state_dict(pretrained.trunk.state_dict())
     model.to(dev)
-    images = load_images([r.path for r in rows], input_size, threads)
+    images = load_rgb_all([r.path for r in rows], threads, input_size)
     targets = torch.tensor([by_id[r.id] for r in rows])
     batch_size = min(cfg.batch_size, len(rows))
     iters = len(rows) // batch_size
@@ -240,7 +240,7 @@ def choose_threshold(
     model = load_segmentation_net(model_path)
     k = model.head.out_channels
     evaluators = [ImageNetSEvaluator(len(class_names), k + 1, ignore) for _ in taus]
-    images = load_images([r.path for r in rows], input_size, threads)
+    images = load_rgb_all([r.path for r in rows], threads, input_size)
     start = 0
     for cam in tqdm(cams(model, images, batch_size), desc="pass threshold", unit="batch"):
         gts = [load_mask(r) for r in rows[start : start + len(cam)]]
@@ -270,7 +270,7 @@ def predict(
 ) -> None:
     """Label maps of an evaluation split: 0 = background, 1..C = pseudo categories."""
     model = load_segmentation_net(model_path)
-    images = load_images([r.path for _, r in rows], input_size, threads)
+    images = load_rgb_all([r.path for _, r in rows], threads, input_size)
     index = np.array([i for i, _ in rows])
     with PredictionsWriter(
         out_path, index, [r.id for _, r in rows], input_size, model.head.out_channels + 1, "pass", prov

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,7 @@ from tqdm import tqdm
 
 from useg.atomic import write_json
 from useg.data.augment import Crop, View, ViewAugment, make_view
-from useg.data.images import load_rgb
-from useg.data.transforms import resize_rgb
+from useg.data.images import load_rgb_all
 from useg.errors import ConfigError, DataError
 from useg.methods.common import roi_crop
 from useg.methods.pass_.losses import overlap_features, swapped_pair, swav_codes, unflip
@@ -59,12 +57,6 @@ class PretrainConfig:
 
     def view_augment(self) -> ViewAugment:
         return ViewAugment(size=tuple(self.view_size), scale=tuple(self.crop_scale), **self.augment)
-
-
-def load_images(paths: list[str], size: tuple[int, int], threads: int) -> list[np.ndarray]:
-    """Decode images and resize them to the working size (RGB uint8)."""
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        return list(pool.map(lambda p: resize_rgb(load_rgb(p), size), paths))
 
 
 def attention_priors(stores: list[FeatureStore], rows: list[int]) -> np.ndarray:
@@ -183,7 +175,7 @@ def pretrain(
     batch_size = min(cfg.batch_size, len(image_paths))
     iters = len(image_paths) // batch_size
     trainer = PASSTrainer(net_cfg, cfg, iters, seed, device)
-    images = load_images(image_paths, input_size, threads)
+    images = load_rgb_all(image_paths, threads, input_size)
     prior_t = None if priors is None else torch.from_numpy(priors.astype(np.float32))[:, None]
     history: list[dict[str, Any]] = []
     start = 0
