@@ -49,6 +49,13 @@ def stage_params(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(args.params) if args.params else {}
 
 
+def stage_provenance(stage: str, params: dict[str, Any], **where: Any) -> dict[str, Any]:
+    """Provenance of a stage's store: its config slice plus where it ran (split, shard), and the seed."""
+    from useg.stores.base import provenance
+
+    return provenance(stage, {**params, **where}, params.get("seed"))
+
+
 def add_stage(sub: argparse._SubParsersAction, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
     """A stage subcommand with the common --params, --threads and --log options."""
     parser = sub.add_parser(name, help=help_text, description=help_text)

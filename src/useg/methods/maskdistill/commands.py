@@ -6,13 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from useg.cli import add_shard_args, add_stage, stage_params
-
-
-def _prov(stage: str, params: dict[str, Any], **where: Any) -> dict[str, Any]:
-    from useg.stores.base import provenance
-
-    return provenance(stage, {**params, **where}, params.get("seed"))
+from useg.cli import add_shard_args, add_stage, stage_params, stage_provenance
 
 
 def _shard(args: argparse.Namespace):
@@ -40,7 +34,7 @@ def run_masks(args: argparse.Namespace) -> None:
     where = {"split": args.split, "shard": args.shard, "shards": args.shards}
     build_mask_bank(
         backbone, _shard(args), params["maskdistill"], cfg.input_size, args.out,
-        _prov("maskdistill-masks", params, **where), _device(params),
+        stage_provenance("maskdistill-masks", params, **where), _device(params),
     )  # fmt: skip
 
 
@@ -65,7 +59,8 @@ def run_clusters(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     cfg = params["maskdistill"]
     k = num_clusters(cfg["k"], args.classes)
-    fit_mask_clusters(MaskBank(args.fit), MaskBank(args.label), k, cfg, params["seed"], args.out, _prov("maskdistill-clusters", params))
+    prov = stage_provenance("maskdistill-clusters", params)
+    fit_mask_clusters(MaskBank(args.fit), MaskBank(args.label), k, cfg, params["seed"], args.out, prov)
 
 
 def run_initial(args: argparse.Namespace) -> None:
@@ -74,7 +69,7 @@ def run_initial(args: argparse.Namespace) -> None:
     from useg.stores.maskbank import MaskBank
 
     params = stage_params(args)
-    predict_initial(MaskBank(args.masks), args.clusters, args.out, _prov("maskdistill-initial", params))
+    predict_initial(MaskBank(args.masks), args.clusters, args.out, stage_provenance("maskdistill-initial", params))
 
 
 def run_maskrcnn(args: argparse.Namespace) -> None:
@@ -106,7 +101,7 @@ def run_candidates(args: argparse.Namespace) -> None:
     where = {"split": args.split, "shard": args.shard, "shards": args.shards}
     predict_candidates(
         model, _shard(args), k, tuple(params["backbone"]["input_size"]), params["maskdistill"]["batch_size"],
-        args.out, _prov("maskdistill-candidates", params, **where), device,
+        args.out, stage_provenance("maskdistill-candidates", params, **where), device,
     )  # fmt: skip
 
 
@@ -116,7 +111,8 @@ def run_labels(args: argparse.Namespace) -> None:
     from useg.stores.candidates import CandidateBank
 
     params = stage_params(args)
-    aggregate_bank(CandidateBank(args.candidates), params["maskdistill"]["tau"], args.out, _prov("maskdistill-labels", params))
+    prov = stage_provenance("maskdistill-labels", params)
+    aggregate_bank(CandidateBank(args.candidates), params["maskdistill"]["tau"], args.out, prov)
 
 
 def run_bank_predict(args: argparse.Namespace) -> None:
@@ -125,7 +121,8 @@ def run_bank_predict(args: argparse.Namespace) -> None:
     from useg.stores.labelbank import LabelBank
 
     params = stage_params(args)
-    bank_predictions(LabelBank([args.bank]), "maskdistill-maskrcnn", args.out, _prov("maskdistill-bank-predict", params))
+    prov = stage_provenance("maskdistill-bank-predict", params)
+    bank_predictions(LabelBank([args.bank]), "maskdistill-maskrcnn", args.out, prov)
 
 
 def run_deeplab(args: argparse.Namespace) -> None:
@@ -154,7 +151,7 @@ def run_predict(args: argparse.Namespace) -> None:
     rows = split_rows(read_manifest(args.manifest), args.split)
     crf = CRFConfig(**params["maskdistill"]["crf"]["params"]) if args.crf else None
     stage = "maskdistill-crf" if args.crf else "maskdistill-predict"
-    predict_deeplab(args.model, rows, args.out, _prov(stage, params), _device(params), crf=crf)
+    predict_deeplab(args.model, rows, args.out, stage_provenance(stage, params), _device(params), crf=crf)
 
 
 def run_ap(args: argparse.Namespace) -> None:
@@ -167,7 +164,7 @@ def run_ap(args: argparse.Namespace) -> None:
     matchings = {"initial": matching(args.metrics_initial), "maskrcnn": matching(args.metrics_maskrcnn)}
     evaluate_ap(
         args.manifest, args.classes, MaskBank(args.masks), args.clusters, CandidateBank(args.candidates), matchings,
-        args.out, {"split": params.get("split"), "provenance": _prov("maskdistill-ap", params)},
+        args.out, {"split": params.get("split"), "provenance": stage_provenance("maskdistill-ap", params)},
     )  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from useg.cli import add_shard_args, add_stage, stage_params
+from useg.cli import add_shard_args, add_stage, stage_params, stage_provenance
 
 
 def _backbone(params: dict[str, Any], weights: str | None):
@@ -21,12 +21,6 @@ def _shard(args: argparse.Namespace):
     return shard_rows(split_rows(read_manifest(args.manifest), args.split), args.shard, args.shards)
 
 
-def _prov(stage: str, params: dict[str, Any], **where: Any) -> dict[str, Any]:
-    from useg.stores.base import provenance
-
-    return provenance(stage, {**params, **where}, params.get("seed"))
-
-
 def run_crops(args: argparse.Namespace) -> None:
     """Sliding-window crops of one train shard -> CropBank (CLS per crop, foreground prior)."""
     from useg.methods.transfgu.crops import build_crop_bank
@@ -39,7 +33,7 @@ def run_crops(args: argparse.Namespace) -> None:
     where = {"split": args.split, "shard": args.shard, "shards": args.shards}
     build_crop_bank(
         backbone, _shard(args), FeatureStore(args.features), params["transfgu"], args.out,
-        _prov("transfgu-crops", params, **where), resolve_device(params["transfgu"]["device"]),
+        stage_provenance("transfgu-crops", params, **where), resolve_device(params["transfgu"]["device"]),
     )  # fmt: skip
 
 
@@ -57,7 +51,8 @@ def run_concepts(args: argparse.Namespace) -> None:
     k = cfg["k"] or len(classes["classes"])
     if k < 2:
         raise ConfigError("transfgu.k is not set and the dataset has no classes.txt to take K from")
-    fit_concepts(args.crops, k, len(classes.get("things", [])), cfg, params["seed"], args.out, _prov("transfgu-concepts", params))
+    prov = stage_provenance("transfgu-concepts", params)
+    fit_concepts(args.crops, k, len(classes.get("things", [])), cfg, params["seed"], args.out, prov)
 
 
 def run_bank(args: argparse.Namespace) -> None:
@@ -73,7 +68,7 @@ def run_bank(args: argparse.Namespace) -> None:
     where = {"split": args.split, "shard": args.shard, "shards": args.shards}
     build_label_bank(
         backbone, _shard(args), concepts, groups, params["transfgu"], cfg.input_size, args.out,
-        _prov("transfgu-bank", params, **where), resolve_device(params["transfgu"]["device"]),
+        stage_provenance("transfgu-bank", params, **where), resolve_device(params["transfgu"]["device"]),
     )  # fmt: skip
 
 
@@ -105,7 +100,7 @@ def run_initial(args: argparse.Namespace) -> None:
 
     params = stage_params(args)
     bank = LabelBank(args.bank)
-    predict_initial(bank, args.out, tuple(bank.attrs["input_size"]), _prov("transfgu-initial", params))
+    predict_initial(bank, args.out, tuple(bank.attrs["input_size"]), stage_provenance("transfgu-initial", params))
 
 
 def run_predict(args: argparse.Namespace) -> None:
@@ -120,7 +115,7 @@ def run_predict(args: argparse.Namespace) -> None:
     stores = open_shards(args.features)
     model, _ = load_segmenter(args.model)
     size = tuple(stores[0].attrs["input_size"])
-    prov = _prov("transfgu-predict", params, method=args.method)
+    prov = stage_provenance("transfgu-predict", params, method=args.method)
     predict_segmenter(model, stores, args.out, size, args.method, prov, resolve_device(params["transfgu"]["device"]))
 
 
