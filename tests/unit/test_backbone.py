@@ -117,3 +117,16 @@ def test_random_init_is_seeded():
     a, b, c = build_backbone(tiny(8), seed=1), build_backbone(tiny(8), seed=1), build_backbone(tiny(8), seed=2)
     torch.testing.assert_close(_outputs(a), _outputs(b))
     assert not torch.allclose(_outputs(a), _outputs(c))
+
+
+def test_cli_start_up_does_not_import_torch():
+    """Stages without a backbone (evaluate, k-means, reports) start without torch, timm or torchvision."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from useg.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
