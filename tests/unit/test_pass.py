@@ -2,12 +2,15 @@
 
 import json
 
+import numpy as np
+
 import torch
 
 from useg.cli import main
 from useg.data.augment import Crop
-from useg.methods.pass_.losses import overlap_features, swav_codes
-from useg.methods.pass_.train import view_prior
+from useg.methods.pass_.losses import EmbeddingQueue, overlap_features, swav_codes
+from useg.methods.pass_.model import NetConfig
+from useg.methods.pass_.train import PASSTrainer, PretrainConfig, view_prior
 
 
 def coordinate_features(crop: Crop, grid: int) -> torch.Tensor:
@@ -44,6 +47,51 @@ def test_swav_codes_are_equipartitioned_distributions():
     codes = swav_codes(scores, eps=0.05, iters=300)  # cosine scores, as the prototypes give
     assert torch.allclose(codes.sum(1), torch.ones(32), atol=1e-4)
     assert torch.allclose(codes.sum(0), torch.full((8,), 4.0), atol=0.05)
+
+
+def test_queue_joins_the_sinkhorn_problem_only_once_full():
+    prototypes = torch.nn.Linear(16, 8, bias=False)
+    queue = EmbeddingQueue(length=24, views=2, dim=16)
+    batch = torch.nn.functional.normalize(torch.randn(4, 16), dim=1)
+    scores = prototypes(batch)
+    assert torch.equal(queue.codes(0, scores, prototypes, 0.05, 50), swav_codes(scores, 0.05, 50))
+    pushed = [torch.nn.functional.normalize(torch.randn(12, 16), dim=1) for _ in range(2)]
+    queue.push(pushed)
+    assert not queue.full and torch.equal(queue.embeddings[1, :12], pushed[1])  # newest first
+    queue.push(pushed[::-1])
+    assert queue.full and torch.equal(queue.embeddings[0, 12:], pushed[0])  # older rows move back
+    codes = queue.codes(0, scores, prototypes, 0.05, 300)
+    joint = swav_codes(torch.cat([prototypes(queue.embeddings[0]), scores]), 0.05, 300)
+    assert codes.shape == (4, 8) and torch.allclose(codes, joint[24:])
+    assert torch.allclose(codes.sum(1), torch.ones(4), atol=1e-4)
+    assert not torch.allclose(codes, swav_codes(scores, 0.05, 300), atol=1e-3)  # the queue changes the codes
+    queue.push([torch.zeros(30, 16)] * 2)  # a push longer than the queue keeps only its newest rows
+    assert queue.filled == 24 and queue.embeddings.abs().sum() == 0
+
+
+def test_prototypes_stay_frozen_during_the_first_epoch():
+    from useg.data.augment import make_view
+
+    net_cfg = NetConfig(arch="tiny", width=8, output_stride=8, projector_hidden=16, projector_dim=8, prototypes=6)
+    cfg = PretrainConfig(
+        epochs=3, batch_size=4, lr=0.05, view_size=[32, 32], overlap_size=2, freeze_prototypes_epochs=1, queue_length=8
+    )
+    trainer = PASSTrainer(net_cfg, cfg, iters_per_epoch=1, seed=0, device="cpu")
+    rng = torch.Generator().manual_seed(0)
+    images = [(torch.rand(48, 48, 3, generator=rng) * 255).byte().numpy() for _ in range(4)]
+    aug = cfg.view_augment()
+
+    def step(it: int) -> torch.Tensor:
+        views = tuple([make_view(img, aug, 8, np.random.default_rng([it, i, v])) for i, img in enumerate(images)] for v in (0, 1))
+        trainer.step(views, None, (48, 48), it)
+        return torch.nn.functional.normalize(trainer.net.prototypes.weight.detach(), dim=1).clone()
+
+    start = torch.nn.functional.normalize(trainer.net.prototypes.weight.detach(), dim=1).clone()
+    trunk = trainer.net.attention.weight.detach().clone()
+    assert torch.allclose(step(0), start, atol=1e-6)  # epoch 1: prototypes fixed, the rest learns
+    assert not torch.equal(trainer.net.attention.weight, trunk)
+    assert not torch.allclose(step(1), start, atol=1e-4)  # epoch 2: prototypes move
+    assert trainer.queue.filled == 8
 
 
 def test_view_prior_follows_the_crop_and_the_flip():

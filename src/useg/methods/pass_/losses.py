@@ -26,6 +26,36 @@ def swav_codes(scores: Tensor, eps: float, iters: int) -> Tensor:
     return sinkhorn(-scores.detach().float()[None], r, c, lam=1.0 / eps, iters=iters)[0] * n
 
 
+class EmbeddingQueue:
+    """SwAV's queue: the last `length` image embeddings of each view, scored with the current
+    prototypes and put before the batch in the Sinkhorn problem so that small batches can still
+    be equipartitioned; used once full."""
+
+    def __init__(self, length: int, views: int, dim: int, device: torch.device | str = "cpu") -> None:
+        self.embeddings = torch.zeros(views, length, dim, device=device)
+        self.filled = 0
+
+    @property
+    def full(self) -> bool:
+        return self.filled == self.embeddings.shape[1] > 0
+
+    @torch.no_grad()
+    def codes(self, view: int, scores: Tensor, prototypes: torch.nn.Module, eps: float, iters: int) -> Tensor:
+        """Codes of the batch rows of `scores` [n, P], equipartitioned jointly with the queue."""
+        if not self.full:
+            return swav_codes(scores, eps, iters)
+        past = prototypes(self.embeddings[view])
+        return swav_codes(torch.cat([past, scores.detach()]), eps, iters)[len(past) :]
+
+    @torch.no_grad()
+    def push(self, embeddings: list[Tensor]) -> None:
+        """Put each view's batch embeddings [n, D] first, dropping the oldest."""
+        length = self.embeddings.shape[1]
+        for view, e in enumerate(embeddings):
+            self.embeddings[view] = torch.cat([e.detach(), self.embeddings[view]])[:length]
+        self.filled = min(length, self.filled + len(embeddings[0]))
+
+
 def swapped_loss(codes: Tensor, scores: Tensor, temperature: float) -> Tensor:
     """-sum_k q_k log softmax(scores / T)_k, averaged over rows: the SwAV prediction term."""
     return -(codes * F.log_softmax(scores / temperature, dim=1)).sum(dim=1).mean()

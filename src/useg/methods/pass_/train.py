@@ -25,7 +25,7 @@ from useg.data.augment import Crop, View, ViewAugment, make_view
 from useg.data.images import load_rgb_all
 from useg.errors import ConfigError, DataError
 from useg.methods.common import roi_crop
-from useg.methods.pass_.losses import overlap_features, swapped_pair, swav_codes, unflip
+from useg.methods.pass_.losses import EmbeddingQueue, overlap_features, swapped_pair, swav_codes, unflip
 from useg.methods.pass_.model import NetConfig, PASSNet
 from useg.runtime import resolve_device
 from useg.stores.features import FeatureStore
@@ -51,6 +51,9 @@ class PretrainConfig:
     w_p2p: float = 1.0
     w_prior: float = 1.0  # used when pass.saliency_prior is true
     overlap_size: int = 7  # overlap grid side for the pixel alignments
+    freeze_prototypes_epochs: int = 1  # SwAV: the prototypes get no update in the first epochs
+    queue_length: int = 0  # SwAV's embedding queue for small batches (0: none)
+    queue_start_epoch: int = 0
     view_size: list[int] = field(default_factory=lambda: [224, 224])
     crop_scale: list[float] = field(default_factory=lambda: [0.14, 1.0])
     augment: dict[str, float] = field(default_factory=dict)
@@ -112,15 +115,23 @@ class PASSTrainer:
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.iters_per_epoch = iters_per_epoch
         self.lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters_per_epoch, cfg.warmup_epochs)
+        self.queue = EmbeddingQueue(cfg.queue_length, 2, net_cfg.projector_dim, self.device)
 
-    def losses(self, views: tuple[list[View], list[View]], prior: Tensor | None, frame: tuple[int, int]) -> Step:
+    def losses(
+        self, views: tuple[list[View], list[View]], prior: Tensor | None, frame: tuple[int, int], epoch: int = 0
+    ) -> Step:
         """SwAV + I2P + P2P (+ prior) losses of a batch of view pairs (LUSS Sec. 4)."""
         cfg, net = self.cfg, self.net
         net.normalise_prototypes()
         z = [net.trunk(torch.stack([v.image for v in vs]).to(self.device)) for vs in views]
         c = [net.pixel_attention(zi) for zi in z]
-        image_scores = [net.scores(net.image_embedding(zi, ci)) for zi, ci in zip(z, c)]
-        codes = [swav_codes(s, cfg.epsilon, cfg.sinkhorn_iters) for s in image_scores]
+        embeddings = [net.image_embedding(zi, ci) for zi, ci in zip(z, c)]
+        image_scores = [net.scores(e) for e in embeddings]
+        codes = [
+            self.queue.codes(i, s, net.prototypes, cfg.epsilon, cfg.sinkhorn_iters) for i, s in enumerate(image_scores)
+        ]
+        if cfg.queue_length and epoch >= cfg.queue_start_epoch:
+            self.queue.push(embeddings)
         parts = {"swav": swapped_pair(codes, image_scores, cfg.temperature)}
         crops = [[v.crop for v in vs] for vs in views]
         rows1, rows2, image = overlap_features(z[0], z[1], crops[0], crops[1], cfg.overlap_size)
@@ -144,10 +155,13 @@ class PASSTrainer:
         """One optimisation step; `frame` is the size of the images the views were cut from."""
         for group in self.optimizer.param_groups:
             group["lr"] = float(self.lr[it])
-        out = self.losses(views, prior, frame)
-        check_finite(out.total, it // self.iters_per_epoch, it % self.iters_per_epoch, "lower pass.pretrain.lr")
+        epoch = it // self.iters_per_epoch
+        out = self.losses(views, prior, frame, epoch)
+        check_finite(out.total, epoch, it % self.iters_per_epoch, "lower pass.pretrain.lr")
         self.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
+        if epoch < self.cfg.freeze_prototypes_epochs:
+            self.net.prototypes.weight.grad = None
         self.optimizer.step()
         return out
 
@@ -183,6 +197,7 @@ def pretrain(
     if state is not None:
         trainer.net.load_state_dict(state["net"])
         trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.queue.embeddings, trainer.queue.filled = state["queue"].to(trainer.device), state["queue_filled"]
         history, start = state["history"], state["epoch"] + 1
     began = time.perf_counter()
     for epoch in range(start, cfg.epochs):
@@ -210,6 +225,8 @@ def pretrain(
             {
                 "net": trainer.net.state_dict(),
                 "optimizer": trainer.optimizer.state_dict(),
+                "queue": trainer.queue.embeddings,
+                "queue_filled": trainer.queue.filled,
                 "epoch": epoch,
                 "history": history,
                 "config_hash": config_hash,
