@@ -59,6 +59,26 @@ def open_store(path: str | Path, kind: str | None = None) -> zarr.Group:
     return group
 
 
+class ShardedStore:
+    """Read access to the shards of one store kind (of one or more splits), in the order given:
+    per-image arrays concatenated over the shards, attrs of the first shard."""
+
+    KIND = ""
+
+    def __init__(self, paths: list[str | Path]) -> None:
+        self.groups = [open_store(p, self.KIND) for p in paths]
+        self.attrs = dict(self.groups[0].attrs)
+        self.index: np.ndarray = np.concatenate([g["index"][:] for g in self.groups])
+        self.ids: list[str] = [str(s) for g in self.groups for s in g["ids"][:]]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read(self, name: str) -> np.ndarray:
+        """One per-image array of every shard, concatenated."""
+        return np.concatenate([g[name][:] for g in self.groups])
+
+
 def read_attrs(path: str | Path) -> dict[str, Any]:
     """The attrs of any store (provenance included)."""
     return dict(open_store(path).attrs)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from useg.stores.base import create_array, open_store, string_array, write_store
+from useg.stores.base import ShardedStore, create_array, string_array, write_store
 
 KIND = "CandidateBank"
 FIELDS = ("scores", "labels", "boxes", "masks")
@@ -50,18 +50,14 @@ def write_candidates(
                 arr[:] = np.concatenate([c[name].reshape(-1, *shapes[name]) for c in per_image]).astype(dtypes[name])
 
 
-class CandidateBank:
+class CandidateBank(ShardedStore):
     """Read access to CandidateBank shards of one split, in shard order."""
 
-    def __init__(self, paths: list[str | Path]) -> None:
-        self.groups = [open_store(p, KIND) for p in paths]
-        self.attrs = dict(self.groups[0].attrs)
-        self.input_size: tuple[int, int] = tuple(self.attrs["input_size"])  # type: ignore[assignment]
-        self.index: np.ndarray = np.concatenate([g["index"][:] for g in self.groups])
-        self.ids: list[str] = [str(s) for g in self.groups for s in g["ids"][:]]
+    KIND = KIND
 
-    def __len__(self) -> int:
-        return len(self.index)
+    def __init__(self, paths: list[str | Path]) -> None:
+        super().__init__(paths)
+        self.input_size: tuple[int, int] = tuple(self.attrs["input_size"])  # type: ignore[assignment]
 
     def images(self):
         """Yield (manifest row, candidates dict of FIELDS) for every image, in order."""

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from useg.stores.base import create_array, open_store, string_array, write_store
+from useg.stores.base import ShardedStore, create_array, string_array, write_store
 
 KIND = "LabelBank"
 
@@ -70,21 +70,13 @@ class LabelBankWriter:
         self._stack.__exit__(*exc)
 
 
-class LabelBank:
-    """Read access to LabelBank shards of one split, in shard order."""
+class LabelBank(ShardedStore):
+    """Read access to LabelBank shards of one split, in shard order; `read` takes
+    `maps`, `labels` or `foreground`."""
+
+    KIND = KIND
 
     def __init__(self, paths: list[str | Path]) -> None:
-        self.groups = [open_store(p, KIND) for p in paths]
-        first = dict(self.groups[0].attrs)
-        self.num_labels: int = first["num_labels"]
-        self.grid: tuple[int, int] = tuple(first["grid"])  # type: ignore[assignment]
-        self.attrs = first
-        self.index: np.ndarray = np.concatenate([g["index"][:] for g in self.groups])
-        self.ids: list[str] = [str(s) for g in self.groups for s in g["ids"][:]]
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def read(self, name: str) -> np.ndarray:
-        """One array of every shard, concatenated (`maps`, `labels` or `foreground`)."""
-        return np.concatenate([g[name][:] for g in self.groups])
+        super().__init__(paths)
+        self.num_labels: int = self.attrs["num_labels"]
+        self.grid: tuple[int, int] = tuple(self.attrs["grid"])  # type: ignore[assignment]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from useg.stores.base import create_array, open_store, string_array, write_store
+from useg.stores.base import ShardedStore, create_array, string_array, write_store
 
 KIND = "MaskBank"
 
@@ -58,23 +58,16 @@ class MaskBankWriter:
         self._stack.__exit__(*exc)
 
 
-class MaskBank:
-    """Read access to MaskBank shards (of one or more splits), in the order given."""
+class MaskBank(ShardedStore):
+    """Read access to MaskBank shards (of one or more splits), in the order given; `read` takes
+    `masks`, `boxes`, `source` or `cls`."""
+
+    KIND = KIND
 
     def __init__(self, paths: list[str | Path]) -> None:
-        self.groups = [open_store(p, KIND) for p in paths]
-        self.attrs = dict(self.groups[0].attrs)
+        super().__init__(paths)
         self.grid: tuple[int, int] = tuple(self.attrs["grid"])  # type: ignore[assignment]
         self.input_size: tuple[int, int] = tuple(self.attrs["input_size"])  # type: ignore[assignment]
-        self.index: np.ndarray = np.concatenate([g["index"][:] for g in self.groups])
-        self.ids: list[str] = [str(s) for g in self.groups for s in g["ids"][:]]
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def read(self, name: str) -> np.ndarray:
-        """One array of every shard, concatenated (`masks`, `boxes`, `source` or `cls`)."""
-        return np.concatenate([g[name][:] for g in self.groups])
 
     def pixel_masks(self) -> np.ndarray:
         """Masks upsampled (nearest) from the patch grid to the working size, [N, H, W] uint8."""
