@@ -117,6 +117,20 @@ class PASSTrainer:
         self.lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters_per_epoch, cfg.warmup_epochs)
         self.queue = EmbeddingQueue(cfg.queue_length, 2, net_cfg.projector_dim, self.device)
 
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs: network, optimiser and the SwAV queue."""
+        return {
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "queue": self.queue.embeddings,
+            "queue_filled": self.queue.filled,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.queue.embeddings, self.queue.filled = state["queue"].to(self.device), state["queue_filled"]
+
     def losses(
         self, views: tuple[list[View], list[View]], prior: Tensor | None, frame: tuple[int, int], epoch: int = 0
     ) -> Step:
@@ -195,9 +209,7 @@ def pretrain(
     start = 0
     state = load_checkpoint(resume_path, config_hash)
     if state is not None:
-        trainer.net.load_state_dict(state["net"])
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        trainer.queue.embeddings, trainer.queue.filled = state["queue"].to(trainer.device), state["queue_filled"]
+        trainer.load(state)
         history, start = state["history"], state["epoch"] + 1
     began = time.perf_counter()
     for epoch in range(start, cfg.epochs):
@@ -220,18 +232,7 @@ def pretrain(
                 sums[k] = sums.get(k, 0.0) + v / iters
         history.append({"epoch": epoch + 1, **sums, "lr": float(trainer.lr[(epoch + 1) * iters - 1])})
         log.info("pass epoch %d/%d: %s", epoch + 1, cfg.epochs, ", ".join(f"{k} {v:.4f}" for k, v in sums.items()))
-        save_checkpoint(
-            resume_path,
-            {
-                "net": trainer.net.state_dict(),
-                "optimizer": trainer.optimizer.state_dict(),
-                "queue": trainer.queue.embeddings,
-                "queue_filled": trainer.queue.filled,
-                "epoch": epoch,
-                "history": history,
-                "config_hash": config_hash,
-            },
-        )
+        save_checkpoint(resume_path, {**trainer.state(), "epoch": epoch, "history": history, "config_hash": config_hash})
     wall = time.perf_counter() - began
     save_checkpoint(out_checkpoint, {"net": trainer.net.state_dict(), "net_config": net_cfg.__dict__})
     summary = {
