@@ -1,4 +1,6 @@
+import cv2
 import numpy as np
+import pytest
 
 from useg.data.folder import list_folder_dataset
 from useg.data.images import load_label_map, load_rgb
@@ -47,17 +49,48 @@ def test_scenes_have_several_instances_and_scale_variation():
     assert max(areas) > 4 * np.median(areas) or min(areas) < np.median(areas) / 4
 
 
-def test_colour_does_not_identify_a_thing_class():
-    """Mean colours of one class's instances spread over many hues."""
-    hues = {name: [] for name in THING_CLASSES}
-    for number in range(60):
-        scene = render_scene(scene_rng(0, number), CFG)
+def _instance_hues(cfg: ShapesConfig, scenes: int) -> dict[str, list[float]]:
+    """OpenCV hue (0-180) of the light colour of every thing instance, per class."""
+    hues: dict[str, list[float]] = {name: [] for name in THING_CLASSES}
+    for number in range(scenes):
+        scene = render_scene(scene_rng(0, number), cfg)
+        hsv = cv2.cvtColor(scene.image, cv2.COLOR_RGB2HSV)
         for instance in np.unique(scene.instances[scene.instances > 0]):
             region = scene.instances == instance
-            mean = scene.image[region].mean(axis=0)
-            hues[CLASS_NAMES[scene.semantic[region][0]]].append(np.argmax(mean))
-    for name, dominant_channels in hues.items():
-        assert len(set(dominant_channels)) == 3, f"{name} instances all share a dominant colour"
+            brightest = np.argmax(hsv[..., 2][region])
+            hues[CLASS_NAMES[scene.semantic[region][0]]].append(float(hsv[..., 0][region][brightest]))
+    return hues
+
+
+def test_random_colours_do_not_identify_a_thing_class():
+    """colours: random -- one class's instances spread over the whole hue circle."""
+    for name, hues in _instance_hues(ShapesConfig(image_size=64, colours="random"), 60).items():
+        counts, _ = np.histogram(hues, bins=3, range=(0, 180))
+        assert (counts > 0).all(), f"{name} instances all share one third of the hue circle"
+
+
+def test_class_colours_centre_each_class_on_its_own_hue():
+    """colours: class -- instance hues lie around the class's centre, 360/7 degrees apart."""
+    cfg = ShapesConfig(image_size=64, colours="class", hue_std=15.0)
+    for name, hues in _instance_hues(cfg, 60).items():
+        centre = 180 * CLASS_NAMES.index(name) / len(CLASS_NAMES)
+        offset = (np.asarray(hues) - centre + 90) % 180 - 90
+        assert np.median(np.abs(offset)) < 10, f"{name} hues are not centred on {centre}"
+        assert np.abs(offset).max() > 2, f"{name} hues do not vary"
+
+
+def test_colour_mode_changes_colours_not_layout():
+    a = render_scene(scene_rng(0, 4), ShapesConfig(image_size=64, colours="class"))
+    b = render_scene(scene_rng(0, 4), ShapesConfig(image_size=64, colours="random"))
+    assert np.array_equal(a.semantic, b.semantic) and np.array_equal(a.instances, b.instances)
+    assert not np.array_equal(a.image, b.image)
+
+
+def test_unknown_mode_or_colours_is_rejected():
+    with pytest.raises(ValueError, match="colours"):
+        ShapesConfig(colours="rainbow")
+    with pytest.raises(ValueError, match="mode"):
+        ShapesConfig(mode="panorama")
 
 
 def test_written_dataset_is_a_folder_dataset(shapes_dir):

@@ -6,8 +6,11 @@ thing classes (shape x pattern pairs, up to 12), object sizes from a few % to mo
 
 Stuff classes are textures (sand, grass, bricks) laid out in smooth random regions. Thing
 classes are shape x pattern pairs (disk/square x stripes/dots): neither the shape nor the
-pattern alone names the class, and every region and instance gets random colours, so colour
-cannot solve the task. Several instances per image, random scale, occlusion by paint order.
+pattern alone names the class. Colours (`colours`): `class` (default) gives every class its own hue,
+drawn per region/instance around the class's centre with `hue_std` degrees of spread, so colour is
+a strong but incomplete cue as in real scenes (grass is mostly green); `random` draws every hue
+uniformly, so colour carries no class information at all. Several instances per image, random
+scale, occlusion by paint order.
 Each scene comes from its own seed sequence (seed, image number): scenes do not depend on how
 many are generated or in which order.
 """
@@ -37,6 +40,7 @@ OBJECT_SHAPES = ("disk", "square", "triangle", "ring")
 OBJECT_PATTERNS = ("striped", "dotted", "checkered")
 OBJECT_CLASSES = tuple(f"{pattern}_{shape}" for shape in OBJECT_SHAPES for pattern in OBJECT_PATTERNS)
 MODES = ("scenes", "object-centric")
+COLOURS = ("class", "random")
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,15 @@ class ShapesConfig:
     mode: str = "scenes"  # scenes | object-centric
     num_classes: int = 12  # object-centric: thing classes (background is class 0 besides them)
     num_heldout: int = 0  # images of a third split `heldout` (e.g. for choosing thresholds)
+    colours: str = "class"  # class: hue centred on the class's own | random: uniform hue
+    hue_std: float = 15.0  # degrees (of 360) of hue spread around the class centre (colours: class)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown synthetic mode {self.mode!r}; one of {MODES}")
+        if self.colours not in COLOURS:
+            raise ValueError(f"unknown synthetic colours {self.colours!r}; one of {COLOURS}")
 
     def class_names(self) -> tuple[str, ...]:
         """Class names in id order."""
@@ -72,9 +84,16 @@ class Scene:
     instances: np.ndarray
 
 
-def _random_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two contrasting RGB colours of one random hue (values in [0, 1])."""
-    hue = rng.uniform(0, 180)
+def _hue(rng: np.random.Generator, cfg: ShapesConfig, class_id: int) -> float:
+    """OpenCV hue (0-180) of one region of class `class_id`: uniform, or around the class's centre."""
+    if cfg.colours == "random":
+        return rng.uniform(0, 180)
+    centre = 180 * class_id / len(cfg.class_names())
+    return (centre + rng.normal(0, cfg.hue_std / 2)) % 180
+
+
+def _random_colours(rng: np.random.Generator, hue: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two contrasting RGB colours of one hue (values in [0, 1])."""
     sat = rng.uniform(0.25, 1.0) * 255
     dark, light = rng.uniform(0.15, 0.45) * 255, rng.uniform(0.6, 1.0) * 255
     hsv = np.array([[[hue, sat, dark], [hue, sat, light]]], dtype=np.uint8)
@@ -154,8 +173,8 @@ def shape_mask(shape: str, size: int, centre: np.ndarray, radius: float, angle: 
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _paint(image: np.ndarray, region: np.ndarray, pattern: np.ndarray, rng: np.random.Generator) -> None:
-    c0, c1 = _random_colours(rng)
+def _paint(image: np.ndarray, region: np.ndarray, pattern: np.ndarray, rng: np.random.Generator, hue: float) -> None:
+    c0, c1 = _random_colours(rng, hue)
     colour = c0[None, None] * (1 - pattern[..., None]) + c1[None, None] * pattern[..., None]
     image[region] = colour[region]
 
@@ -176,7 +195,7 @@ def render_scene(rng: np.random.Generator, cfg: ShapesConfig) -> Scene:
     for stuff_id, name in enumerate(STUFF_CLASSES):
         region = semantic == stuff_id
         if region.any():
-            _paint(image, region, stuff_pattern(name, size, rng), rng)
+            _paint(image, region, stuff_pattern(name, size, rng), rng, _hue(rng, cfg, stuff_id))
     instances = np.zeros((size, size), np.uint8)
     for number in range(1, rng.integers(cfg.min_objects, cfg.max_objects + 1) + 1):
         thing = rng.integers(len(THING_CLASSES))
@@ -184,7 +203,7 @@ def render_scene(rng: np.random.Generator, cfg: ShapesConfig) -> Scene:
         radius = rng.uniform(0.08, 0.22) * size
         centre = rng.uniform(0.1 * size, 0.9 * size, size=2)
         region = shape_mask(shape, size, centre, radius, rng.uniform(0, np.pi / 2))
-        _paint(image, region, thing_pattern(pattern, size, rng), rng)
+        _paint(image, region, thing_pattern(pattern, size, rng), rng, _hue(rng, cfg, len(STUFF_CLASSES) + thing))
         semantic[region] = len(STUFF_CLASSES) + thing
         instances[region] = number
     image += rng.normal(0, 0.02, image.shape).astype(np.float32)
@@ -196,7 +215,8 @@ def render_object_centric(rng: np.random.Generator, cfg: ShapesConfig) -> Scene:
     """One or two dominant objects of distinct classes (1..num_classes) on a textured background (0)."""
     size = cfg.image_size
     image = np.zeros((size, size, 3), np.float32)
-    _paint(image, np.ones((size, size), bool), stuff_pattern(STUFF_CLASSES[rng.integers(3)], size, rng), rng)
+    background = stuff_pattern(STUFF_CLASSES[rng.integers(3)], size, rng)
+    _paint(image, np.ones((size, size), bool), background, rng, _hue(rng, cfg, 0))
     semantic = np.zeros((size, size), np.uint8)
     instances = np.zeros((size, size), np.uint8)
     count = 1 if rng.random() < 0.6 else 2
@@ -207,7 +227,7 @@ def render_object_centric(rng: np.random.Generator, cfg: ShapesConfig) -> Scene:
         lo, hi = (0.3, 0.7) if number == 1 else (0.15, 0.85)
         centre = rng.uniform(lo * size, hi * size, size=2)
         region = shape_mask(shape, size, centre, radius, rng.uniform(0, 2 * np.pi))
-        _paint(image, region, thing_pattern(pattern, size, rng), rng)
+        _paint(image, region, thing_pattern(pattern, size, rng), rng, _hue(rng, cfg, thing + 1))
         semantic[region] = thing + 1
         instances[region] = number
     image += rng.normal(0, 0.02, image.shape).astype(np.float32)
@@ -217,8 +237,6 @@ def render_object_centric(rng: np.random.Generator, cfg: ShapesConfig) -> Scene:
 
 def render(rng: np.random.Generator, cfg: ShapesConfig) -> Scene:
     """One image of the configured mode."""
-    if cfg.mode not in MODES:
-        raise ValueError(f"unknown synthetic mode {cfg.mode!r}; one of {MODES}")
     return render_object_centric(rng, cfg) if cfg.mode == "object-centric" else render_scene(rng, cfg)
 
 
