@@ -92,8 +92,8 @@ def _hue(rng: np.random.Generator, cfg: ShapesConfig, class_id: int) -> float:
     return (centre + rng.normal(0, cfg.hue_std / 2)) % 180
 
 
-def _random_colours(rng: np.random.Generator, hue: float) -> tuple[np.ndarray, np.ndarray]:
-    """Two contrasting RGB colours of one hue (values in [0, 1])."""
+def _two_tones(rng: np.random.Generator, hue: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two contrasting RGB colours of one hue, random saturation and brightness (values in [0, 1])."""
     sat = rng.uniform(0.25, 1.0) * 255
     dark, light = rng.uniform(0.15, 0.45) * 255, rng.uniform(0.6, 1.0) * 255
     hsv = np.array([[[hue, sat, dark], [hue, sat, light]]], dtype=np.uint8)
@@ -174,7 +174,7 @@ def shape_mask(shape: str, size: int, centre: np.ndarray, radius: float, angle: 
 
 
 def _paint(image: np.ndarray, region: np.ndarray, pattern: np.ndarray, rng: np.random.Generator, hue: float) -> None:
-    c0, c1 = _random_colours(rng, hue)
+    c0, c1 = _two_tones(rng, hue)
     colour = c0[None, None] * (1 - pattern[..., None]) + c1[None, None] * pattern[..., None]
     image[region] = colour[region]
 
