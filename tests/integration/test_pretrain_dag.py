@@ -44,3 +44,10 @@ def test_pretrain_feeds_features_and_the_backbone_evaluation(tmp_path: Path):
     # the pretrained checkpoint is an input of the feature jobs: retraining reruns them
     dry = run_snakemake(tmp_path, tiny_config(**{**cfg, "croc": {**TINY_CROC, "lr": 1e-3}}), "-n")
     assert "pretrain" in dry.stdout and "features" in dry.stdout
+    # MaskDistill's models on `backbone: vit` start from that checkpoint too
+    models = {"backbone": "vit", "weights": "random"}
+    md = tiny_config(**{**cfg, "methods": ["maskdistill"], "maskdistill": {"maskrcnn": models, "deeplab": models}})
+    dry = check(run_snakemake(tmp_path, md, "-n", "-p"))
+    for stage in ("maskdistill-maskrcnn", "maskdistill-deeplab"):
+        (command,) = [line for line in dry.stdout.splitlines() if f"useg {stage} " in line]
+        assert f"--weights {OUT}/croc/checkpoint.pth" in command and '"backbone": {' in command

@@ -22,7 +22,8 @@ from useg.methods.maskdistill.masks import (
     top_k_count,
     upsample_masks,
 )
-from useg.methods.maskdistill.models import anchor_sizes, build_deeplab, build_maskrcnn, step_lr
+from useg.errors import ConfigError
+from useg.methods.maskdistill.models import anchor_sizes, build_deeplab, build_maskrcnn, for_rebuild, step_lr
 from useg.stores.base import provenance
 from useg.stores.candidates import CandidateBank, write_candidates
 
@@ -180,6 +181,54 @@ def test_deeplab_one_iteration(backbone):
     hard_pixel_ce(out, torch.randint(0, 4, (2, 32, 32)), 0.2).backward()
     torch.optim.SGD(model.parameters(), lr=0.01).step()
     assert changed(model, before)
+
+
+def vit_config(tiny_backbone_cfg, **kw) -> dict:
+    """A MaskDistill model config on the tiny pipeline ViT, as the stage commands assemble it."""
+    arch = {k: v for k, v in tiny_backbone_cfg.__dict__.items() if k != "extra"}
+    return {**kw, "backbone": "vit", "weights": "random", "vit": {**arch, "input_size": list(arch["input_size"])}}
+
+
+def frozen_vit_unchanged(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> bool:
+    vit = {n: p for n, p in model.named_parameters() if ".vit." in n}
+    return bool(vit) and all(torch.equal(before[n], p) and not p.requires_grad for n, p in vit.items())
+
+
+def test_maskrcnn_on_the_frozen_vit(tiny_backbone_cfg):
+    cfg = vit_config(tiny_backbone_cfg, **{k: v for k, v in TINY_RCNN.items() if k not in ("backbone", "weights")})
+    model = build_maskrcnn(cfg, 3, (32, 32), seed=0).train()
+    assert not model.backbone.body.vit.training, "the ViT stays in eval mode"
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    target = {"boxes": torch.tensor([[4.0, 4.0, 28.0, 28.0]]), "labels": torch.tensor([1]), "masks": torch.from_numpy(square(4, 28, 32))[None]}
+    losses = model([torch.rand(3, 32, 32), torch.rand(3, 24, 40)], [target, target])
+    sum(losses.values()).backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01).step()
+    assert changed(model, before) and frozen_vit_unchanged(model, before)
+    levels = model.backbone(torch.rand(1, 3, 32, 32))
+    assert [tuple(f.shape[-2:]) for f in levels.values()] == [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
+    rebuilt = build_maskrcnn(for_rebuild(cfg), 3, (32, 32), seed=1)
+    rebuilt.load_state_dict(model.state_dict())
+    image = [torch.rand(3, 32, 32)]
+    a, b = model.eval()(image)[0], rebuilt.eval()(image)[0]
+    assert torch.equal(a["scores"], b["scores"]) and torch.equal(a["masks"], b["masks"])
+
+
+def test_deeplab_on_the_frozen_vit(tiny_backbone_cfg):
+    model = build_deeplab(vit_config(tiny_backbone_cfg, frozen_stages=0), 4, seed=0).train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = model(torch.randn(2, 3, 32, 32))["out"]
+    assert out.shape == (2, 4, 32, 32)
+    hard_pixel_ce(out, torch.randint(0, 4, (2, 32, 32)), 0.2).backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01).step()
+    assert changed(model, before) and frozen_vit_unchanged(model, before)
+
+
+def test_vit_backbone_rejects_a_resnet_weights_file(tiny_backbone_cfg):
+    cfg = {**vit_config(tiny_backbone_cfg, frozen_stages=0), "weights": "resnet50.pth"}
+    with pytest.raises(ConfigError, match="maskdistill.deeplab.weights applies to ResNet"):
+        build_deeplab(cfg, 4, seed=0)
+    with pytest.raises(ConfigError, match="needs the `backbone` section"):
+        build_deeplab({k: v for k, v in vit_config(tiny_backbone_cfg).items() if k != "vit"}, 4, seed=0)
 
 
 def test_mask_ap_known_answers():

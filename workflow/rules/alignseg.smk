@@ -15,7 +15,7 @@ rule alignseg_train:
         weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
     log:
         f"{OUT}/logs/alignseg/train.log",
-    threads: 2
+    threads: 1  # small-op training runs fastest on one CPU thread (README "Everyday use"); --set-threads to change
     resources:
         mem_mb=8000,
         runtime=240,

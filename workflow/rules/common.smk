@@ -239,6 +239,20 @@ def maskdistill_slice(*keys):
     return {"maskdistill": {key: config["maskdistill"][key] for key in keys}, "seed": config["seed"]}
 
 
+def maskdistill_model_params(section):
+    """Parameters of a MaskDistill model stage (`maskrcnn` or `deeplab`): its config, and the `backbone`
+    section when the model is built on the pipeline's ViT."""
+    params = maskdistill_slice(section, "device")
+    if config["maskdistill"][section]["backbone"] == "vit":
+        params["backbone"] = config["backbone"]
+    return params
+
+
+def maskdistill_model_weights(section):
+    """Input function: the pretrained ViT checkpoint a MaskDistill model on `backbone: vit` starts from."""
+    return lambda w: backbone_weights(w) if config["maskdistill"][section]["backbone"] == "vit" else []
+
+
 def maskdistill_shards(kind, split):
     """Every shard of a MaskDistill per-shard store (`masks` or `candidates`) of a split."""
     return shard_paths(f"{OUT}/maskdistill/{kind}/{{split}}/shard-{{shard}}.zarr", split)

@@ -78,13 +78,15 @@ rule maskdistill_maskrcnn:
         manifest=f"{OUT}/manifest.csv",
         masks=maskdistill_shards("masks", DATASET["train_split"]),
         clusters=f"{MD}/clusters.zarr",
+        weights=maskdistill_model_weights("maskrcnn"),
     output:
         f"{MD}/maskrcnn/model.pt",
     params:
-        cfg=lambda w: as_json(maskdistill_slice("maskrcnn", "device")),
+        cfg=lambda w: as_json(maskdistill_model_params("maskrcnn")),
+        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
     log:
         f"{OUT}/logs/maskdistill/maskrcnn.log",
-    threads: 2
+    threads: 1  # small-op training runs fastest on one CPU thread (README "Everyday use"); --set-threads to change
     resources:
         mem_mb=lambda w, attempt: 8000 * attempt,
         runtime=lambda w, attempt: 720 * attempt,
@@ -93,7 +95,7 @@ rule maskdistill_maskrcnn:
         GPU_ENV
     shell:
         "python -m useg maskdistill-maskrcnn --params {params.cfg:q} --manifest {input.manifest} --masks {input.masks}"
-        " --clusters {input.clusters} --out {output} --threads {threads} --log {log}"
+        " --clusters {input.clusters} {params.weights} --out {output} --threads {threads} --log {log}"
 
 
 rule maskdistill_candidates:
@@ -164,10 +166,12 @@ rule maskdistill_deeplab:
     input:
         manifest=f"{OUT}/manifest.csv",
         bank=f"{MD}/labels/{DATASET['train_split']}.zarr",
+        weights=maskdistill_model_weights("deeplab"),
     output:
         f"{MD}/deeplab/model.pt",
     params:
-        cfg=lambda w: as_json(maskdistill_slice("deeplab", "device")),
+        cfg=lambda w: as_json(maskdistill_model_params("deeplab")),
+        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
     log:
         f"{OUT}/logs/maskdistill/deeplab.log",
     threads: 2
@@ -179,7 +183,7 @@ rule maskdistill_deeplab:
         GPU_ENV
     shell:
         "python -m useg maskdistill-deeplab --params {params.cfg:q} --manifest {input.manifest} --bank {input.bank}"
-        " --out {output} --threads {threads} --log {log}"
+        " {params.weights} --out {output} --threads {threads} --log {log}"
 
 
 rule maskdistill_predict:

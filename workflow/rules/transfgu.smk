@@ -102,7 +102,7 @@ rule transfgu_train:
         weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
     log:
         f"{OUT}/logs/transfgu/train-round-{{round}}.log",
-    threads: 2
+    threads: 1  # small-op training runs fastest on one CPU thread (README "Everyday use"); --set-threads to change
     resources:
         mem_mb=8000,
         runtime=240,

@@ -72,6 +72,14 @@ def run_initial(args: argparse.Namespace) -> None:
     predict_initial(MaskBank(args.masks), args.clusters, args.out, stage_provenance("maskdistill-initial", params))
 
 
+def model_config(params: dict, section: str) -> dict:
+    """The `maskdistill.<section>` model config, with the `backbone` section when it is built on the pipeline ViT."""
+    from useg.methods.maskdistill.models import VIT
+
+    cfg = params["maskdistill"][section]
+    return {**cfg, "vit": params["backbone"]} if cfg["backbone"] == VIT and "backbone" in params else cfg
+
+
 def run_maskrcnn(args: argparse.Namespace) -> None:
     """Train Mask R-CNN on (cluster, box, mask) pseudo ground truth."""
     from useg.data.manifest import read_manifest
@@ -86,7 +94,8 @@ def run_maskrcnn(args: argparse.Namespace) -> None:
     manifest = read_manifest(args.manifest)
     k, clusters = read_clusters(args.clusters)
     rows = [manifest[i] for i in bank.index]
-    train_maskrcnn(rows, bank, clusters, k, params["maskdistill"]["maskrcnn"], params["seed"], args.out, _device(params))
+    cfg = model_config(params, "maskrcnn")
+    train_maskrcnn(rows, bank, clusters, k, cfg, params["seed"], args.out, _device(params), args.weights)
 
 
 def run_candidates(args: argparse.Namespace) -> None:
@@ -136,7 +145,8 @@ def run_deeplab(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     bank = LabelBank([args.bank])
     manifest = read_manifest(args.manifest)
-    train_deeplab([manifest[i] for i in bank.index], bank, params["maskdistill"]["deeplab"], params["seed"], args.out, _device(params))
+    rows, cfg = [manifest[i] for i in bank.index], model_config(params, "deeplab")
+    train_deeplab(rows, bank, cfg, params["seed"], args.out, _device(params), args.weights)
 
 
 def run_predict(args: argparse.Namespace) -> None:
@@ -168,6 +178,9 @@ def run_ap(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+VIT_WEIGHTS_HELP = "checkpoint of a `backbone.weights: pretrain` ViT when the model's backbone is vit"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_stage(sub, "maskdistill-masks", run_masks, "MaskDistill: attention-affinity object masks of one shard")
     add_shard_args(p)
@@ -187,6 +200,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--masks", nargs="+", required=True)
     p.add_argument("--clusters", required=True)
+    p.add_argument("--weights", help=VIT_WEIGHTS_HELP)
     p.add_argument("--out", required=True)
 
     p = add_stage(sub, "maskdistill-candidates", run_candidates, "MaskDistill: Mask R-CNN candidates of one shard")
@@ -204,6 +218,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_stage(sub, "maskdistill-deeplab", run_deeplab, "MaskDistill: train DeepLab-v3 on the confident bank")
     p.add_argument("--manifest", required=True)
     p.add_argument("--bank", required=True)
+    p.add_argument("--weights", help=VIT_WEIGHTS_HELP)
     p.add_argument("--out", required=True)
 
     p = add_stage(sub, "maskdistill-predict", run_predict, "MaskDistill: DeepLab-v3 predictions")

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from useg.data.manifest import ManifestRow
 from useg.data.augment import normalise_images
 from useg.methods.common import load_images
-from useg.methods.maskdistill.models import build_deeplab, load_model, num_parameters, save_model, step_lr
+from useg.methods.maskdistill.models import build_deeplab, for_rebuild, load_model, num_parameters, save_model, step_lr
 from useg.postprocess.crf import CRFConfig, dense_crf
 from useg.stores.labelbank import LabelBank
 from useg.stores.predictions import PredictionsWriter
@@ -38,13 +38,20 @@ def hard_pixel_ce(logits: torch.Tensor, target: torch.Tensor, fraction: float, i
 
 
 def train_deeplab(
-    rows: list[ManifestRow], bank: LabelBank, cfg: dict[str, Any], seed: int, out_path: str | Path, device: torch.device
+    rows: list[ManifestRow],
+    bank: LabelBank,
+    cfg: dict[str, Any],
+    seed: int,
+    out_path: str | Path,
+    device: torch.device,
+    weights: str | None = None,
 ) -> None:
-    """Train DeepLab-v3 on the bank's labels: SGD (momentum 0.9), lr ×0.1 after `lr_step` of the epochs, flips (§4.1)."""
+    """Train DeepLab-v3 on the bank's labels: SGD (momentum 0.9), lr ×0.1 after `lr_step` of the epochs, flips (§4.1).
+    `weights`: checkpoint of a `pretrain` pipeline ViT (deeplab.backbone: vit)."""
     size = tuple(bank.attrs["input_size"])
     images = normalise_images(load_images(rows, size))
     targets = torch.from_numpy(bank.read("labels").astype(np.int64))
-    model = build_deeplab(cfg, bank.num_labels, seed).to(device).train()
+    model = build_deeplab(cfg, bank.num_labels, seed, weights).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
     generator = torch.Generator().manual_seed(seed)
@@ -83,7 +90,7 @@ def predict_deeplab(
     """End-to-end inference per image at the working size: arg-max of the upsampled logits, after a dense
     CRF on their softmax when `crf` is given (the paper's "+CRF" rows)."""
     state, ckpt = load_model(model_path, KIND)
-    model = build_deeplab(ckpt["config"], ckpt["num_labels"], 0)
+    model = build_deeplab(for_rebuild(ckpt["config"]), ckpt["num_labels"], 0)
     model.load_state_dict(state)
     model = model.to(device).eval()
     size = tuple(ckpt["input_size"])

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from useg.data.manifest import ManifestRow
 from useg.errors import DataError
 from useg.methods.common import load_images
-from useg.methods.maskdistill.models import build_maskrcnn, num_parameters, save_model, step_lr, inference_size
+from useg.methods.maskdistill.models import build_maskrcnn, for_rebuild, inference_size, num_parameters, save_model, step_lr
 from useg.stores.candidates import write_candidates
 from useg.stores.maskbank import MaskBank
 from useg.train import check_finite
@@ -55,13 +55,15 @@ def train_maskrcnn(
     seed: int,
     out_path: str | Path,
     device: torch.device,
+    weights: str | None = None,
 ) -> None:
-    """Train Mask R-CNN on the pseudo ground truth (eq. 3: class + box + mask losses); SGD with warmup and steps."""
+    """Train Mask R-CNN on the pseudo ground truth (eq. 3: class + box + mask losses); SGD with warmup and steps.
+    `weights`: checkpoint of a `pretrain` pipeline ViT (maskrcnn.backbone: vit)."""
     keep, targets = pseudo_targets(bank, clusters)
     if not len(keep):
         raise DataError("every object mask is empty: no pseudo ground truth to train Mask R-CNN on")
     images = load_images([rows[i] for i in keep], bank.input_size)
-    model = build_maskrcnn(cfg, num_clusters, bank.input_size, seed).to(device).train()
+    model = build_maskrcnn(cfg, num_clusters, bank.input_size, seed, weights).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
     generator = torch.Generator().manual_seed(seed)
@@ -96,7 +98,7 @@ def load_maskrcnn(path: str | Path, device: torch.device) -> tuple[torch.nn.Modu
 
     state, ckpt = load_model(path, KIND)
     input_size = tuple(ckpt["input_size"])
-    model = build_maskrcnn(ckpt["config"], ckpt["num_clusters"], input_size, 0)
+    model = build_maskrcnn(for_rebuild(ckpt["config"]), ckpt["num_clusters"], input_size, 0)
     model.load_state_dict(state)
     inference_size(model, input_size)
     return model.to(device).eval(), int(ckpt["num_clusters"])

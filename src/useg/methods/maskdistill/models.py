@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from useg.backbones.weights import load_state_into, read_state_dict
 from useg.errors import ConfigError
@@ -15,6 +17,8 @@ from useg.train import save_checkpoint
 
 RESNET_LAYERS = ("conv1", "layer1", "layer2", "layer3", "layer4")
 SMALL_RESNETS = ("resnet18", "resnet34")  # BasicBlock ResNets: torchvision cannot dilate them
+VIT = "vit"  # the pipeline's own self-supervised backbone (config section `backbone`), frozen
+FROM_STATE_DICT = "<model.pt>"  # ViT weights of a rebuilt model: loaded with the model's state dict
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -55,27 +59,117 @@ def out_channels(stage: nn.Module) -> int:
     return [m for m in stage[-1].modules() if isinstance(m, nn.Conv2d)][-1].out_channels
 
 
+class FrozenViT(nn.Module):
+    """The pipeline's ViT as a frozen dense feature extractor: images [B, 3, H, W] -> patch map [B, D, h, w]
+    (input padded at the bottom/right to a multiple of the patch size)."""
+
+    def __init__(self, backbone_cfg: dict[str, Any], weights: str | None) -> None:
+        super().__init__()
+        from useg.backbones import BackboneConfig, build_backbone
+        from useg.backbones.vit import ViTBackbone, create_vit
+
+        cfg = BackboneConfig.from_dict(backbone_cfg)
+        if cfg.weights == FROM_STATE_DICT:  # the caller loads a saved model's state dict next
+            self.vit = ViTBackbone(create_vit(cfg).eval(), name=cfg.name)
+        else:
+            self.vit = build_backbone(cfg, weights)
+        self.vit.requires_grad_(False)
+        self.out_channels = self.vit.embed_dim
+
+    def train(self, mode: bool = True) -> FrozenViT:
+        """The ViT stays in eval mode (frozen, no dropout) whatever the mode of the model around it."""
+        super().train(mode)
+        self.vit.eval()
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Patch tokens of the last block as a feature map at stride patch_size."""
+        patch = self.vit.patch_size
+        height, width = images.shape[-2:]
+        images = F.pad(images, (0, -width % patch, 0, -height % patch))
+        with torch.no_grad():
+            return self.vit(images).patches.permute(0, 3, 1, 2).contiguous()
+
+
+class SimplePyramid(nn.Module):
+    """ViTDet's simple feature pyramid on a single stride-s map: strides s/2, s, 2s, 4s (+ max-pooled 8s),
+    each projected to `channels` by a 1x1 and a 3x3 convolution with GroupNorm, as torchvision's FPN names them."""
+
+    def __init__(self, body: FrozenViT, channels: int) -> None:
+        super().__init__()
+        self.body, self.out_channels = body, channels
+        dim = body.out_channels
+        self.upsample = nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2)
+        self.projections = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(dim, channels, 1), nn.GroupNorm(min(32, channels // 4), channels),
+                nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(min(32, channels // 4), channels),
+            )  # fmt: skip
+            for _ in range(4)
+        )
+
+    def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
+        """Levels "0"-"3" and "pool", finest first."""
+        x = self.body(images)
+        scales = [self.upsample(x), x, F.max_pool2d(x, 2), F.max_pool2d(x, 4)]
+        levels = OrderedDict((str(i), proj(f)) for i, (proj, f) in enumerate(zip(self.projections, scales)))
+        levels["pool"] = F.max_pool2d(levels["3"], 1, 2)
+        return levels
+
+
+def check_vit_options(cfg: dict[str, Any], section: str) -> None:
+    """`backbone: vit` takes the `backbone` section's weights; a ResNet weights file here would be ignored."""
+    if cfg["weights"] != "random":
+        raise ConfigError(
+            f"maskdistill.{section}.weights applies to ResNet backbones; with backbone: vit the weights are the"
+            " `backbone` section's (set weights: random here)"
+        )
+    if "vit" not in cfg:
+        raise ConfigError(f"maskdistill.{section}.backbone: vit needs the `backbone` section in the stage parameters")
+
+
+def for_rebuild(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A saved model's config whose ViT is built without weights: the checkpoint's state dict holds them."""
+    return {**cfg, "vit": {**cfg["vit"], "weights": FROM_STATE_DICT}} if cfg["backbone"] == VIT else cfg
+
+
 def anchor_sizes(short_side: int, levels: int = 5) -> tuple[tuple[int, ...], ...]:
     """Detectron's anchors 32·2^i px at an 800 px short side, scaled to the working short side."""
     return tuple((max(2, round(32 * 2**i * short_side / 800)),) for i in range(levels))
 
 
-def build_maskrcnn(cfg: dict[str, Any], num_clusters: int, input_size: tuple[int, int], seed: int) -> nn.Module:
-    """Mask R-CNN (ResNet-FPN) for C clusters (+ torchvision's background class 0), §3.2 eq. 3."""
+def resnet_fpn(cfg: dict[str, Any]) -> nn.Module:
+    """ResNet-FPN with the top `trainable_layers` stages trained (§A.1)."""
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+
+    body = resnet(cfg["backbone"], cfg["weights"])
+    freeze_stages(body, 5 - cfg["trainable_layers"])
+    stage_channels = [out_channels(getattr(body, f"layer{i + 1}")) for i in range(4)]
+    return BackboneWithFPN(body, {f"layer{i + 1}": str(i) for i in range(4)}, stage_channels, cfg["fpn_channels"])
+
+
+def detection_backbone(cfg: dict[str, Any], weights: str | None) -> nn.Module:
+    """The multi-level backbone of Mask R-CNN: ResNet-FPN, or the frozen pipeline ViT with a simple pyramid."""
+    if cfg["backbone"] != VIT:
+        return resnet_fpn(cfg)
+    check_vit_options(cfg, "maskrcnn")
+    return SimplePyramid(FrozenViT(cfg["vit"], weights), cfg["fpn_channels"])
+
+
+def build_maskrcnn(
+    cfg: dict[str, Any], num_clusters: int, input_size: tuple[int, int], seed: int, weights: str | None = None
+) -> nn.Module:
+    """Mask R-CNN (multi-level backbone) for C clusters (+ torchvision's background class 0), §3.2 eq. 3;
+    `weights` is the checkpoint of a `backbone.weights: pretrain` ViT when cfg["backbone"] is vit."""
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
     torch.manual_seed(seed)
-    body = resnet(cfg["backbone"], cfg["weights"])
-    freeze_stages(body, 5 - cfg["trainable_layers"])
-    stage_channels = [out_channels(getattr(body, f"layer{i + 1}")) for i in range(4)]
+    backbone = detection_backbone(cfg, weights)
+    torch.manual_seed(seed)
     fpn = cfg["fpn_channels"]
-    backbone = BackboneWithFPN(
-        body, {f"layer{i + 1}": str(i) for i in range(4)}, stage_channels, fpn
-    )
     short = min(input_size)
     lo, hi = (round(s * short) for s in cfg["train_scales"])
     head = cfg["head_dim"]
@@ -104,13 +198,31 @@ def inference_size(model: nn.Module, input_size: tuple[int, int]) -> None:
     model.transform.min_size = (min(input_size),)
 
 
-def build_deeplab(cfg: dict[str, Any], num_labels: int, seed: int) -> nn.Module:
-    """DeepLab-v3 with a dilated ResNet-50/101 (§4.1), or for small CPU runs MobileNet-v3 or a ResNet-18/34
-    truncated after layer3 (output stride 16, like the dilated ResNets')."""
+class DenseBody(nn.Module):
+    """DeepLab-v3's backbone interface over the frozen pipeline ViT: {"out": patch map}."""
+
+    def __init__(self, body: FrozenViT) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """Patch map at stride patch_size under the key DeepLabV3 reads."""
+        return {"out": self.body(images)}
+
+
+def build_deeplab(cfg: dict[str, Any], num_labels: int, seed: int, weights: str | None = None) -> nn.Module:
+    """DeepLab-v3 with a dilated ResNet-50/101 (§4.1), or for small CPU runs MobileNet-v3, a ResNet-18/34
+    truncated after layer3 (output stride 16, like the dilated ResNets'), or the frozen pipeline ViT
+    (`weights`: the checkpoint of a `backbone.weights: pretrain` ViT)."""
     from torchvision.models import segmentation
     from torchvision.models._utils import IntermediateLayerGetter
 
     torch.manual_seed(seed)
+    if cfg["backbone"] == VIT:
+        check_vit_options(cfg, "deeplab")
+        body = FrozenViT(cfg["vit"], weights)
+        torch.manual_seed(seed)
+        return segmentation.DeepLabV3(DenseBody(body), segmentation.deeplabv3.DeepLabHead(body.out_channels, num_labels))
     if cfg["backbone"] == "mobilenet_v3_large":
         if cfg["weights"] != "random" or cfg["frozen_stages"]:
             raise ConfigError("maskdistill.deeplab: mobilenet_v3_large takes weights: random and frozen_stages: 0")
