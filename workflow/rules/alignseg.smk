@@ -12,7 +12,7 @@ rule alignseg_train:
     params:
         cfg=lambda w: as_json(alignseg_train_params()),
         resume=f"{OUT}/alignseg/resume/last.pth",
-        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+        weights=weights_option,
     log:
         f"{OUT}/logs/alignseg/train.log",
     threads: 1  # small-op training runs fastest on one CPU thread (README "Everyday use"); --set-threads to change

@@ -239,6 +239,11 @@ def maskdistill_slice(*keys):
     return {"maskdistill": {key: config["maskdistill"][key] for key in keys}, "seed": config["seed"]}
 
 
+def weights_option(wildcards, input):
+    """Params function: the `--weights <checkpoint>` option of a stage whose `weights` input is not empty."""
+    return f"--weights {input.weights}" if input.weights else ""
+
+
 def maskdistill_model_params(section):
     """Parameters of a MaskDistill model stage (`maskrcnn` or `deeplab`): its config, and the `backbone`
     section when the model is built on the pipeline's ViT."""

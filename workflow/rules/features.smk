@@ -16,7 +16,7 @@ rule features:
             {"backbone": features_backbone(w), "features": config["features"], "seed": config["seed"]}
         ),
         shards=config["features"]["shards"],
-        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+        weights=weights_option,
     log:
         f"{OUT}/logs/features/{{features}}/{{split}}-{{shard}}.log",
     threads: 2

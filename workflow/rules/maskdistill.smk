@@ -14,7 +14,7 @@ rule maskdistill_masks:
             {"backbone": config["backbone"], **maskdistill_slice("topk", "background", "batch_size", "device")}
         ),
         shards=config["features"]["shards"],
-        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+        weights=weights_option,
     log:
         f"{OUT}/logs/maskdistill/masks-{{split}}-{{shard}}.log",
     threads: 2
@@ -83,7 +83,7 @@ rule maskdistill_maskrcnn:
         f"{MD}/maskrcnn/model.pt",
     params:
         cfg=lambda w: as_json(maskdistill_model_params("maskrcnn")),
-        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+        weights=weights_option,
     log:
         f"{OUT}/logs/maskdistill/maskrcnn.log",
     threads: 1  # small-op training runs fastest on one CPU thread (README "Everyday use"); --set-threads to change
@@ -171,7 +171,7 @@ rule maskdistill_deeplab:
         f"{MD}/deeplab/model.pt",
     params:
         cfg=lambda w: as_json(maskdistill_model_params("deeplab")),
-        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+        weights=weights_option,
     log:
         f"{OUT}/logs/maskdistill/deeplab.log",
     threads: 2

@@ -19,7 +19,7 @@ rule transfgu_crops:
             {"backbone": config["backbone"], **transfgu_slice("betas", "crop_size", "crop_batch_size", "device")}
         ),
         shards=config["features"]["shards"],
-        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+        weights=weights_option,
     log:
         f"{OUT}/logs/transfgu/crops-{{split}}-{{shard}}.log",
     threads: 2
@@ -71,7 +71,7 @@ rule transfgu_bank:
             }
         ),
         shards=config["features"]["shards"],
-        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+        weights=weights_option,
     log:
         f"{OUT}/logs/transfgu/bank-{{split}}-{{shard}}.log",
     threads: 2
@@ -99,7 +99,7 @@ rule transfgu_train:
     params:
         cfg=lambda w: as_json({"backbone": config["backbone"], **transfgu_slice(*TRANSFGU_TRAIN_KEYS)}),
         teacher=lambda w, input: f"--teacher {input.teacher}" if input.teacher else "",
-        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+        weights=weights_option,
     log:
         f"{OUT}/logs/transfgu/train-round-{{round}}.log",
     threads: 1  # small-op training runs fastest on one CPU thread (README "Everyday use"); --set-threads to change

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from useg.data.manifest import ManifestRow
 from useg.data.augment import normalise_images
 from useg.methods.common import load_images
-from useg.methods.maskdistill.models import build_deeplab, for_rebuild, load_model, num_parameters, save_model, step_lr
+from useg.methods.maskdistill.models import build_deeplab, for_rebuild, load_model, num_parameters, save_model, sgd, step_lr
 from useg.postprocess.crf import CRFConfig, dense_crf
 from useg.stores.labelbank import LabelBank
 from useg.stores.predictions import PredictionsWriter
@@ -52,8 +52,7 @@ def train_deeplab(
     images = normalise_images(load_images(rows, size))
     targets = torch.from_numpy(bank.read("labels").astype(np.int64))
     model = build_deeplab(cfg, bank.num_labels, seed, weights).to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
+    optimiser = sgd(model, cfg)
     generator = torch.Generator().manual_seed(seed)
     epochs, batch_size = cfg["epochs"], min(cfg["batch_size"], len(images))
     per_epoch = max(1, len(images) // batch_size)  # whole batches only (BatchNorm needs > 1 sample)

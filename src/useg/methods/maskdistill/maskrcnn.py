@@ -13,7 +13,7 @@ from tqdm import tqdm
 from useg.data.manifest import ManifestRow
 from useg.errors import DataError
 from useg.methods.common import load_images
-from useg.methods.maskdistill.models import build_maskrcnn, for_rebuild, inference_size, num_parameters, save_model, step_lr
+from useg.methods.maskdistill.models import build_maskrcnn, for_rebuild, inference_size, num_parameters, save_model, sgd, step_lr
 from useg.stores.candidates import write_candidates
 from useg.stores.maskbank import MaskBank
 from useg.train import check_finite
@@ -64,8 +64,7 @@ def train_maskrcnn(
         raise DataError("every object mask is empty: no pseudo ground truth to train Mask R-CNN on")
     images = load_images([rows[i] for i in keep], bank.input_size)
     model = build_maskrcnn(cfg, num_clusters, bank.input_size, seed, weights).to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
+    optimiser = sgd(model, cfg)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # torchvision draws the multi-scale training size from the global generator
     total, batch_size = cfg["iterations"], min(cfg["batch_size"], len(keep))

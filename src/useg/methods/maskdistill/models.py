@@ -235,6 +235,12 @@ def build_deeplab(cfg: dict[str, Any], num_labels: int, seed: int, weights: str 
     return segmentation.DeepLabV3(IntermediateLayerGetter(body, {last: "out"}), head)
 
 
+def sgd(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.SGD:
+    """SGD with momentum 0.9 over the trainable parameters at `lr` and `weight_decay` (§A.1, §4.1)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
+
+
 def save_model(path: str | Path, model: nn.Module, kind: str, cfg: dict[str, Any], **extra: Any) -> None:
     """Atomic checkpoint: the architecture config (to rebuild) and the weights."""
     save_checkpoint(path, {"kind": kind, "config": cfg, "state_dict": model.state_dict(), **extra})
