@@ -144,12 +144,15 @@ def test_step_lr_warmup_and_steps():
     assert step_lr(1.0, 10, 100, 10, [0.5, 0.9]) == 1.0
     assert step_lr(1.0, 50, 100, 10, [0.5, 0.9]) == pytest.approx(0.1)
     assert step_lr(1.0, 95, 100, 10, [0.5, 0.9]) == pytest.approx(0.01)
-    assert anchor_sizes(800)[0] == (32,) and anchor_sizes(96)[-1] == (61,)
+    assert anchor_sizes(800, 0.64) == ((32,), (64,), (128,), (256,), (512,))  # Detectron's
+    assert anchor_sizes(96, 0.64)[-1] == (61,) and anchor_sizes(96, 1.0) == ((6,), (12,), (24,), (48,), (96,))
+    assert anchor_sizes(20, 0.64)[0] == (2,)  # never below 2 px
 
 
 TINY_RCNN = {
     "backbone": "resnet18", "weights": "random", "trainable_layers": 5, "fpn_channels": 16, "head_dim": 32,
     "proposals": 50, "roi_batch_size": 16, "train_scales": [0.75, 1.0], "min_score": 0.0, "max_candidates": 5,
+    "anchor_top": 0.64,
 }  # fmt: skip
 
 
@@ -192,6 +195,11 @@ def vit_config(tiny_backbone_cfg, **kw) -> dict:
 def frozen_vit_unchanged(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> bool:
     vit = {n: p for n, p in model.named_parameters() if ".vit." in n}
     return bool(vit) and all(torch.equal(before[n], p) and not p.requires_grad for n, p in vit.items())
+
+
+def test_anchor_top_sets_the_coarsest_anchor():
+    model = build_maskrcnn({**TINY_RCNN, "anchor_top": 1.0}, 3, (32, 48), seed=0)
+    assert model.rpn.anchor_generator.sizes == ((2,), (4,), (8,), (16,), (32,))  # 1.0 x the 32 px short side
 
 
 def test_maskrcnn_on_the_frozen_vit(tiny_backbone_cfg):

@@ -133,9 +133,10 @@ def for_rebuild(cfg: dict[str, Any]) -> dict[str, Any]:
     return {**cfg, "vit": {**cfg["vit"], "weights": FROM_STATE_DICT}} if cfg["backbone"] == VIT else cfg
 
 
-def anchor_sizes(short_side: int, levels: int = 5) -> tuple[tuple[int, ...], ...]:
-    """Detectron's anchors 32·2^i px at an 800 px short side, scaled to the working short side."""
-    return tuple((max(2, round(32 * 2**i * short_side / 800)),) for i in range(levels))
+def anchor_sizes(short_side: int, top: float, levels: int = 5) -> tuple[tuple[int, ...], ...]:
+    """One anchor size per pyramid level, doubling level to level up to `top` × the short side at the coarsest
+    (Detectron's 32·2^i px at an 800 px short side: top = 512 / 800 = 0.64)."""
+    return tuple((max(2, round(top * short_side / 2 ** (levels - 1 - i))),) for i in range(levels))
 
 
 def resnet_fpn(cfg: dict[str, Any]) -> nn.Module:
@@ -173,7 +174,7 @@ def build_maskrcnn(
     short = min(input_size)
     lo, hi = (round(s * short) for s in cfg["train_scales"])
     head = cfg["head_dim"]
-    sizes = anchor_sizes(short)
+    sizes = anchor_sizes(short, cfg["anchor_top"])
     return MaskRCNN(
         backbone,
         min_size=tuple(range(lo, hi + 1, 8)) if hi > lo else (hi,),
