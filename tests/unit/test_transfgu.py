@@ -20,7 +20,7 @@ from useg.methods.transfgu.concepts import cluster_concepts, concept_counts
 from useg.methods.transfgu.crops import BACKGROUND, FOREGROUND, UNUSED, crop_boxes, crop_groups, foreground_mask
 from useg.methods.transfgu.losses import (
     LossConfig,
-    bootstrapped_labels,
+    bootstrapped_maps,
     diversity_loss,
     peer_alpha,
     peer_loss,
@@ -180,10 +180,12 @@ def test_pseudo_label_maps_shapes_and_masking(backbone):
 # --- losses (eq. 12–16) ----------------------------------------------------------------------
 
 
-def test_bootstrapped_labels_eq12():
+def test_bootstrapped_maps_eq12():
     maps = torch.tensor([[[[0.9]], [[0.0]], [[0.5]]]])  # M: concept 0
     probs = torch.tensor([[[[0.0]], [[0.8]], [[0.5]]]])  # P̂: class 1
-    assert bootstrapped_labels(maps, probs).item() == 2, "0.5·(M + P̂) = [0.45, 0.4, 0.5]"
+    mixed = bootstrapped_maps(maps, probs)
+    assert torch.allclose(mixed.flatten(), torch.tensor([0.45, 0.4, 0.5]))
+    assert mixed.argmax(dim=1).item() == 2, "eq. 11: the label is the arg-max of 0.5·(M + P̂)"
 
 
 def test_shuffled_labels_never_keep_a_label():
@@ -292,17 +294,21 @@ def test_training_round_is_deterministic_and_uses_the_teacher(backbone):
         "losses": {"peer": True, "uncertainty": True, "diversity": True},
         "augment": {"crop_scale": [0.3, 1.0], "saturation": 0.4, "hue": 0.0, "solarize_p": 0.0},
     }  # fmt: skip
-    from useg.methods.transfgu.stages import train_round
+    from useg.data.augment import normalise_images
+    from useg.methods.transfgu.stages import teacher_probabilities, train_round
 
     g = torch.Generator().manual_seed(0)
     images, maps = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 3, 4, 4, generator=g)
     cpu = torch.device("cpu")
-    first = train_round(backbone, images, maps, None, cfg, 0, 0, cpu)
+    first = train_round(backbone, images, maps, cfg, 0, 0, cpu)
     history: list = []
-    again = train_round(backbone, images, maps, None, cfg, 0, 0, cpu, history)
+    again = train_round(backbone, images, maps, cfg, 0, 0, cpu, history)
     assert [h["epoch"] for h in history] == [1, 2] and {"loss", "loss_main", "loss_div", "loss_unc"} <= set(history[0])
     for (name, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), f"{name} differs between identical runs"
-    student = train_round(backbone, images, maps, first, cfg, 0, 1, cpu)
+    probs = teacher_probabilities(first, backbone, images, cpu, batch_size=3)
+    clean = first(backbone(normalise_images(images)).patches)[0].softmax(dim=1)
+    assert probs.shape == maps.shape and torch.allclose(probs, clean, atol=1e-6), "P̂ is the teacher on the whole clean image"
+    student = train_round(backbone, images, bootstrapped_maps(maps, probs), cfg, 0, 1, cpu)
     assert not torch.equal(student.class_embed, first.class_embed)
     assert first.cfg.num_labels == 3

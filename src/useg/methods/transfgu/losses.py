@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def bootstrapped_labels(maps: Tensor, teacher_probs: Tensor) -> Tensor:
-    """M̂ = arg-max_k 0.5·(M^k + P̂^k), maps and probabilities [B, K, h, w] -> labels [B, h, w] (eq. 11–12)."""
-    return (0.5 * (maps + teacher_probs)).argmax(dim=1)
+def bootstrapped_maps(maps: Tensor, teacher_probs: Tensor) -> Tensor:
+    """M̂^k = 0.5·(M^k + P̂^k), maps and probabilities [N, K, h, w]; the labels are their arg-max (eq. 11–12)."""
+    return 0.5 * (maps + teacher_probs)
 
 
 def shuffled_labels(labels: Tensor, num_labels: int, generator: torch.Generator) -> Tensor:

@@ -13,12 +13,13 @@ from tqdm import tqdm
 from useg.atomic import write_json
 from useg.backbones.extract import input_batches
 from useg.backbones.vit import ViTBackbone
+from useg.data.augment import normalise_images
 from useg.data.manifest import ManifestRow
 from useg.methods.common import load_images, scores_to_labels
 from useg.train import check_finite
 from useg.methods.transfgu.augment import training_views, view_augment
 from useg.methods.transfgu.gradcam import pseudo_label_maps
-from useg.methods.transfgu.losses import LossConfig, bootstrapped_labels, peer_alpha, shuffled_labels, total_loss
+from useg.methods.transfgu.losses import LossConfig, bootstrapped_maps, peer_alpha, shuffled_labels, total_loss
 from useg.methods.transfgu.segmenter import Segmenter, SegmenterConfig, build_segmenter, save_segmenter
 from useg.stores.features import FeatureStore
 from useg.stores.labelbank import LabelBank, LabelBankWriter
@@ -78,25 +79,36 @@ def half_size(input_size: tuple[int, int], patch: int) -> tuple[tuple[int, int],
     return (grid[0] * patch, grid[1] * patch), grid  # type: ignore[return-value]
 
 
+@torch.no_grad()
+def teacher_probabilities(
+    teacher: Segmenter, backbone: ViTBackbone, images: torch.Tensor, device: torch.device, batch_size: int = 32
+) -> torch.Tensor:
+    """P̂ = TEACHER(x^patch) of every whole, unaugmented image: probabilities at the patch grid [N, K, h, w] (eq. 10)."""
+    teacher, backbone = teacher.to(device).eval(), backbone.to(device).eval()
+    probs = []
+    for start in range(0, len(images), batch_size):
+        patches = backbone(normalise_images(images[start : start + batch_size]).to(device)).patches
+        probs.append(teacher(patches)[0].softmax(dim=1).cpu())
+    return torch.cat(probs)
+
+
 def train_round(
     backbone: ViTBackbone,
     images: torch.Tensor,
     maps: torch.Tensor,
-    teacher: Segmenter | None,
     cfg: dict[str, Any],
     seed: int,
     round_index: int,
     device: torch.device,
     history: list[dict[str, float]] | None = None,
 ) -> Segmenter:
-    """Train a freshly initialised student on M (round 0) or on M̂ from the teacher (eq. 10–16).
+    """Train a freshly initialised student on the arg-max of `maps` (M in round 0, M̂ after) under the §4.2
+    augmentations, the maps cropped with each view (eq. 11, 13–16).
 
     Appends each epoch's mean loss and loss terms to `history` when one is given."""
     backbone = backbone.to(device).eval().requires_grad_(False)
     num_labels = maps.shape[1]
     student = build_segmenter(SegmenterConfig(backbone.embed_dim, num_labels, **cfg["decoder"]), seed).to(device)
-    if teacher is not None:
-        teacher = teacher.to(device).eval().requires_grad_(False)
     optimiser = torch.optim.AdamW(student.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     generator = torch.Generator().manual_seed(seed * 1000 + round_index)
     out_size, out_grid = half_size(tuple(images.shape[-2:]), backbone.patch_size)
@@ -113,12 +125,7 @@ def train_round(
             views, crop_maps = training_views(images[idx], maps[idx], out_size, out_grid, augment, rng)
             with torch.no_grad():
                 patches = backbone(views.to(device)).patches
-                crop_maps = crop_maps.to(device)
-                labels = (
-                    crop_maps.argmax(dim=1)
-                    if teacher is None
-                    else bootstrapped_labels(crop_maps, teacher(patches)[0].softmax(dim=1))
-                )
+                labels = crop_maps.to(device).argmax(dim=1)
             logits, classes = student(patches)
             negatives = shuffled_labels(labels, num_labels, generator)
             loss, terms = total_loss(logits, classes, labels, negatives, alpha, losses)
@@ -150,11 +157,14 @@ def run_training_round(
     device: torch.device,
     out_log: str | Path | None = None,
 ) -> None:
-    """Load the train images and pseudo-label maps, train one round, save the student (and its train log)."""
+    """Load the train images and pseudo-label maps M (round 0) or M̂ = 0.5·(M + P̂) with P̂ from the teacher
+    (rounds > 0), train one round, save the student (and its train log)."""
     images = load_images(rows, input_size)
     maps = torch.from_numpy(bank.read("maps").astype(np.float32))
+    if teacher is not None:
+        maps = bootstrapped_maps(maps, teacher_probabilities(teacher, backbone, images, device))
     history: list[dict[str, float]] = []
-    student = train_round(backbone, images, maps, teacher, cfg, seed, round_index, device, history)
+    student = train_round(backbone, images, maps, cfg, seed, round_index, device, history)
     save_segmenter(student, out_path, {"round": round_index, "background_label": bank.attrs.get("background_label")})
     if out_log is not None:
         write_json(out_log, {"round": round_index, "images": len(rows), "epochs": history})
