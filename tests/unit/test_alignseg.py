@@ -218,3 +218,36 @@ def test_end_to_end_predictor_segments_images(tmp_path, tiny_backbone_cfg):
     save_decoder(build_decoder(DecoderConfig(dim=16, prototypes=3, heads=2), 0), tmp_path / "e.pt", {})
     with pytest.raises(StoreError, match="16-d"):
         load_predictor(tmp_path / "e.pt", backbone, torch.device("cpu"))
+
+
+# --- objective probe (benchmarks/alignseg_objective.py) -------------------------------------
+
+
+def test_objective_probe_mask_at_grid_and_class_centroids():
+    from benchmarks.alignseg_objective import class_centroids, mask_at_grid
+
+    mask = np.zeros((6, 9), np.uint8)
+    mask[:, 3:] = 1
+    mask[:2, 6:] = 255
+    assert mask_at_grid(mask, (2, 3)).tolist() == [[0, 1, 255], [0, 1, 1]]
+    tokens = torch.tensor([[[2.0, 0.0], [0.0, 3.0], [0.0, 1.0], [5.0, 5.0]]])
+    labels = torch.tensor([[0, 1, 1, 255]])
+    centroids = class_centroids(tokens, labels, 3)
+    assert torch.allclose(centroids, torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))  # unit tokens averaged
+
+
+def test_objective_probe_prefers_the_true_partition_of_separable_tokens():
+    from benchmarks.alignseg_objective import fixed, patch_miou, probe, whole_image_corr_loss
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (4, 16), generator=g)
+    tokens = torch.eye(2)[labels] + 0.05 * torch.randn(4, 16, 2, generator=g)  # two orthogonal classes
+    scores = fixed(torch.eye(2), tokens)
+    collapsed = fixed(torch.tensor([[1.0, 1.0], [-1.0, -1.0]]), tokens)
+    expected = float(corr_loss(scores, [scores], tokens, [tokens], 0.3))
+    assert whole_image_corr_loss(tokens, scores, 0.3, chunk=3) == pytest.approx(expected, rel=1e-5)
+    assert whole_image_corr_loss(tokens, scores, 0.3) < whole_image_corr_loss(tokens, collapsed, 0.3)
+    assert patch_miou(scores, labels, 2) == pytest.approx(1.0)
+    result = probe(tokens, labels, collapsed, 2, 0.3)
+    assert result["ground_truth_centroids"]["patch_miou"] == pytest.approx(1.0)
+    assert result["trained"]["loss_corr"] > result["ground_truth_centroids"]["loss_corr"]
