@@ -2,20 +2,19 @@
 
 The top-level `seed` draws the synthetic scenes, the CrOC pretraining and every method's own
 randomness, so one seed is one complete, independent repetition of the run. For each seed this
-runs the real workflow (`snakemake --cores C --configfile <config> <overlay>`) into its own
-results folder, reads every `<method>/metrics.json` it wrote, and reports per method the mean,
-standard deviation, min and max of the hungarian mIoU over the seeds; for each comparison
+runs the real workflow (`snakemake -s Snakefile -d <folder> --configfile <config> <overlay>`)
+into its own results folder, reads every `<method>/metrics.json` it wrote, and reports per
+method the mean, standard deviation, min and max of the hungarian mIoU over the seeds; for each comparison
 `a>b` (e.g. `alignseg>kmeans`), the share of seeds where it holds and the mean gap in points.
 A method ordering that holds on one seed but not on most is within the run's noise.
 
     python benchmarks/seeds.py --seeds 0 1 2 3 4 --methods kmeans alignseg transfgu \
-        --compare alignseg>kmeans transfgu>transfgu-trained transfgu-trained>transfgu-initial transfgu>kmeans
+        --compare 'alignseg>kmeans' 'transfgu>transfgu-trained' 'transfgu-trained>transfgu-initial' 'transfgu>kmeans'
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
+
+from useg.report.tables import comparison_rows  # noqa: E402
 
 PROTOCOL = "hungarian"
 SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
@@ -58,13 +59,9 @@ def run_seed(config: Path, results_dir: Path, seed: int, methods: list[str], cor
 
 
 def read_mious(results_dir: Path) -> dict[str, float]:
-    """Hungarian mIoU (%) of every method folder `<results_dir>/<dataset>/<method>/metrics.json`."""
-    mious = {}
-    for path in sorted(results_dir.glob("*/*/metrics.json")):
-        metrics = json.loads(path.read_text())
-        if PROTOCOL in metrics.get("protocols", {}):
-            mious[path.parent.name] = 100 * metrics["protocols"][PROTOCOL]["miou"]
-    return mious
+    """Hungarian mIoU (%) of every method's `<results_dir>/<dataset>/<method>/metrics.json`."""
+    rows = comparison_rows(sorted(results_dir.glob("*/*/metrics.json")))
+    return {row["method"]: row["mIoU"] for row in rows if row["protocol"] == PROTOCOL}
 
 
 def spread(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:

@@ -11,10 +11,10 @@ from benchmarks.seeds import comparisons, overlay, parse_comparison, read_mious,
 
 
 def write_metrics(root: Path, method: str, miou: float | None) -> None:
-    protocols = {} if miou is None else {"hungarian": {"miou": miou}}
+    protocols = {} if miou is None else {"hungarian": {"miou": miou, "pixel_accuracy": 0.5}}
     path = root / "shapes" / method / "metrics.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"method": method, "protocols": protocols}))
+    path.write_text(json.dumps({"method": method, "num_clusters": 7, "num_images": 4, "protocols": protocols}))
 
 
 def test_read_mious_takes_every_method_with_a_hungarian_block(tmp_path):
