@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from useg.cluster.hungarian import hungarian_match
-from useg.cluster.kmeans import fit_kmeans
-from useg.data.labels import load_mask
-from useg.data.manifest import read_classes, read_manifest
-from useg.eval.metrics import confusion_matrix, scores_from_mapping
-from useg.methods.alignseg.decoder import load_decoder, similarity
-from useg.methods.alignseg.losses import corr_loss
-from useg.stores.features import open_shards
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import hungarian_miou  # noqa: E402
+
+from useg.cluster.kmeans import fit_kmeans  # noqa: E402
+from useg.data.labels import load_mask  # noqa: E402
+from useg.data.manifest import read_classes, read_manifest  # noqa: E402
+from useg.eval.metrics import confusion_matrix  # noqa: E402
+from useg.methods.alignseg.decoder import load_decoder, similarity  # noqa: E402
+from useg.methods.alignseg.losses import corr_loss  # noqa: E402
+from useg.stores.features import open_shards  # noqa: E402
 
 IGNORE = 255
 
@@ -69,9 +72,7 @@ def whole_image_corr_loss(tokens: Tensor, scores: Tensor, shift: float, chunk: i
 def patch_miou(scores: Tensor, labels: Tensor, num_classes: int) -> float:
     """Dataset-level Hungarian mIoU of the arg-max prototype of every patch (eq. 3)."""
     pred = scores.argmax(-1).numpy()
-    confusion = confusion_matrix(labels.numpy(), pred, num_classes, scores.shape[-1], IGNORE)
-    iou, _ = scores_from_mapping(confusion, hungarian_match(confusion))
-    return float(np.nanmean(iou))
+    return hungarian_miou(confusion_matrix(labels.numpy(), pred, num_classes, scores.shape[-1], IGNORE))
 
 
 def fixed(prototypes: Tensor, tokens: Tensor) -> Tensor:

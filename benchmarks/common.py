@@ -9,10 +9,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from useg.cluster.hungarian import hungarian_match
 from useg.data.manifest import COLUMNS, ManifestRow
 from useg.data.synthetic import ShapesConfig, write_shapes_dataset
+from useg.eval.metrics import scores_from_mapping
 
 # the embedded default backbone of config.yaml
 TINY_VIT = dict(
@@ -56,6 +59,12 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def hungarian_miou(confusion: np.ndarray) -> float:
+    """Mean IoU after one dataset-level Hungarian match of a [classes, labels] confusion matrix."""
+    iou, _ = scores_from_mapping(confusion, hungarian_match(confusion))
+    return float(np.nanmean(iou))
 
 
 def save(result: dict[str, Any], out: str | Path) -> None:

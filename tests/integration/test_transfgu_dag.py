@@ -40,7 +40,7 @@ def test_rounds_form_a_chain(tmp_path: Path):
     assert "round-4" not in text
 
 
-def test_whole_chain_writes_three_columns(tmp_path: Path):
+def test_whole_chain_writes_three_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     result = check(run_snakemake(tmp_path, CONFIG, timeout=1500))
     for column in COLUMNS:
         metrics = json.loads((tmp_path / OUT / column / "metrics.json").read_text())
@@ -58,3 +58,17 @@ def test_whole_chain_writes_three_columns(tmp_path: Path):
     assert np.array_equal(bank["labels"][:], bank["maps"][:].astype(np.float32).argmax(1))
     for r in (0, 1):
         assert (tmp_path / OUT / f"transfgu/round-{r}/model.pt").is_file()
+    monkeypatch.chdir(tmp_path)  # the manifest's paths are relative to the run's working directory
+    assert_concept_probe_reproduces_the_initial_column(Path(OUT))
+
+
+def assert_concept_probe_reproduces_the_initial_column(results: Path) -> None:
+    """benchmarks/transfgu_concepts.py on the finished run: its `discovered` row with the prior is transfgu-initial."""
+    from benchmarks.transfgu_concepts import probe
+
+    report = probe(results, "val", 0.6, None)
+    initial = json.loads((results / "transfgu-initial/metrics.json").read_text())["protocols"]["hungarian"]["miou"]
+    assert report["initial_miou"]["discovered"]["foreground_prior_true"] == pytest.approx(initial, abs=1e-9)
+    for row in report["initial_miou"].values():
+        assert set(row) == {"foreground_prior_true", "foreground_prior_false"} and all(0 <= v <= 1 for v in row.values())
+    assert len(report["discovered_concepts"]["pure_crops_per_class"]) == 7 and report["pure_crops"] > 0

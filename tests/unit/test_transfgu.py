@@ -312,3 +312,34 @@ def test_training_round_is_deterministic_and_uses_the_teacher(backbone):
     student = train_round(backbone, images, bootstrapped_maps(maps, probs), cfg, 0, 1, cpu)
     assert not torch.equal(student.class_embed, first.class_embed)
     assert first.cfg.num_labels == 3
+
+
+# --- concept probe (benchmarks/transfgu_concepts.py) ----------------------------------------
+
+
+def test_concept_probe_crop_classes_and_ground_truth_concepts():
+    from benchmarks.transfgu_concepts import crop_classes, ground_truth_concepts
+
+    mask = np.zeros((4, 6), np.uint8)
+    mask[:, 3:] = 2
+    mask[0, :] = 255  # ignored pixels do not count
+    boxes = np.array([[0, 0, 3, 4], [2, 0, 6, 4], [0, 0, 6, 1]])
+    dominant, share = crop_classes(boxes, mask, 3)
+    assert dominant.tolist() == [0, 2, -1] and share[:2] == pytest.approx([1.0, 9 / 12])
+    cls = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 5.0], [9.0, 9.0]])
+    centroids, classes = ground_truth_concepts(cls, np.array([0, 0, 2, 2]), np.array([1.0, 0.7, 0.9, 0.5]), 3, 0.6)
+    assert classes.tolist() == [0, 2], "class 1 has no crop, class 2's impure crop is left out"
+    assert np.allclose(centroids, [[2.0, 0.0], [0.0, 5.0]])
+
+
+def test_concept_probe_purity_respects_groups_and_foreground_share():
+    from benchmarks.transfgu_concepts import concept_purity, foreground_share
+
+    cls = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [0.0, 0.2], [4.9, 5.0]])
+    groups = np.array([FOREGROUND, FOREGROUND, FOREGROUND, BACKGROUND, UNUSED])
+    dominant = np.array([0, 1, 1, 0, 1])
+    pure = np.array([True, True, True, True, True])
+    concepts, concept_groups = np.array([[0.0, 0.0], [5.0, 5.0], [5.0, 5.0]]), np.array([FOREGROUND, FOREGROUND, BACKGROUND])
+    # the background crop near concept 0 goes to the only background concept; the unused crop to none
+    assert concept_purity(cls, groups, pure, dominant, concepts, concept_groups, 2) == [[1, 1], [0, 1], [1, 0]]
+    assert foreground_share(groups, dominant, 3) == [0.5, 1.0, None]
