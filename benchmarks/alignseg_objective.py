@@ -32,15 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hungarian_miou  # noqa: E402
 
 from useg.cluster.kmeans import fit_kmeans  # noqa: E402
+from useg.data.images import IGNORE_INDEX  # noqa: E402
 from useg.data.labels import load_mask  # noqa: E402
 from useg.data.manifest import read_classes, read_manifest  # noqa: E402
 from useg.eval.metrics import confusion_matrix  # noqa: E402
 from useg.methods.alignseg.decoder import load_decoder, similarity  # noqa: E402
 from useg.methods.alignseg.losses import corr_loss  # noqa: E402
 from useg.stores.features import open_shards  # noqa: E402
-
-IGNORE = 255
-
 
 def mask_at_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour class ids of a full-size mask at the patch grid [h, w]."""
@@ -72,7 +70,7 @@ def whole_image_corr_loss(tokens: Tensor, scores: Tensor, shift: float, chunk: i
 def patch_miou(scores: Tensor, labels: Tensor, num_classes: int) -> float:
     """Dataset-level Hungarian mIoU of the arg-max prototype of every patch (eq. 3)."""
     pred = scores.argmax(-1).numpy()
-    return hungarian_miou(confusion_matrix(labels.numpy(), pred, num_classes, scores.shape[-1], IGNORE))
+    return hungarian_miou(confusion_matrix(labels.numpy(), pred, num_classes, scores.shape[-1], IGNORE_INDEX))
 
 
 def fixed(prototypes: Tensor, tokens: Tensor) -> Tensor:

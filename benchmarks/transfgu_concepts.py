@@ -36,6 +36,7 @@ from common import hungarian_miou, save  # noqa: E402
 from useg.backbones import BackboneConfig, build_backbone  # noqa: E402
 from useg.backbones.extract import input_batches  # noqa: E402
 from useg.backbones.vit import ViTBackbone  # noqa: E402
+from useg.data.images import IGNORE_INDEX  # noqa: E402
 from useg.data.labels import load_mask  # noqa: E402
 from useg.data.manifest import ManifestRow, read_classes, read_manifest, split_rows  # noqa: E402
 from useg.data.transforms import resize_labels  # noqa: E402
@@ -44,9 +45,6 @@ from useg.methods.transfgu.concepts import KIND as CONCEPTS_KIND, read_concepts 
 from useg.methods.transfgu.crops import BACKGROUND, FOREGROUND, UNUSED, KIND as CROPS_KIND  # noqa: E402
 from useg.methods.transfgu.gradcam import pseudo_label_maps  # noqa: E402
 from useg.stores.base import open_store  # noqa: E402
-
-IGNORE = 255
-
 
 def read_crop_bank(paths: list[Path]) -> dict[str, np.ndarray]:
     """Image rows, boxes, groups and CLS tokens of every crop of the bank's shards."""
@@ -59,21 +57,21 @@ def crop_classes(boxes: np.ndarray, mask: np.ndarray, num_classes: int) -> tuple
     dominant, share = np.full(len(boxes), -1), np.zeros(len(boxes))
     for i, (x0, y0, x1, y1) in enumerate(boxes):
         ids = mask[y0:y1, x0:x1].ravel()
-        counts = np.bincount(ids[ids != IGNORE], minlength=num_classes)[:num_classes]
+        counts = np.bincount(ids[ids != IGNORE_INDEX], minlength=num_classes)[:num_classes]
         if counts.sum():
             dominant[i], share[i] = counts.argmax(), counts.max() / counts.sum()
     return dominant, share
 
 
 def ground_truth_concepts(
-    cls: np.ndarray, dominant: np.ndarray, share: np.ndarray, num_classes: int, purity: float
+    cls: np.ndarray, dominant: np.ndarray, pure: np.ndarray, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean CLS token of the crops each class fills to >= `purity` [C', D], and which classes have such crops."""
-    present = np.array([((dominant == c) & (share >= purity)).any() for c in range(num_classes)])
-    if not present.any():
-        raise ValueError(f"no crop is filled to {purity:.0%} by one class: lower --purity")
-    centroids = [cls[(dominant == c) & (share >= purity)].mean(0) for c in np.flatnonzero(present)]
-    return np.stack(centroids).astype(np.float32), np.flatnonzero(present)
+    """Mean CLS token of each class's pure crops [C', D], and which classes have pure crops."""
+    members = [pure & (dominant == c) for c in range(num_classes)]
+    present = np.flatnonzero([m.any() for m in members])
+    if not len(present):
+        raise ValueError("no crop is filled by one class to the purity asked: lower --purity")
+    return np.stack([cls[members[c]].mean(0) for c in present]).astype(np.float32), present
 
 
 def concept_purity(cls: np.ndarray, groups: np.ndarray, pure: np.ndarray, dominant: np.ndarray,
@@ -106,7 +104,7 @@ def initial_miou(backbone: ViTBackbone, rows: list[ManifestRow], concepts: np.nd
         for grid_labels in labels.numpy():
             gt = next(masks)
             pred = resize_labels(resize_labels(grid_labels.astype(np.int64), input_size), gt.shape)
-            confusion += confusion_matrix(gt, pred, num_classes, len(concepts), IGNORE)
+            confusion += confusion_matrix(gt, pred, num_classes, len(concepts), IGNORE_INDEX)
     return hungarian_miou(confusion)
 
 
@@ -138,11 +136,12 @@ def probe(results: Path, split: str, purity: float, weights: str | None) -> dict
     bank_paths = sorted((results / "transfgu" / "crops" / "train").glob("shard-*.zarr"))
     crops = read_crop_bank(bank_paths)
     dominant, share = label_crops(crops, manifest, len(names))
+    pure = share >= purity
     concepts_path = results / "transfgu" / "concepts.zarr"
     if dict(open_store(concepts_path, CONCEPTS_KIND).attrs)["provenance"]["config"]["transfgu"]["foreground_only"]:
         raise ValueError("the probe compares K-concept labels; transfgu.foreground_only runs (eq. 8) are not supported")
     discovered, discovered_groups = read_concepts(concepts_path)
-    truth, truth_classes = ground_truth_concepts(crops["cls"], dominant, share, len(names), purity)
+    truth, truth_classes = ground_truth_concepts(crops["cls"], dominant, pure, len(names))
     truth_groups = np.array([FOREGROUND if names[c] in things else BACKGROUND for c in truth_classes], np.int8)
     backbone, input_size = run_backbone(results, bank_paths[0], weights)
     rows = [row for _, row in split_rows(manifest, split)]
@@ -154,13 +153,11 @@ def probe(results: Path, split: str, purity: float, weights: str | None) -> dict
         }
         for name, (c, g) in sets.items()
     }
-    purity_table = concept_purity(
-        crops["cls"], crops["group"], share >= purity, dominant, discovered, discovered_groups, len(names)
-    )
+    purity_table = concept_purity(crops["cls"], crops["group"], pure, dominant, discovered, discovered_groups, len(names))
     return {
         "classes": names,
         "crops": len(dominant),
-        "pure_crops": int((share >= purity).sum()),
+        "pure_crops": int(pure.sum()),
         "initial_miou": scores,
         "ground_truth_classes": [names[c] for c in truth_classes],
         "discovered_concepts": {"group": discovered_groups.tolist(), "pure_crops_per_class": purity_table},

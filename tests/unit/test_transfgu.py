@@ -327,7 +327,8 @@ def test_concept_probe_crop_classes_and_ground_truth_concepts():
     dominant, share = crop_classes(boxes, mask, 3)
     assert dominant.tolist() == [0, 2, -1] and share[:2] == pytest.approx([1.0, 9 / 12])
     cls = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 5.0], [9.0, 9.0]])
-    centroids, classes = ground_truth_concepts(cls, np.array([0, 0, 2, 2]), np.array([1.0, 0.7, 0.9, 0.5]), 3, 0.6)
+    pure = np.array([1.0, 0.7, 0.9, 0.5]) >= 0.6
+    centroids, classes = ground_truth_concepts(cls, np.array([0, 0, 2, 2]), pure, 3)
     assert classes.tolist() == [0, 2], "class 1 has no crop, class 2's impure crop is left out"
     assert np.allclose(centroids, [[2.0, 0.0], [0.0, 5.0]])
 
