@@ -1,5 +1,5 @@
 """Subcommands of MaskDistill: masks, clusters, initial, maskrcnn, candidates, labels, bank-predict,
-deeplab, predict, ap (README "MaskDistill")."""
+deeplab, predict, ap (docs/methods/maskdistill.md)."""
 
 from __future__ import annotations
 
