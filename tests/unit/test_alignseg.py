@@ -21,6 +21,9 @@ def t(rows) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
+PAPER = {"proto_loss": "paper", "proto_corr": "paper", "dense_corr": "paper", "corr_reduction": "mean"}  # eq. 4-10 literally
+
+
 # --- segmentation module (§IV-A) ---------------------------------------------------------------
 
 
@@ -142,14 +145,14 @@ def test_total_loss_weights_and_switches():
     masks = (torch.tensor([[True]]), [torch.tensor([[True, True]])])
     args = ((g, loc), (s_g, s_l), (x_g, x_l), masks)
     proto = 2 * math.log(1 + math.exp(-1))
-    loss, terms = total_loss(LossConfig(alpha=2.0, beta=3.0, tau=1.0, shift=0.25), *args)
+    loss, terms = total_loss(LossConfig(alpha=2.0, beta=3.0, tau=1.0, shift=0.25, **PAPER), *args)
     assert float(loss) == pytest.approx(2 * proto + 3 * -0.1875) and set(terms) == {"loss_proto", "loss_corr"}
-    loss, terms = total_loss(LossConfig(tau=1.0, shift=0.25, proto=False), *args)
+    loss, terms = total_loss(LossConfig(beta=1.0, tau=1.0, shift=0.25, proto=False, **PAPER), *args)
     assert float(loss) == pytest.approx(-0.1875) and set(terms) == {"loss_corr"}
     masked = (torch.tensor([[False]]), [torch.tensor([[True, True]])])
-    loss, _ = total_loss(LossConfig(tau=1.0, shift=0.25, proto=False), *args[:3], masked)
+    loss, _ = total_loss(LossConfig(beta=1.0, tau=1.0, shift=0.25, proto=False, **PAPER), *args[:3], masked)
     assert float(loss) == 0.0
-    loss, _ = total_loss(LossConfig(tau=1.0, shift=0.25, proto=False, saliency=False), *args[:3], masked)
+    loss, _ = total_loss(LossConfig(beta=1.0, tau=1.0, shift=0.25, proto=False, saliency=False, **PAPER), *args[:3], masked)
     assert float(loss) == pytest.approx(-0.1875)
     with pytest.raises(ConfigError, match="proto and corr"):
         AlignSegConfig(losses={"proto": False, "corr": False}).loss()
@@ -169,7 +172,7 @@ def test_training_is_deterministic_and_resumes_where_it_stopped(tmp_path, tiny_b
     for i in range(4):
         paths.append(str(tmp_path / f"{i}.png"))
         Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(paths[-1])
-    cfg = AlignSegConfig(k=3, heads=2, global_size=[32, 32], local_size=[16, 16], epochs=2, batch_size=2, lr=1e-3)
+    cfg = AlignSegConfig(k=3, heads=2, global_size=[32, 32], local_size=[16, 16], epochs=2, batch_size=2, lr=1e-3, attention_blur=0.0)
     backbone = build_backbone(tiny_backbone_cfg, seed=0)
 
     def run(name: str) -> dict:

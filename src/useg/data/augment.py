@@ -4,13 +4,15 @@ Each view is a random resized crop (optionally flipped horizontally) of the orig
 photometric augmentations. It keeps its crop box in the original image and its flip flag, so every
 patch of the view has a 2-D position in the original image frame (CrOC Fig. 4): E in R^{N x 2},
 rows (y, x) normalised by the original height and width to [0, 1]. Multi-crop views (AlignSeg
-§IV-B): one global view and local views that each overlap it by at least a minimum share.
+§IV-B): one global view and local views that each overlap it by at least a minimum share, of
+the image area (the AlignSeg release) or of the local view's patches.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -154,6 +156,29 @@ def overlap_share(local: Crop, global_crop: Crop, size: tuple[int, int], patch: 
     return float(((inside >= 0) & (inside <= 1)).all(dim=1).float().mean())
 
 
+def intersection_share(a: Crop, b: Crop, original: tuple[int, int]) -> float:
+    """Area of the intersection of two crop boxes as a share of the original image's area."""
+    height = max(0, min(a.top + a.height, b.top + b.height) - max(a.top, b.top))
+    width = max(0, min(a.left + a.width, b.left + b.width) - max(a.left, b.left))
+    return height * width / (original[0] * original[1])
+
+
+OverlapRule = Literal["area", "patches"]
+
+
+def overlaps_enough(
+    local: Crop, global_crop: Crop, rule: OverlapRule, min_overlap: float, size: tuple[int, int], patch: int, original: tuple[int, int]
+) -> bool:
+    """The minimum-intersection constraint of AlignSeg §IV-B between a local and the global crop.
+
+    "area" (AlignSeg release): the boxes' intersection covers more than `min_overlap` of the image
+    area; "patches": at least `min_overlap` of the local view's patch centres lie inside the global crop.
+    """
+    if rule == "area":
+        return intersection_share(local, global_crop, original) > min_overlap
+    return overlap_share(local, global_crop, size, patch, original) >= min_overlap
+
+
 def sample_local_crop(
     global_crop: Crop,
     original: tuple[int, int],
@@ -162,15 +187,16 @@ def sample_local_crop(
     min_overlap: float,
     rng: np.random.Generator,
     tries: int = 50,
+    rule: OverlapRule = "patches",
 ) -> Crop:
-    """A local crop whose patch centres lie inside `global_crop` for at least `min_overlap` of them.
+    """A local crop that overlaps `global_crop` by `min_overlap` under `rule` (see `overlaps_enough`).
 
     Rejection sampling; after `tries` misses the crop is moved inside the global box (same size),
-    which always satisfies the constraint.
+    which satisfies the patch rule always and the area rule whenever the crop is that large.
     """
     for _ in range(tries):
         crop = sample_crop(original, aug, rng)
-        if overlap_share(crop, global_crop, aug.size, patch, original) >= min_overlap:
+        if overlaps_enough(crop, global_crop, rule, min_overlap, aug.size, patch, original):
             return crop
     top = min(max(crop.top, global_crop.top), max(global_crop.top + global_crop.height - crop.height, 0))
     left = min(max(crop.left, global_crop.left), max(global_crop.left + global_crop.width - crop.width, 0))
@@ -185,12 +211,13 @@ def global_local_views(
     min_overlap: float,
     patch: int,
     rng: np.random.Generator,
+    overlap_rule: OverlapRule = "patches",
 ) -> tuple[View, list[View]]:
     """One global view and `num_local` local views, each overlapping the global one (AlignSeg §IV-B)."""
     original = image.shape[:2]
     global_view = make_view(image, global_aug, patch, rng)
-    local = [
-        render_view(image, sample_local_crop(global_view.crop, original, local_aug, patch, min_overlap, rng), local_aug, patch, rng)
-        for _ in range(num_local)
-    ]
+    local = []
+    for _ in range(num_local):
+        crop = sample_local_crop(global_view.crop, original, local_aug, patch, min_overlap, rng, rule=overlap_rule)
+        local.append(render_view(image, crop, local_aug, patch, rng))
     return global_view, local

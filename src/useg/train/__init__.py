@@ -1,8 +1,12 @@
-"""Shared training machinery: cosine schedules, EMA teachers, checkpoints with resume, loss guards."""
+"""Shared training machinery: schedules, weight-decay groups, EMA teachers, checkpoints with resume, loss guards."""
 
 from useg.train.checkpoint import load_checkpoint, read_model, save_checkpoint, save_model
 from useg.train.ema import ema_update
 from useg.train.guard import check_finite
-from useg.train.schedules import cosine_schedule
+from useg.train.optim import weight_decay_groups
+from useg.train.schedules import cosine_schedule, step_schedule
 
-__all__ = ["check_finite", "cosine_schedule", "ema_update", "load_checkpoint", "read_model", "save_checkpoint", "save_model"]
+__all__ = [
+    "check_finite", "cosine_schedule", "ema_update", "load_checkpoint", "read_model", "save_checkpoint", "save_model",
+    "step_schedule", "weight_decay_groups",
+]  # fmt: skip

@@ -1,4 +1,4 @@
-"""DINO-style per-iteration schedules: linear warmup, then a cosine from `base` to `final`."""
+"""Per-iteration schedules: DINO-style linear warmup then cosine from `base` to `final`; step decay per epoch."""
 
 from __future__ import annotations
 
@@ -16,3 +16,9 @@ def cosine_schedule(
     span = max(len(steps) - 1, 1)
     cosine = final + 0.5 * (base - final) * (1 + np.cos(np.pi * steps / span))
     return np.concatenate([ramp, cosine])
+
+
+def step_schedule(base: float, epochs: int, iters_per_epoch: int, step_epochs: int, gamma: float) -> np.ndarray:
+    """One value per iteration: `base`, multiplied by `gamma` after every `step_epochs` epochs (torch StepLR per epoch)."""
+    epoch = np.arange(epochs * iters_per_epoch) // iters_per_epoch
+    return base * gamma ** (epoch // step_epochs)

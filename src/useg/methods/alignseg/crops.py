@@ -1,4 +1,9 @@
-"""Training crops of AlignSeg §IV-B: per image one global and v_l local views, batched by position."""
+"""Training crops of AlignSeg §IV-B: per image one global and v_l local views, batched by position.
+
+The release's crops (github.com/yliu1229/AlignSeg, model/transforms.py with train_voc_config.yml):
+random resized crops at one size for global and local views, a local crop accepted when its box
+meets the global one over more than 5 % of the image area, no flips, no colour augmentation.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,26 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from useg.data.augment import ViewAugment, global_local_views
+from useg.data.augment import OverlapRule, ViewAugment, global_local_views
+
+NO_PHOTOMETRIC = {"flip_p": 0.0, "jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0}
+"""Probabilities under `alignseg.augment` overrides: the release neither flips nor colour-augments its crops."""
+
+
+def crop_augment(size: list[int], scale: list[float], overrides: dict[str, float]) -> ViewAugment:
+    """A crop's augmentation: size and area scale, no flip or photometric change unless `overrides` turn one on."""
+    return ViewAugment(size=(size[0], size[1]), scale=(scale[0], scale[1]), **{**NO_PHOTOMETRIC, **overrides})
 
 
 @dataclass(frozen=True)
 class CropConfig:
-    """Global and local view augmentations, number of local crops v_l and the minimum overlap."""
+    """Global and local view augmentations, number of local crops v_l and the minimum overlap and its rule."""
 
     global_aug: ViewAugment
     local_aug: ViewAugment
     num_local: int = 2
-    min_overlap: float = 0.3
+    min_overlap: float = 0.05
+    overlap_rule: OverlapRule = "area"
 
 
 @dataclass
@@ -32,7 +46,7 @@ class CropBatch:
 def make_crop_batch(images: list[np.ndarray], cfg: CropConfig, patch: int, rngs: list[np.random.Generator]) -> CropBatch:
     """Sample the views of every image (image i draws from rngs[i]) and stack them by crop position."""
     views = [
-        global_local_views(img, cfg.global_aug, cfg.local_aug, cfg.num_local, cfg.min_overlap, patch, rng)
+        global_local_views(img, cfg.global_aug, cfg.local_aug, cfg.num_local, cfg.min_overlap, patch, rng, cfg.overlap_rule)
         for img, rng in zip(images, rngs, strict=True)
     ]
     global_views = torch.stack([g.image for g, _ in views])

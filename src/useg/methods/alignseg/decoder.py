@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -12,27 +12,33 @@ from torch import Tensor, nn
 
 from useg.train.checkpoint import read_model, save_model
 
+Activation = Literal["relu", "gelu"]
+Init = Literal["trunc_normal", "default"]
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
+
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """Width D (the backbone's), prototypes K, layers L, attention heads, FFN width factor."""
+    """Width D (the backbone's), prototypes K, layers L, attention heads, FFN width (None: 4 D), activation, init."""
 
     dim: int
     prototypes: int = 5
     layers: int = 1
-    heads: int = 4
-    ffn_factor: int = 4
+    heads: int = 3
+    ffn_dim: int | None = 768
+    activation: Activation = "relu"
+    init: Init = "trunc_normal"
 
 
 class DecoderLayer(nn.Module):
     """Cross-attention (prototypes -> patch tokens), self-attention among prototypes, FFN; post-norm
     residuals as Mask2Former. No positional codes: the output ignores the patch order."""
 
-    def __init__(self, dim: int, heads: int, ffn_factor: int) -> None:
+    def __init__(self, dim: int, heads: int, ffn_dim: int, activation: Activation) -> None:
         super().__init__()
         self.cross = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_factor * dim), nn.GELU(), nn.Linear(ffn_factor * dim, dim))
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), ACTIVATIONS[activation](), nn.Linear(ffn_dim, dim))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
 
     def forward(self, queries: Tensor, tokens: Tensor) -> Tensor:
@@ -43,13 +49,16 @@ class DecoderLayer(nn.Module):
 
 
 class PrototypeDecoder(nn.Module):
-    """K learnable prototypes P and L decoder layers: P^x = Dec(P, x) (AlignSeg eq. 1)."""
+    """K learnable prototypes P and L stacked decoder layers: P^x = Dec(P, x) (AlignSeg eq. 1)."""
 
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.prototypes = nn.Parameter(torch.randn(cfg.prototypes, cfg.dim))
-        self.layers = nn.ModuleList(DecoderLayer(cfg.dim, cfg.heads, cfg.ffn_factor) for _ in range(cfg.layers))
+        ffn_dim = cfg.ffn_dim or 4 * cfg.dim
+        self.layers = nn.ModuleList(DecoderLayer(cfg.dim, cfg.heads, ffn_dim, cfg.activation) for _ in range(cfg.layers))
+        if cfg.init == "trunc_normal":
+            self.layers.apply(trunc_normal_linear)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """Patch tokens [B, n, D] -> image-aligned prototypes P^x [B, K, D] (eq. 1)."""
@@ -57,6 +66,13 @@ class PrototypeDecoder(nn.Module):
         for layer in self.layers:
             queries = layer(queries, tokens)
         return queries
+
+
+def trunc_normal_linear(module: nn.Module) -> None:
+    """The release's init of every linear map (FFN, attention output): weights N(0, 0.02²) cut at ±2, biases 0."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
 
 
 def similarity(tokens: Tensor, prototypes: Tensor) -> Tensor:

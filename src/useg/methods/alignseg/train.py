@@ -3,7 +3,7 @@
 Per step: one global and v_l local crops per image (each local crop overlaps the global one by a
 minimum share); the frozen ViT gives patch tokens x and the CLS attention of every crop, from which
 the saliency masks keep 60 % of the attention mass; the decoder extracts P^x per crop and the
-loss αL_proto + βL_corr (eq. 11) trains decoder and prototypes.
+loss αL_proto + βL_corr (eq. 11) trains decoder and prototypes with `build_optimiser` / `build_schedule`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
@@ -22,88 +22,118 @@ from tqdm import tqdm
 from useg.atomic import write_json
 from useg.backbones.saliency import attention_mass_mask
 from useg.backbones.vit import ViTBackbone
-from useg.data.augment import ViewAugment
+from useg.data.augment import OverlapRule
 from useg.data.images import load_rgb_all
 from useg.errors import ConfigError, DataError
-from useg.methods.alignseg.crops import CropBatch, CropConfig, make_crop_batch
-from useg.methods.alignseg.decoder import DecoderConfig, PrototypeDecoder, build_decoder, save_decoder, similarity
-from useg.methods.alignseg.losses import LossConfig, total_loss
-from useg.train import check_finite, cosine_schedule, load_checkpoint, save_checkpoint
+from useg.methods.alignseg.crops import CropBatch, CropConfig, crop_augment, make_crop_batch
+from useg.methods.alignseg.decoder import Activation, DecoderConfig, Init, PrototypeDecoder, build_decoder, save_decoder, similarity
+from useg.methods.alignseg.losses import LossConfig, Reduction, Source, total_loss
+from useg.methods.alignseg.optim import Schedule, build_optimiser, build_schedule
+from useg.train import check_finite, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class AlignSegConfig:
-    """The `alignseg` config section (paper values in workflow/schemas/config.schema.yaml)."""
+    """The `alignseg` config section; defaults are the release's (workflow/schemas/config.schema.yaml)."""
 
     k: int | None = 5
     layers: int = 1
-    heads: int = 4
+    heads: int = 3
+    ffn_dim: int | None = 768
+    ffn_activation: Activation = "relu"
+    decoder_init: Init = "trunc_normal"
     local_crops: int = 2
-    min_overlap: float = 0.3
+    overlap_rule: OverlapRule = "area"
+    min_overlap: float = 0.05
     global_size: list[int] = field(default_factory=lambda: [224, 224])
-    local_size: list[int] = field(default_factory=lambda: [96, 96])
-    global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
-    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
+    local_size: list[int] = field(default_factory=lambda: [224, 224])
+    global_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.25])
     augment: dict[str, float] = field(default_factory=dict)
     attention_mass: float = 0.6
+    attention_blur: float = 0.6
+    attention_min_component: int = 3
     alpha: float = 1.0
-    beta: float = 1.0
-    tau: float = 0.1
-    shift: float = 0.3
+    beta: float = 0.15
+    tau: float = 1.0
+    shift: float = 0.11
+    proto_loss: Source = "release"
+    proto_corr: Source = "release"
+    dense_corr: Source = "release"
+    corr_reduction: Reduction = "sum"
     losses: dict[str, bool] = field(default_factory=dict)
     clamp: bool = True
     saliency_mask: bool = True
     epochs: int = 10
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float = 5e-4
+    schedule: Schedule = "step"
+    step_epochs: int = 3
+    step_gamma: float = 0.5
     min_lr: float = 1e-6
     warmup_epochs: int = 1
-    weight_decay: float = 0.0
+    weight_decay: float = 0.04
+    weight_decay_exempt: bool = True
     device: str = "auto"
 
-    def crops(self) -> CropConfig:
-        def aug(size: list[int], scale: list[float]) -> ViewAugment:
-            return ViewAugment(size=tuple(size), scale=tuple(scale), **self.augment)
+    def __post_init__(self) -> None:
+        for key, hint in get_type_hints(AlignSegConfig).items():
+            options = get_args(hint) if get_origin(hint) is Literal else ()
+            if options and getattr(self, key) not in options:
+                raise ConfigError(f"alignseg.{key} is {getattr(self, key)!r}; use one of {', '.join(options)}")
 
+    def crops(self) -> CropConfig:
         return CropConfig(
-            aug(self.global_size, self.global_scale), aug(self.local_size, self.local_scale), self.local_crops, self.min_overlap
-        )
+            crop_augment(self.global_size, self.global_scale, self.augment),
+            crop_augment(self.local_size, self.local_scale, self.augment),
+            self.local_crops, self.min_overlap, self.overlap_rule,
+        )  # fmt: skip
 
     def loss(self) -> LossConfig:
         flags = {"proto": True, "corr": True, **self.losses}
         if not (flags["proto"] or flags["corr"]):
             raise ConfigError("alignseg.losses: at least one of proto and corr must be true")
-        return LossConfig(self.alpha, self.beta, self.tau, self.shift, flags["proto"], flags["corr"], self.clamp, self.saliency_mask)
+        return LossConfig(
+            self.alpha, self.beta, self.tau, self.shift, flags["proto"], flags["corr"], self.clamp, self.saliency_mask,
+            self.proto_loss, self.proto_corr, self.dense_corr, self.corr_reduction,
+        )  # fmt: skip
 
     def decoder(self, dim: int, k: int) -> DecoderConfig:
         if dim % self.heads:
             raise ConfigError(f"alignseg.heads ({self.heads}) must divide the backbone width {dim}")
-        return DecoderConfig(dim, k, self.layers, self.heads)
+        return DecoderConfig(dim, k, self.layers, self.heads, self.ffn_dim, self.ffn_activation, self.decoder_init)
+
+    def uses_saliency(self) -> bool:
+        """The saliency masks enter the loss only through L_corr under the attention-map constraint (eq. 10)."""
+        return self.saliency_mask and self.loss().corr
 
 
 @dataclass
 class CropOutputs:
-    """Frozen-backbone outputs of one crop position: tokens [B, n, D] and saliency [B, n]."""
+    """Frozen-backbone outputs of one crop position: tokens [B, n, D] and saliency [B, n] (None when unused)."""
 
     tokens: Tensor
-    saliency: Tensor
+    saliency: Tensor | None
 
 
 @torch.no_grad()
-def encode(backbone: ViTBackbone, views: Tensor, mass: float) -> CropOutputs:
-    """Patch tokens and the attention-mass saliency mask of a stack of views (§IV-A)."""
+def encode(backbone: ViTBackbone, views: Tensor, cfg: AlignSegConfig) -> CropOutputs:
+    """Patch tokens and, when the loss uses it, the attention-mass saliency mask of a stack of views (§IV-A)."""
     out = backbone(views)
     batch, h, w, dim = out.patches.shape
-    return CropOutputs(out.patches.reshape(batch, h * w, dim), attention_mass_mask(out.attn, mass).reshape(batch, h * w))
+    if not cfg.uses_saliency():
+        return CropOutputs(out.patches.reshape(batch, h * w, dim), None)
+    mask = attention_mass_mask(out.attn, cfg.attention_mass, cfg.attention_blur, cfg.attention_min_component)
+    return CropOutputs(out.patches.reshape(batch, h * w, dim), mask.reshape(batch, h * w))
 
 
 def step_loss(
     decoder: PrototypeDecoder, backbone: ViTBackbone, batch: CropBatch, cfg: AlignSegConfig, losses: LossConfig, device: torch.device
 ) -> tuple[Tensor, dict[str, float]]:
     """Loss of one batch of crops (eq. 11)."""
-    crops = [encode(backbone, v.to(device), cfg.attention_mass) for v in (batch.global_views, *batch.local_views)]
+    crops = [encode(backbone, v.to(device), cfg) for v in (batch.global_views, *batch.local_views)]
     protos = [decoder(c.tokens) for c in crops]
     sims = [similarity(c.tokens, p) for c, p in zip(crops, protos)]
     return total_loss(
@@ -116,11 +146,16 @@ def step_loss(
 
 
 def check_sizes(cfg: AlignSegConfig, patch: int) -> None:
-    """Crop sizes must be whole patches."""
+    """Crop sizes must be whole patches, and at least 4 patches a side where the saliency map is blurred."""
     for key in ("global_size", "local_size"):
         size = getattr(cfg, key)
         if size[0] % patch or size[1] % patch:
             raise ConfigError(f"alignseg.{key} {size} must be a multiple of the patch size {patch}")
+        if cfg.uses_saliency() and cfg.attention_blur > 0 and min(size) < 4 * patch:
+            raise ConfigError(
+                f"alignseg.{key} {size} gives fewer than 4 patches a side, too few for the 7x7 blur of "
+                f"alignseg.attention_blur: use crops of at least {4 * patch} px or set attention_blur: 0"
+            )
 
 
 def train_alignseg(
@@ -143,10 +178,10 @@ def train_alignseg(
     losses, crops = cfg.loss(), cfg.crops()
     backbone = backbone.to(device).eval().requires_grad_(False)
     decoder = build_decoder(cfg.decoder(backbone.embed_dim, k), seed).to(device)
-    optimiser = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimiser = build_optimiser(decoder, cfg)
     batch_size = min(cfg.batch_size, len(image_paths))
     iters = len(image_paths) // batch_size
-    lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters, cfg.warmup_epochs)
+    lr = build_schedule(cfg, iters)
     images = load_rgb_all(image_paths, threads)
     history: list[dict[str, Any]] = []
     start = 0
