@@ -19,6 +19,10 @@ from tests.imagenet_s_fixture import (
     reference_figures,
 )
 from useg.data.labels import encode_rg, read_mask
+from useg.data.manifest import ManifestRow
+from useg.data.transforms import resize_labels
+from useg.errors import DataError
+from useg.methods.pass_.stages import image_classes
 from useg.eval.imagenet_s import (
     ImageNetSEvaluator,
     band_radius,
@@ -28,6 +32,8 @@ from useg.eval.imagenet_s import (
     nmi,
     read_matching,
 )
+from useg.report.export import export_imagenet_s
+from useg.stores.predictions import PredictionsWriter
 
 NAMES2 = ["background", "a"]
 BUCKETS = ("S", "MS", "ML", "L")
@@ -258,6 +264,20 @@ def test_saved_matching_is_reused_from_metrics_json_or_the_official_match_json(t
     assert evaluate([(gt, pred)], 3, 3, mapping=mapping)["miou"] == pytest.approx((1 + 0.5 + 0.5) / 3)
 
 
+def test_train_nmi_reads_the_class_folders_before_the_masks(tmp_path):
+    gt = np.zeros((4, 4), np.int64)
+    gt[1:, 1:] = 3
+    Image.fromarray(encode_rg(gt)).save(tmp_path / "m.png")
+    masked = [ManifestRow(f"i{n}", f"/x/i{n}.JPEG", 4, 4, "train", str(tmp_path / "m.png"), "", "imagenet-s") for n in range(2)]
+    labels, source = image_classes(masked, IGNORE)
+    assert source == "largest mask class" and labels.tolist() == [3, 3]
+    folders = [ManifestRow(r.id, r.path, 4, 4, "train", r.mask_path, "", "imagenet-s", wnid) for r, wnid in zip(masked, "ab")]
+    labels, source = image_classes(folders, IGNORE)
+    assert source == "class folders" and labels.tolist() == ["a", "b"]
+    assert nmi(np.array([4, 7]), labels) == 1.0
+    assert image_classes([ManifestRow("i", "/x/i.JPEG", 4, 4, "train")], IGNORE) is None
+
+
 def test_nmi_equals_scikit_learn():
     rng = np.random.default_rng(1)
     for n, ka, kb in [(200, 5, 7), (50, 12, 3), (30, 1, 4), (10, 1, 1)]:
@@ -265,3 +285,34 @@ def test_nmi_equals_scikit_learn():
         assert nmi(a, b) == pytest.approx(normalized_mutual_info_score(a, b), abs=1e-12)
     a = rng.integers(6, size=100)
     assert nmi(a, (a + 3) % 6) == pytest.approx(1.0)
+
+
+def test_server_export_round_trip_scores_as_the_official_evaluator_would(tmp_path):
+    rng = np.random.default_rng(5)
+    sizes = [(30, 40), (24, 24), (41, 27), (20, 36)]
+    labels = rng.integers(0, 5, (len(sizes), 4, 4)).repeat(4, 1).repeat(4, 2)  # K = 4 labels for 3 classes
+    rows = [
+        ManifestRow(f"im{n}", str(tmp_path / "validation" / f"n0{n % 2}" / f"im{n}.JPEG"), w, h, "validation")
+        for n, (h, w) in enumerate(sizes)
+    ]
+    gts = [resize_labels(lab, size) for lab, size in zip(labels.clip(max=3), sizes)]
+    gts[0][:3] = IGNORE
+    preds = [resize_labels(lab, size) for lab, size in zip(labels, sizes)]
+    with PredictionsWriter(tmp_path / "p.zarr", np.arange(4), [r.id for r in rows], (16, 16), 5, "hand", {}) as w:
+        w.write(0, labels)
+    r = evaluate(list(zip(gts, preds)), 4, 5)
+    (tmp_path / "metrics.json").write_text(json.dumps({"protocols": {"imagenet-s": r}}))
+    export_imagenet_s(tmp_path / "p.zarr", rows, tmp_path / "pngs", tmp_path / "metrics.json", tmp_path / "validation")
+    mapping = np.array([r["matching_ids"][str(k)] for k in range(5)])
+    assert (mapping == -1).sum() == 1
+    written = [read_mask(tmp_path / "pngs" / f"n0{n % 2}" / f"im{n}.png", "imagenet-s") for n in range(4)]
+    for got, pred in zip(written, preds):
+        assert np.array_equal(got, np.where(mapping[pred] >= 0, mapping[pred], IGNORE))  # encode, decode, same ids
+    ref = reference_figures(list(zip(gts, written)), np.arange(IGNORE + 1), c=3)  # the server's view of the files
+    for key in ("miou", "boundary_miou", "f_measure", "image_accuracy"):
+        assert r[key] == pytest.approx(ref[key], abs=1e-9), key
+    for key in ("miou_by_size", "boundary_miou_by_size"):
+        assert r[key] == pytest.approx(nan_to_none(ref[key]), abs=1e-9), key
+    with pytest.raises(DataError, match="not under --split-dir"):
+        export_imagenet_s(tmp_path / "p.zarr", rows, tmp_path / "other", None, tmp_path / "test")
+    assert not (tmp_path / "other").exists()

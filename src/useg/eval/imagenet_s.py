@@ -70,16 +70,17 @@ def image_stats(gt: np.ndarray, pred: np.ndarray, num_classes: int, num_labels: 
     pixels [n, 5]; bands are drawn on the whole image, ignore pixels dropped afterwards (official)."""
     if gt.shape != pred.shape:
         raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} differ in size")
-    g = np.where(gt == ignore, num_classes, gt).astype(np.int64)
-    p = pred.astype(np.int64)
+    code_type = np.int32 if num_classes * num_labels * 4 < 2**31 else np.int64
+    g = np.where(gt == ignore, num_classes, gt).astype(code_type)
+    p = pred.astype(code_type)
     if g.min() < 0 or g.max() > num_classes or p.min() < 0 or p.max() >= num_labels:
         raise ValueError("ids out of range for the imagenet-s evaluation")
     radius = band_radius(gt.shape)
-    codes = ((g * num_labels + p) * 2 + boundary_band(g, radius)) * 2 + boundary_band(p, radius)
+    codes = (g * num_labels + p) * 4 + boundary_band(g, radius) * 2 + boundary_band(p, radius)
     values, pixels = np.unique(codes[g < num_classes], return_counts=True)
     rest, pred_band = np.divmod(values, 2)
     pair, gt_band = np.divmod(rest, 2)
-    return np.stack([pair // num_labels, pair % num_labels, gt_band, pred_band, pixels], axis=1)
+    return np.stack([pair // num_labels, pair % num_labels, gt_band, pred_band, pixels], axis=1).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -107,37 +108,37 @@ def co_occurrence(
     return np.asarray((a_pred.T @ a_gt).todense())
 
 
-def _potentials(cost: np.ndarray) -> np.ndarray:
-    """Shortest distances from a source joined to every node at 0 (Bellman-Ford, dense, no negative cycle)."""
-    dist = np.zeros(len(cost))
-    for _ in range(len(cost)):
-        relaxed = np.minimum(dist, (dist[:, None] + cost).min(axis=0))
+def optimal_pairs(weight: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """optimal[i, j]: row i may hold column j in an assignment as heavy as the optimal `cols`.
+
+    Row i taking column j from its owner o costs w[o, j] - w[i, j]; these exchanges form a graph
+    without negative cycles. With its shortest-path potentials d (Bellman-Ford from a source
+    joined to every row at 0), every optimal assignment uses only pairs of zero reduced cost
+    d[i] + w[o, j] - w[i, j] - d[o], and every perfect matching of those pairs is optimal.
+    """
+    n = len(cols)
+    owner = np.argsort(cols)
+    held = weight[owner, np.arange(n)]
+    dist = np.zeros(n)
+    for _ in range(n):
+        relaxed = dist.copy()
+        relaxed[owner] = np.minimum(dist[owner], (dist[:, None] - weight).min(axis=0) + held)
         if np.array_equal(relaxed, dist):
             break
         dist = relaxed
-    return dist
+    return dist[:, None] - weight + (held - dist[owner])[None, :] == 0
 
 
-def optimal_exchanges(weight: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """tight[i, i']: row i may take the column of row i' in some assignment as heavy as `cols`.
-
-    Exchange costs a[i, i'] = w[i', cols[i']] - w[i, cols[i']] form a graph without negative
-    cycles (cols is optimal); with its shortest-path potentials every optimal assignment uses only
-    exchanges of zero reduced cost, and each perfect matching of them is optimal.
-    """
-    taken = weight[:, cols]
-    cost = np.diag(taken)[None, :] - taken
-    dist = _potentials(cost)
-    return dist[:, None] + cost - dist[None, :] == 0
-
-
-def moved_rows(tight: np.ndarray, cols: np.ndarray, dummy_cols: np.ndarray) -> np.ndarray:
-    """Rows that another optimal assignment puts in another column: those on a cycle of tight
-    exchanges (a swap between two dummy columns, i.e. two unmatched labels, is no move)."""
-    dummy = dummy_cols[cols]
-    edges = tight & ~(dummy[:, None] & dummy[None, :])
-    np.fill_diagonal(edges, False)
-    _, component = connected_components(sparse.csr_matrix(edges), directed=True, connection="strong")
+def moved_rows(optimal: np.ndarray, cols: np.ndarray, dummy_cols: np.ndarray) -> np.ndarray:
+    """Rows that another optimal assignment puts in another column: those on a cycle of optimal
+    exchanges (row i takes column j from its owner); one unmatched label taking another's dummy
+    column is no move."""
+    rows, targets = np.nonzero(optimal)
+    keep = (targets != cols[rows]) & ~(dummy_cols[targets] & dummy_cols[cols[rows]])
+    owner = np.argsort(cols)
+    n = len(cols)
+    edges = sparse.csr_matrix((np.ones(keep.sum()), (rows[keep], owner[targets[keep]])), shape=(n, n))
+    _, component = connected_components(edges, directed=True, connection="strong")
     return np.bincount(component)[component] > 1
 
 
@@ -146,7 +147,10 @@ class Matching:
     """A label -> class matching [K + 1] (0 -> background, -1 unmatched) and its ties."""
 
     mapping: np.ndarray
-    optimal: np.ndarray  # [n, n] (label - 1, class - 1), padded square: pairs some optimum of sum S uses
+    cols: np.ndarray  # [n] column of every row of the padded square problem (label - 1 -> class - 1)
+    free: np.ndarray  # [r] rows that another optimum of sum S moves (phantom rows included)
+    free_cols: np.ndarray  # [r] the columns they hold between them
+    free_optimal: np.ndarray  # [r, r] which of those columns each free row may hold in an optimum
     tied: np.ndarray  # labels that another bijection of the same sum S matches differently
     left_tied: np.ndarray  # of those, the labels the pixel-overlap tie-break does not settle
 
@@ -162,38 +166,51 @@ class Matching:
         }
 
     def extreme_sums(self, pair_score: np.ndarray) -> tuple[float, float]:
-        """Lowest and highest sum of `pair_score` [K, C] over the optimal bijections (Hungarian on `optimal`)."""
-        score = np.zeros(self.optimal.shape)
+        """Lowest and highest sum of `pair_score` [K, C] over the optimal bijections: the fixed rows'
+        pairs, plus a Hungarian each way over the free rows and their columns."""
+        n = len(self.cols)
+        score = np.zeros((n, n))
         score[: pair_score.shape[0], : pair_score.shape[1]] = pair_score
+        fixed = np.setdiff1d(np.arange(n), self.free)
+        base = float(score[fixed, self.cols[fixed]].sum())
+        if not len(self.free):
+            return base, base
+        sub = score[np.ix_(self.free, self.free_cols)]
         sums = []
         for sign in (-1, 1):
-            allowed = np.where(self.optimal, sign * score, -np.inf)
-            rows, cols = linear_sum_assignment(allowed, maximize=True)
-            sums.append(float(score[rows, cols].sum()))
+            rows, cols = linear_sum_assignment(np.where(self.free_optimal, sign * sub, -np.inf), maximize=True)
+            sums.append(base + float(sub[rows, cols].sum()))
         return sums[0], sums[1]
 
 
 def match_labels(s: np.ndarray, overlap: np.ndarray | None = None) -> Matching:
     """The bijection maximising sum S[i, f(i)] (LUSS Sec. 2.2, Hungarian); among the optima the one
-    maximising the pixel overlap of label and class (`overlap` [K, C], default S itself)."""
+    maximising the pixel overlap of label and class (`overlap` [K, C], default S itself).
+
+    Only the rows some optimum moves can change: they permute the columns they hold between them,
+    so the tie-break is a Hungarian over that block alone.
+    """
     k, c = s.shape
     n = max(k, c)
-    weight, second = np.zeros((n, n)), np.zeros((n, n))
+    weight = np.zeros((n, n))
     weight[:k, :c] = s
-    second[:k, :c] = s if overlap is None else overlap
     dummy_cols = np.arange(n) >= c
     cols = linear_sum_assignment(weight, maximize=True)[1]
-    tight = optimal_exchanges(weight, cols)
-    tied = moved_rows(tight, cols, dummy_cols)
-    optimal = tight[:, np.argsort(cols)]
-    among_optima = np.where(optimal, second, -np.inf)
-    cols = linear_sum_assignment(among_optima, maximize=True)[1]
-    left_tied = moved_rows(optimal_exchanges(among_optima, cols), cols, dummy_cols)
+    optimal = optimal_pairs(weight, cols)
+    free = np.flatnonzero(moved_rows(optimal, cols, dummy_cols))
+    held = cols[free]
+    free_optimal = optimal[np.ix_(free, held)]
+    second = np.zeros((n, n))
+    second[:k, :c] = s if overlap is None else overlap
+    among_optima = np.where(free_optimal, second[np.ix_(free, held)], -np.inf)
+    order = linear_sum_assignment(among_optima, maximize=True)[1]
+    left = free[moved_rows(optimal_pairs(among_optima, order), order, dummy_cols[held])]
+    cols[free] = held[order]
     mapping = np.full(k + 1, -1, np.int64)
     mapping[0] = 0
     real = cols[:k] < c
     mapping[1:][real] = cols[:k][real] + 1
-    return Matching(mapping, optimal, np.flatnonzero(tied[:k]) + 1, np.flatnonzero(left_tied[:k]) + 1)
+    return Matching(mapping, cols, free, held, free_optimal, free[free < k] + 1, left[left < k] + 1)
 
 
 def nmi(a: np.ndarray, b: np.ndarray) -> float:
