@@ -76,7 +76,9 @@ def image_stats(gt: np.ndarray, pred: np.ndarray, num_classes: int, num_labels: 
     if g.min() < 0 or g.max() > num_classes or p.min() < 0 or p.max() >= num_labels:
         raise ValueError("ids out of range for the imagenet-s evaluation")
     radius = band_radius(gt.shape)
-    codes = (g * num_labels + p) * 4 + boundary_band(g, radius) * 2 + boundary_band(p, radius)
+    codes = (g * num_labels + p) * 4
+    codes[boundary_band(g, radius)] += 2
+    codes[boundary_band(p, radius)] += 1
     values, pixels = np.unique(codes[g < num_classes], return_counts=True)
     rest, pred_band = np.divmod(values, 2)
     pair, gt_band = np.divmod(rest, 2)
@@ -118,15 +120,15 @@ def optimal_pairs(weight: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """
     n = len(cols)
     owner = np.argsort(cols)
-    held = weight[owner, np.arange(n)]
+    current = weight[owner, np.arange(n)]  # what each column weighs now
     dist = np.zeros(n)
     for _ in range(n):
         relaxed = dist.copy()
-        relaxed[owner] = np.minimum(dist[owner], (dist[:, None] - weight).min(axis=0) + held)
+        relaxed[owner] = np.minimum(dist[owner], (dist[:, None] - weight).min(axis=0) + current)
         if np.array_equal(relaxed, dist):
             break
         dist = relaxed
-    return dist[:, None] - weight + (held - dist[owner])[None, :] == 0
+    return dist[:, None] - weight + (current - dist[owner])[None, :] == 0
 
 
 def moved_rows(optimal: np.ndarray, cols: np.ndarray, dummy_cols: np.ndarray) -> np.ndarray:
@@ -318,6 +320,7 @@ class ImageNetSEvaluator:
     num_labels: int  # K + 1, background label 0 included
     ignore: int = 1000
     _rows: list[np.ndarray] = field(default_factory=list)
+    _table: PixelTable | None = field(default=None, repr=False)
 
     def add(self, gt: np.ndarray, pred: np.ndarray) -> None:
         """Add one image (prediction already at the ground truth's size)."""
@@ -326,6 +329,7 @@ class ImageNetSEvaluator:
     def add_stats(self, rows: np.ndarray) -> None:
         """Add the `image_stats` rows of the next image."""
         self._rows.append(np.column_stack([np.full(len(rows), len(self._rows)), rows]))
+        self._table = None
 
     @property
     def num_images(self) -> int:
@@ -335,7 +339,9 @@ class ImageNetSEvaluator:
         """The rows of every image added."""
         if not self._rows:
             raise ValueError("no images were added to the imagenet-s evaluation")
-        return PixelTable(*np.concatenate(self._rows).T)
+        if self._table is None:
+            self._table = PixelTable(*np.concatenate(self._rows).T)
+        return self._table
 
     def co_occurrence(self) -> np.ndarray:
         """S [K, C] over the valid pixels (official match.py)."""
