@@ -105,7 +105,7 @@ def fixed_set(seed: int = 29) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.n
             _edit(pred, obj & (gt == c), label_of[c], EDITS[int(rng.integers(len(EDITS)))], rng)
         if n % 5 == 0:  # a false positive of a class absent from the set
             pred[_object(shape, 0.03, rng, ellipse=False) & (gt == 0)] = label_of[GT_CLASSES + 1 + n % 6]
-        if n % 7 == 3:  # a label predicted on the ignore rim only, there larger than every other label
+        if n % 7 == 3:  # a label predicted on a wide ignore rim only (in some images the largest label)
             gt[_grow(gt > 0, 3) & (gt == 0)] = IGNORE
             pred[gt == IGNORE] = label_of[GT_CLASSES + 1 + n % 5]
         pairs.append((gt, pred))
