@@ -10,6 +10,7 @@ import pytest
 import zarr
 
 from tests.integration.dag import check, run_snakemake, tiny_config
+from useg.data.labels import read_mask
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ CONFIG = tiny_config(
     },
     features={"shards": 1},
     backbone_eval={"enabled": False},
-    evaluate={"threads": 1, "protocols": ["hungarian", "imagenet-s"]},
+    evaluate={"threads": 1, "protocols": ["hungarian", "imagenet-s"], "export_pngs": True},
     **{"pass": PASS},
 )
 
@@ -68,3 +69,6 @@ def test_pass_chain_reports_every_imagenet_s_metric(tmp_path: Path):
     assert set(r["miou_by_size"]) == {"S", "MS", "ML", "L"}
     assert r["matching_ids"]["0"] == 0 and sorted(r["matching_ids"].values()) == [0, 1, 2, 3]
     assert "hungarian" in metrics["protocols"] and "pass" in result.stdout
+    pngs = sorted((out / "pass/imagenet-s-pngs").glob("*.png"))  # the test server's files
+    assert len(pngs) == 6 and read_mask(pngs[0], "imagenet-s").shape == (32, 32)
+    assert {int(v) for p in pngs for v in np.unique(read_mask(p, "imagenet-s"))} <= set(r["matching_ids"].values())

@@ -193,6 +193,17 @@ def test_manifest_validates_mapped_masks_and_records_the_label_map(tmp_path):
     assert all(r.label_map == "imagenet-s" for r in back) and load_mask(back[0]).max() == 1000
 
 
+def test_imagenet_s_class_folders_become_the_images_classes_in_the_manifest(tmp_path):
+    options = make_imagenet_s(tmp_path / "d")
+    Image.open(next((tmp_path / "d" / "train").rglob("*.JPEG"))).save(tmp_path / "d" / "train" / "loose.JPEG")
+    listing = listed(tmp_path / "d", options)
+    write_manifest(build_manifest(listing, min_size=8), listing, tmp_path / "m.csv", tmp_path / "c.json")
+    rows = {r.id: r for r in read_manifest(tmp_path / "m.csv")}
+    assert rows.pop("loose").image_class == ""  # at the split's top level: no class folder
+    assert all(r.image_class == Path(r.path).parent.name for r in rows.values())
+    assert {r.image_class for r in rows.values()} == {IMAGENET_S_WNIDS[i] for i in (0, 256, 299)}
+
+
 def test_manifest_reports_raw_ids_the_table_does_not_know(tmp_path):
     options = make_cocostuff(tmp_path)
     mask = tmp_path / "annotations" / "val2017" / "000000000139.png"

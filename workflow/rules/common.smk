@@ -263,9 +263,26 @@ def maskdistill_shards(kind, split):
     return shard_paths(f"{OUT}/maskdistill/{kind}/{{split}}/shard-{{shard}}.zarr", split)
 
 
+def export_targets():
+    """ImageNet-S test-server PNGs of every method column, when `evaluate.export_pngs` asks for them."""
+    if not config["evaluate"]["export_pngs"]:
+        return []
+    if "imagenet-s" not in config["evaluate"]["protocols"]:
+        raise ValueError("evaluate.export_pngs needs the imagenet-s matching: add imagenet-s to evaluate.protocols")
+    columns = [column for method in config["methods"] for column in METHOD_COLUMNS.get(method, [method])]
+    return [f"{OUT}/{column}/imagenet-s-pngs" for column in columns]
+
+
+def export_split_dir_option():
+    """`--split-dir` of the export: the eval split's folder on ImageNet-S (PNGs keep <wnid>/<name>), else none (<id>.png)."""
+    if DATASET["kind"] != "imagenet-s":
+        return ""
+    return f"--split-dir {shlex.quote(str(Path(DATASET['root']) / DATASET['eval_split']))}"
+
+
 def extra_targets():
-    """Outputs beyond metrics.json that the default target asks for: MaskDistill's mask AP."""
-    return [f"{OUT}/maskdistill/ap.json"] if "maskdistill" in config["methods"] else []
+    """Outputs beyond metrics.json that the default target asks for: MaskDistill's mask AP, ImageNet-S PNGs."""
+    return ([f"{OUT}/maskdistill/ap.json"] if "maskdistill" in config["methods"] else []) + export_targets()
 
 
 def print_summary():

@@ -31,6 +31,7 @@ class ImageRecord:
     mask_path: Path | None = None
     instance_path: Path | None = None
     label_map: str = ""  # label setting of the mask files (useg.data.labels); "" = they hold class ids
+    image_class: str = ""  # the image's class by its folder (ImageNet-S: the wnid); "" = none given
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Columns: id, path, width, height, split, mask_path, instance_path (empty when absent), label_map
 (the label setting that turns the mask files into class ids: read masks with
-`useg.data.labels.load_mask(row)`, never by opening mask_path directly).
+`useg.data.labels.load_mask(row)`, never by opening mask_path directly), image_class (the class
+the dataset gives the whole image by its folder, e.g. the ImageNet-S wnid; empty when none).
 Next to it, `classes.json` records class names, thing classes and the ignore index.
 """
 
@@ -26,7 +27,7 @@ from useg.errors import DataError
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("id", "path", "width", "height", "split", "mask_path", "instance_path", "label_map")
+COLUMNS = ("id", "path", "width", "height", "split", "mask_path", "instance_path", "label_map", "image_class")
 MAX_LISTED = 20
 
 
@@ -42,6 +43,7 @@ class ManifestRow:
     mask_path: str = ""
     instance_path: str = ""
     label_map: str = ""
+    image_class: str = ""
 
 
 def _check_record(
@@ -80,6 +82,7 @@ def _check_record(
         mask_path=str(record.mask_path or ""),
         instance_path=str(record.instance_path or ""),
         label_map=record.label_map,
+        image_class=record.image_class,
     ), None
 
 

@@ -1,24 +1,29 @@
-"""The `imagenet-s` protocol (LUSS paper Sec. 2.2): image-level co-occurrence matching and its metrics.
+"""The `imagenet-s` protocol (LUSS paper Sec. 2.2) with the official evaluator's definitions.
 
-Predictions: label 0 is background, labels 1..K are generated categories. Ground truth: 0 is
-background, 1..C are classes, `ignore` (1000 for ImageNet-S) is left out of every pixel count.
+The official evaluator is github.com/LUSSeg/ImageNet-S (evaluation/, data/); "official" below
+names its behaviour. Predictions: label 0 is background, labels 1..K generated categories.
+Ground truth: 0 is background, 1..C classes, `ignore` (1000) pixels are removed from the image
+before anything is counted, the matching included (official data.py).
 
-One pass over the images keeps, per image, sparse counts of (ground-truth class, predicted label)
-pixel pairs, and dataset-wide counts inside the boundary bands. Every metric then comes from these
-tables with vectorised numpy, so matching once and scoring under a given matching are cheap:
+One pass over the images keeps, per image, sparse pixel counts of (class, label, in the class's
+boundary band, in the label's boundary band) over the valid pixels. Every figure then comes from
+these rows with vectorised numpy, so matching and scoring under another matching are cheap:
 
 - matching: S[i, j] = images where label i and class j co-occur (background excluded), the
-  bijection maximising sum S by `linear_sum_assignment`;
-- mIoU over the dataset, background included; pixel accuracy;
-- mIoU by object size: each (image, class) pair falls in a bucket by the class's share of the
-  image's pixels, S <= 5 % < MS <= 25 % < ML <= 50 % < L; its intersection and union go to that
-  bucket, the background's to every bucket; predicted classes absent from an image's ground truth
-  have no size and enter no bucket;
-- boundary mIoU: IoU restricted to the bands within d px of a label change (d = 2 % of the image
-  diagonal, at least 1 px) of the ground truth and of the prediction;
+  bijection maximising sum S (`linear_sum_assignment`); ties are broken by the pixel overlap of
+  label and class, and the labels that another optimum would match differently are reported;
+- mIoU over the dataset, background included, classes absent from ground truth and prediction
+  averaged in as 0 (official) — `miou_present` leaves them out;
+- mIoU by object size: per image, a class's share of the valid pixels, ceil'd to a percent,
+  puts it in S (<= 5) / MS (<= 25) / ML (<= 50) / L; a bucket's pixels are the image's
+  background and its objects of that size, every class predicted there counts; mean over the
+  classes with ground truth in the bucket, NaN (null) for a bucket without objects;
+- boundary mIoU: IoU inside the inner bands of width d = 3 % of the image diagonal (>= 1 px) of
+  every ground-truth and predicted region, the image border counted as a region edge; absent
+  classes as 0 (official), by size as above;
 - F-measure of foreground vs background per image, F = (1 + b2) P R / (b2 P + R) with b2 = 0.3,
-  averaged over images (1 when both are empty);
-- image accuracy: the largest predicted non-background label, matched, is in the image's classes;
+  0 when nothing is right (both empty included), averaged over images;
+- image accuracy: the matched class with the most predicted valid pixels is in the image;
 - NMI (arithmetic normalisation) of the images' largest predicted label vs their largest class.
 """
 
@@ -33,72 +38,63 @@ import cv2
 import numpy as np
 from scipy import sparse
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse.csgraph import connected_components
 
 from useg.errors import DataError
-from useg.eval.metrics import scores_from_mapping
 
 PROTOCOL = "imagenet-s"
-SIZE_EDGES = (0.05, 0.25, 0.5)
 SIZE_BUCKETS = ("S", "MS", "ML", "L")
+SIZE_PERCENT_EDGES = (5, 25, 50)
 BETA2 = 0.3
-BOUNDARY_DILATION = 0.02
-
-
-def pair_counts(a: np.ndarray, b: np.ndarray, nb: int) -> np.ndarray:
-    """Rows (a, b, pixels) of every distinct pair of two equally shaped id arrays [n, 3]."""
-    codes, counts = np.unique(a.astype(np.int64).ravel() * nb + b.astype(np.int64).ravel(), return_counts=True)
-    return np.stack([codes // nb, codes % nb, counts], axis=1)
+BOUNDARY_DILATION = 0.03
+TIE_BREAK = "pixel overlap"
 
 
 def boundary_band(labels: np.ndarray, radius: int) -> np.ndarray:
-    """Pixels within `radius` px (square window) of a pixel with another label; the image border is no boundary."""
+    """Official inner boundary of every region (data/utils.py mask_to_boundary): pixels within
+    `radius` px (square window) of another label or of the image border."""
     kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    lab = labels.astype(np.uint16)
-    low = cv2.erode(lab, kernel, borderType=cv2.BORDER_REPLICATE)
-    high = cv2.dilate(lab, kernel, borderType=cv2.BORDER_REPLICATE)
+    shifted = labels.astype(np.uint16) + 1  # 0 is the border
+    low = cv2.erode(shifted, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    high = cv2.dilate(shifted, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     return low != high
 
 
 def band_radius(shape: tuple[int, ...], dilation: float = BOUNDARY_DILATION) -> int:
-    """Boundary band width: `dilation` of the image diagonal, at least one pixel."""
-    return max(1, int(round(dilation * float(np.hypot(*shape[:2])))))
+    """Boundary band width: `dilation` of the image diagonal, at least one pixel (official)."""
+    return max(1, int(round(dilation * float(np.sqrt(shape[0] ** 2 + shape[1] ** 2)))))
 
 
-@dataclass
-class ImageStats:
-    """What one image contributes: sparse pixel pairs and boundary-band counts."""
-
-    pairs: np.ndarray  # [n, 3] (gt id with ignore -> C + 1, label, pixels)
-    band_pairs: np.ndarray  # [m, 3] (gt class, label, pixels) in both bands, ignore excluded
-    gt_band: np.ndarray  # [a, 2] (gt class, pixels in the ground-truth band)
-    pred_band: np.ndarray  # [b, 2] (label, pixels in the predicted band)
-    area: int
-
-
-def _counts(ids: np.ndarray) -> np.ndarray:
-    values, counts = np.unique(ids.ravel(), return_counts=True)
-    return np.stack([values.astype(np.int64), counts], axis=1)
-
-
-def image_stats(gt: np.ndarray, pred: np.ndarray, num_classes: int, num_labels: int, ignore: int) -> ImageStats:
-    """Sparse statistics of one image (`gt` ids 0..num_classes-1 or `ignore`, `pred` ids 0..num_labels-1)."""
+def image_stats(gt: np.ndarray, pred: np.ndarray, num_classes: int, num_labels: int, ignore: int) -> np.ndarray:
+    """Rows (class, label, in the class's band, in the label's band, pixels) of one image's valid
+    pixels [n, 5]; bands are drawn on the whole image, ignore pixels dropped afterwards (official)."""
     if gt.shape != pred.shape:
         raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} differ in size")
-    g = np.where(gt == ignore, num_classes, gt).astype(np.int64)
-    p = pred.astype(np.int64)
+    code_type = np.int32 if num_classes * num_labels * 4 < 2**31 else np.int64
+    g = np.where(gt == ignore, num_classes, gt).astype(code_type)
+    p = pred.astype(code_type)
     if g.min() < 0 or g.max() > num_classes or p.min() < 0 or p.max() >= num_labels:
         raise ValueError("ids out of range for the imagenet-s evaluation")
     radius = band_radius(gt.shape)
-    valid = g < num_classes
-    gb, pb = boundary_band(g, radius) & valid, boundary_band(p, radius) & valid
-    both = gb & pb
-    return ImageStats(
-        pairs=pair_counts(g, p, num_labels),
-        band_pairs=pair_counts(g[both], p[both], num_labels),
-        gt_band=_counts(g[gb]),
-        pred_band=_counts(p[pb]),
-        area=int(gt.size),
-    )
+    codes = (g * num_labels + p) * 4
+    codes[boundary_band(g, radius)] += 2
+    codes[boundary_band(p, radius)] += 1
+    values, pixels = np.unique(codes[g < num_classes], return_counts=True)
+    rest, pred_band = np.divmod(values, 2)
+    pair, gt_band = np.divmod(rest, 2)
+    return np.stack([pair // num_labels, pair % num_labels, gt_band, pred_band, pixels], axis=1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class PixelTable:
+    """Every image's rows: image, class, label, band flags and pixels, one array each."""
+
+    image: np.ndarray
+    gt: np.ndarray
+    label: np.ndarray
+    gt_band: np.ndarray
+    pred_band: np.ndarray
+    pixels: np.ndarray
 
 
 def co_occurrence(
@@ -114,13 +110,109 @@ def co_occurrence(
     return np.asarray((a_pred.T @ a_gt).todense())
 
 
-def match_labels(s: np.ndarray) -> np.ndarray:
-    """Label -> class [K + 1] (0 -> background, -1 unmatched) maximising sum S[i, f(i)] (Hungarian)."""
-    rows, cols = linear_sum_assignment(s, maximize=True)
-    mapping = np.full(s.shape[0] + 1, -1, np.int64)
+def optimal_pairs(weight: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """optimal[i, j]: row i may hold column j in an assignment as heavy as the optimal `cols`.
+
+    Row i taking column j from its owner o costs w[o, j] - w[i, j]; these exchanges form a graph
+    without negative cycles. With its shortest-path potentials d (Bellman-Ford from a source
+    joined to every row at 0), every optimal assignment uses only pairs of zero reduced cost
+    d[i] + w[o, j] - w[i, j] - d[o], and every perfect matching of those pairs is optimal.
+    """
+    n = len(cols)
+    owner = np.argsort(cols)
+    current = weight[owner, np.arange(n)]  # what each column weighs now
+    dist = np.zeros(n)
+    for _ in range(n):
+        relaxed = dist.copy()
+        relaxed[owner] = np.minimum(dist[owner], (dist[:, None] - weight).min(axis=0) + current)
+        if np.array_equal(relaxed, dist):
+            break
+        dist = relaxed
+    return dist[:, None] - weight + (current - dist[owner])[None, :] == 0
+
+
+def moved_rows(optimal: np.ndarray, cols: np.ndarray, dummy_cols: np.ndarray) -> np.ndarray:
+    """Rows that another optimal assignment puts in another column: those on a cycle of optimal
+    exchanges (row i takes column j from its owner); one unmatched label taking another's dummy
+    column is no move."""
+    rows, targets = np.nonzero(optimal)
+    keep = (targets != cols[rows]) & ~(dummy_cols[targets] & dummy_cols[cols[rows]])
+    owner = np.argsort(cols)
+    n = len(cols)
+    edges = sparse.csr_matrix((np.ones(keep.sum()), (rows[keep], owner[targets[keep]])), shape=(n, n))
+    _, component = connected_components(edges, directed=True, connection="strong")
+    return np.bincount(component)[component] > 1
+
+
+@dataclass(frozen=True)
+class Matching:
+    """A label -> class matching [K + 1] (0 -> background, -1 unmatched) and its ties."""
+
+    mapping: np.ndarray
+    cols: np.ndarray  # [n] column of every row of the padded square problem (label - 1 -> class - 1)
+    free: np.ndarray  # [r] rows that another optimum of sum S moves (phantom rows included)
+    free_cols: np.ndarray  # [r] the columns they hold between them
+    free_optimal: np.ndarray  # [r, r] which of those columns each free row may hold in an optimum
+    tied: np.ndarray  # labels that another bijection of the same sum S matches differently
+    left_tied: np.ndarray  # of those, the labels the pixel-overlap tie-break does not settle
+
+    def report(self, miou_range: tuple[float, float]) -> dict[str, Any]:
+        """The `matching_ties` block of metrics.json; `miou_range`: lowest and highest mIoU of the optima."""
+        return {
+            "alternative_optima": bool(len(self.tied)),
+            "labels_moved": len(self.tied),
+            "moved_labels": self.tied.tolist(),
+            "tie_break": TIE_BREAK,
+            "labels_moved_after_tie_break": len(self.left_tied),
+            "miou_over_optima": {"min": miou_range[0], "max": miou_range[1]},
+        }
+
+    def extreme_sums(self, pair_score: np.ndarray) -> tuple[float, float]:
+        """Lowest and highest sum of `pair_score` [K, C] over the optimal bijections: the fixed rows'
+        pairs, plus a Hungarian each way over the free rows and their columns."""
+        n = len(self.cols)
+        score = np.zeros((n, n))
+        score[: pair_score.shape[0], : pair_score.shape[1]] = pair_score
+        fixed = np.setdiff1d(np.arange(n), self.free)
+        base = float(score[fixed, self.cols[fixed]].sum())
+        if not len(self.free):
+            return base, base
+        sub = score[np.ix_(self.free, self.free_cols)]
+        sums = []
+        for sign in (-1, 1):
+            rows, cols = linear_sum_assignment(np.where(self.free_optimal, sign * sub, -np.inf), maximize=True)
+            sums.append(base + float(sub[rows, cols].sum()))
+        return sums[0], sums[1]
+
+
+def match_labels(s: np.ndarray, overlap: np.ndarray | None = None) -> Matching:
+    """The bijection maximising sum S[i, f(i)] (LUSS Sec. 2.2, Hungarian); among the optima the one
+    maximising the pixel overlap of label and class (`overlap` [K, C], default S itself).
+
+    Only the rows some optimum moves can change: they permute the columns they hold between them,
+    so the tie-break is a Hungarian over that block alone.
+    """
+    k, c = s.shape
+    n = max(k, c)
+    weight = np.zeros((n, n))
+    weight[:k, :c] = s
+    dummy_cols = np.arange(n) >= c
+    cols = linear_sum_assignment(weight, maximize=True)[1]
+    optimal = optimal_pairs(weight, cols)
+    free = np.flatnonzero(moved_rows(optimal, cols, dummy_cols))
+    held = cols[free]
+    free_optimal = optimal[np.ix_(free, held)]
+    second = np.zeros((n, n))
+    second[:k, :c] = s if overlap is None else overlap
+    among_optima = np.where(free_optimal, second[np.ix_(free, held)], -np.inf)
+    order = linear_sum_assignment(among_optima, maximize=True)[1]
+    left = free[moved_rows(optimal_pairs(among_optima, order), order, dummy_cols[held])]
+    cols[free] = held[order]
+    mapping = np.full(k + 1, -1, np.int64)
     mapping[0] = 0
-    mapping[rows + 1] = cols + 1
-    return mapping
+    real = cols[:k] < c
+    mapping[1:][real] = cols[:k][real] + 1
+    return Matching(mapping, cols, free, held, free_optimal, free[free < k] + 1, left[left < k] + 1)
 
 
 def nmi(a: np.ndarray, b: np.ndarray) -> float:
@@ -139,16 +231,22 @@ def nmi(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def f_measure(tp: np.ndarray, pred_fg: np.ndarray, gt_fg: np.ndarray, beta2: float = BETA2) -> np.ndarray:
-    """Per-image F_beta of foreground vs background: (1 + b2) P R / (b2 P + R); 1 when both are empty."""
+    """Per-image F_beta of foreground vs background, (1 + b2) P R / (b2 P + R); 0 without a true
+    positive, both empty included (official metric.py FMeasureGPU)."""
     precision = np.divide(tp, pred_fg, out=np.zeros(len(tp)), where=pred_fg > 0)
     recall = np.divide(tp, gt_fg, out=np.zeros(len(tp)), where=gt_fg > 0)
     denom = beta2 * precision + recall
-    f = np.divide((1 + beta2) * precision * recall, denom, out=np.zeros(len(tp)), where=denom > 0)
-    return np.where((pred_fg == 0) & (gt_fg == 0), 1.0, f)
+    return np.divide((1 + beta2) * precision * recall, denom, out=np.zeros(len(tp)), where=denom > 0)
+
+
+def group_pixels(images: np.ndarray, ids: np.ndarray, pixels: np.ndarray, size: int) -> tuple[np.ndarray, ...]:
+    """(image, id, pixels) summed over the rows of each distinct (image, id); `size` bounds the ids."""
+    keys, inverse = np.unique(images * size + ids, return_inverse=True)
+    return keys // size, keys % size, np.bincount(inverse, weights=pixels, minlength=len(keys))
 
 
 def largest(images: np.ndarray, ids: np.ndarray, pixels: np.ndarray, num_images: int) -> np.ndarray:
-    """Per image, the id with the most pixels among the given rows (ties: smallest id); 0 when none."""
+    """Per image, the id with the most pixels among distinct (image, id) rows (ties: smallest id); 0 when none."""
     out = np.zeros(num_images, np.int64)
     order = np.lexsort((ids, -pixels, images))
     first = np.ones(len(order), bool)
@@ -157,141 +255,222 @@ def largest(images: np.ndarray, ids: np.ndarray, pixels: np.ndarray, num_images:
     return out
 
 
-def _group_sum(keys: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
-    return np.bincount(keys, weights=values, minlength=size)
+def size_buckets(images: np.ndarray, gt: np.ndarray, pixels: np.ndarray, num_images: int, nc: int) -> np.ndarray:
+    """Bucket [n, nc] of every object (image, class >= 1): its share of the image's valid pixels,
+    ceil'd to a percent in float32 as the official does, <= 5 / 25 / 50 / more; -1 for no object."""
+    total = np.bincount(images, weights=pixels, minlength=num_images).astype(np.float32)
+    fg = gt >= 1
+    image, cls, area = group_pixels(images[fg], gt[fg], pixels[fg], nc)
+    percent = np.ceil(np.float32(100) * area.astype(np.float32) / total[image])
+    out = np.full((num_images, nc), -1, np.int64)
+    out[image, cls] = np.searchsorted(np.asarray(SIZE_PERCENT_EDGES, np.float32), percent, side="left")
+    return out
+
+
+def iou_sums(
+    group: np.ndarray,
+    gt: np.ndarray,
+    mapped: np.ndarray,
+    weights: tuple[np.ndarray, np.ndarray, np.ndarray],
+    groups: int,
+    nc: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group and class [groups, nc]: intersection, prediction and ground-truth pixels (official
+    metric.py IoUGPU), with `weights` (intersection, prediction, ground truth) per row."""
+    inter_w, pred_w, gt_w = weights
+    gt_key, hit, pred = group * nc + gt, mapped == gt, mapped >= 0
+    size = groups * nc
+    return (
+        np.bincount(gt_key[hit], weights=inter_w[hit], minlength=size).reshape(groups, nc),
+        np.bincount((group * nc + mapped)[pred], weights=pred_w[pred], minlength=size).reshape(groups, nc),
+        np.bincount(gt_key, weights=gt_w, minlength=size).reshape(groups, nc),
+    )
+
+
+def class_iou(inter: np.ndarray, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """IoU per class; NaN where ground truth and prediction are both empty."""
+    union = pred + target - inter
+    return np.divide(inter, union, out=np.full(inter.shape, np.nan), where=union > 0)
+
+
+def absent_as_zero(iou: np.ndarray) -> float:
+    """Mean IoU over every class, those absent from ground truth and prediction as 0 (official)."""
+    return float(np.nan_to_num(iou, nan=0.0).mean())
+
+
+def present_mean(iou: np.ndarray) -> float:
+    """Mean IoU over the classes present in ground truth or prediction (NaN when none is)."""
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
+def _bucket_means(inter: np.ndarray, pred: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
+    """Per size bucket, the mean IoU over the classes with ground truth in it; None (official NaN) when none."""
+    iou = np.nan_to_num(class_iou(inter, pred, target), nan=0.0)
+    return {
+        name: (float(iou[b][target[b] > 0].mean()) if (target[b] > 0).any() else None)
+        for b, name in enumerate(SIZE_BUCKETS)
+    }
 
 
 @dataclass
 class ImageNetSEvaluator:
-    """Accumulates ImageStats image by image; `result()` scores them under a matching."""
+    """Accumulates per-image rows (`image_stats`); `result()` scores them under a matching."""
 
     num_classes: int  # C + 1, background included
     num_labels: int  # K + 1, background label 0 included
     ignore: int = 1000
-    _pairs: list[np.ndarray] = field(default_factory=list)
-    _areas: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.band = np.zeros((self.num_classes, self.num_labels), np.int64)
-        self.gt_band = np.zeros(self.num_classes, np.int64)
-        self.pred_band = np.zeros(self.num_labels, np.int64)
+    _rows: list[np.ndarray] = field(default_factory=list)
+    _table: PixelTable | None = field(default=None, repr=False)
 
     def add(self, gt: np.ndarray, pred: np.ndarray) -> None:
         """Add one image (prediction already at the ground truth's size)."""
         self.add_stats(image_stats(gt, pred, self.num_classes, self.num_labels, self.ignore))
 
-    def add_stats(self, stats: ImageStats) -> None:
-        image = len(self._areas)
-        self._pairs.append(np.column_stack([np.full(len(stats.pairs), image), stats.pairs]))
-        self._areas.append(stats.area)
-        np.add.at(self.band, (stats.band_pairs[:, 0], stats.band_pairs[:, 1]), stats.band_pairs[:, 2])
-        np.add.at(self.gt_band, stats.gt_band[:, 0], stats.gt_band[:, 1])
-        np.add.at(self.pred_band, stats.pred_band[:, 0], stats.pred_band[:, 1])
+    def add_stats(self, rows: np.ndarray) -> None:
+        """Add the `image_stats` rows of the next image."""
+        self._rows.append(np.column_stack([np.full(len(rows), len(self._rows)), rows]))
+        self._table = None
 
-    def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(image, gt id, label, pixels) of every pixel pair of every image added."""
-        if not self._pairs:
+    @property
+    def num_images(self) -> int:
+        return len(self._rows)
+
+    def table(self) -> PixelTable:
+        """The rows of every image added."""
+        if not self._rows:
             raise ValueError("no images were added to the imagenet-s evaluation")
-        t = np.concatenate(self._pairs)
-        return t[:, 0], t[:, 1], t[:, 2], t[:, 3]
+        if self._table is None:
+            self._table = PixelTable(*np.concatenate(self._rows).T)
+        return self._table
+
+    def co_occurrence(self) -> np.ndarray:
+        """S [K, C] over the valid pixels (official match.py)."""
+        t = self.table()
+        return co_occurrence(t.image, t.gt, t.label, self.num_images, self.num_classes - 1, self.num_labels - 1)
+
+    def overlap(self) -> np.ndarray:
+        """Valid pixels of class j predicted as label i [K, C] (foreground only): the tie-break."""
+        t = self.table()
+        c = self.num_classes - 1
+        fg = (t.gt >= 1) & (t.label >= 1)
+        keys = (t.label[fg] - 1) * c + t.gt[fg] - 1
+        return np.bincount(keys, weights=t.pixels[fg], minlength=(self.num_labels - 1) * c).reshape(-1, c)
+
+    def match(self) -> Matching:
+        """The image-level co-occurrence matching, ties broken by pixel overlap."""
+        return match_labels(self.co_occurrence(), self.overlap())
 
     def matching(self) -> np.ndarray:
-        """The image-level co-occurrence matching label -> class [K + 1]."""
-        images, gt, labels, _ = self.table()
-        c, k = self.num_classes - 1, self.num_labels - 1
-        return match_labels(co_occurrence(images, gt, labels, len(self._areas), c, k))
+        """The matching label -> class [K + 1]."""
+        return self.match().mapping
 
     def result(self, class_names: list[str], mapping: np.ndarray | None = None) -> dict[str, Any]:
-        """Every metric of the protocol under `mapping` (default: the co-occurrence matching)."""
-        mapping = self.matching() if mapping is None else np.asarray(mapping, np.int64)
-        images, gt, labels, pixels = self.table()
-        n, nc = len(self._areas), self.num_classes
-        valid = gt < nc
-        confusion = np.zeros((nc, self.num_labels), np.int64)
-        np.add.at(confusion, (gt[valid], labels[valid]), pixels[valid])
-        iou, accuracy = scores_from_mapping(confusion, mapping)
-        top_label = largest(images[labels >= 1], labels[labels >= 1], pixels[labels >= 1], n)
-        fg_gt = valid & (gt >= 1)
-        top_class = largest(images[fg_gt], gt[fg_gt], pixels[fg_gt], n)
-        in_gt = np.isin(np.arange(n) * nc + mapping[top_label], images[fg_gt] * nc + gt[fg_gt]) & (
-            mapping[top_label] >= 1
-        )
-        fg_pred = valid & (labels >= 1)
-        f = f_measure(
-            _group_sum(images[fg_gt & fg_pred], pixels[fg_gt & fg_pred], n),
-            _group_sum(images[fg_pred], pixels[fg_pred], n),
-            _group_sum(images[fg_gt], pixels[fg_gt], n),
-        )
-        return {
+        """Every figure of the protocol under `mapping` (default: the co-occurrence matching)."""
+        found = self.match() if mapping is None else None
+        mapping = found.mapping if found is not None else np.asarray(mapping, np.int64)
+        if len(mapping) != self.num_labels:
+            raise ValueError(f"the matching covers {len(mapping)} labels, the predictions have {self.num_labels}")
+        t, n, nc = self.table(), self.num_images, self.num_classes
+        mapped = mapping[t.label]
+        pixel_w = (t.pixels,) * 3
+        band_w = (t.pixels * t.gt_band * t.pred_band, t.pixels * t.pred_band, t.pixels * t.gt_band)
+        overall = iou_sums(np.zeros_like(t.gt), t.gt, mapped, pixel_w, 1, nc)
+        iou = class_iou(*overall)[0]
+        boundary = class_iou(*iou_sums(np.zeros_like(t.gt), t.gt, mapped, band_w, 1, nc))[0]
+        by_size, boundary_by_size = self._size_miou(t, mapped, pixel_w, band_w)
+        out = {
             "protocol": PROTOCOL,
-            "miou": _nanmean(iou),
-            "pixel_accuracy": accuracy,
+            "miou": absent_as_zero(iou),
+            "miou_present": present_mean(iou),
+            "pixel_accuracy": float(overall[0].sum() / overall[2].sum()) if overall[2].sum() else float("nan"),
             "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, iou)},
-            "miou_by_size": self._size_miou(images, gt, labels, pixels, mapping),
-            "boundary_miou": self._boundary_miou(mapping),
-            "f_measure": float(f.mean()),
-            "image_accuracy": float(in_gt.mean()),
-            "nmi": nmi(top_label, top_class),
+            "miou_by_size": by_size,
+            "boundary_miou": absent_as_zero(boundary),
+            "boundary_miou_present": present_mean(boundary),
+            "boundary_miou_by_size": boundary_by_size,
+            "f_measure": self._f_measure(t),
+            "image_accuracy": self._image_accuracy(t, mapped),
+            "nmi": self._nmi(t),
             "num_images": n,
             "matching": {str(k): (class_names[c] if c >= 0 else None) for k, c in enumerate(mapping)},
             "matching_ids": {str(k): int(c) for k, c in enumerate(mapping)},
         }
-
-    def _size_miou(
-        self, images: np.ndarray, gt: np.ndarray, labels: np.ndarray, pixels: np.ndarray, mapping: np.ndarray
-    ) -> dict[str, float]:
-        """mIoU per object-size bucket (S, MS, ML, L), background in every bucket."""
-        nc = self.num_classes
-        mapped = mapping[labels]
-        valid = gt < nc
-        pv, hit = valid & (mapped >= 0), valid & (mapped == gt)
-        gt_keys, pred_keys, hit_keys = (
-            images[valid] * nc + gt[valid],
-            images[pv] * nc + mapped[pv],
-            images[hit] * nc + gt[hit],
-        )
-        keys, inverse = np.unique(np.concatenate([gt_keys, pred_keys, hit_keys]), return_inverse=True)
-        parts = np.split(inverse, [len(gt_keys), len(gt_keys) + len(pred_keys)])
-        gt_area, pred_area, inter = (
-            _group_sum(part, pixels[mask], len(keys)) for part, mask in zip(parts, (valid, pv, hit))
-        )
-        key_image, key_class = np.divmod(keys, nc)
-        ratio = gt_area / np.asarray(self._areas, np.float64)[key_image]
-        bucket = np.searchsorted(SIZE_EDGES, ratio, side="left")
-        union = gt_area + pred_area - inter
-        out = {}
-        for b, name in enumerate(SIZE_BUCKETS):
-            keep = (key_class == 0) | ((gt_area > 0) & (bucket == b))
-            i_sum = np.bincount(key_class[keep], weights=inter[keep], minlength=nc)
-            u_sum = np.bincount(key_class[keep], weights=union[keep], minlength=nc)
-            out[name] = _nanmean(np.divide(i_sum, u_sum, out=np.full(nc, np.nan), where=u_sum > 0))
+        if found is not None:
+            out["matching_ties"] = found.report(self._miou_range(found, overall))
         return out
 
-    def _boundary_miou(self, mapping: np.ndarray) -> float:
-        """mIoU inside the boundary bands of ground truth and prediction."""
+    def _miou_range(self, found: Matching, overall: tuple[np.ndarray, ...]) -> tuple[float, float]:
+        """Lowest and highest mIoU (absent as 0) over the bijections of the same sum S: class j's IoU
+        depends only on its label i, so the mean is a sum of pair scores I_ij / (G_j + P_i - I_ij)."""
+        t, nc = self.table(), self.num_classes
+        inter = self.overlap()
+        pred = np.bincount(t.label, weights=t.pixels, minlength=self.num_labels)[1:, None]
+        target = overall[2][0, 1:][None, :]
+        union = pred + target - inter
+        pair = np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
+        background = float(np.nan_to_num(class_iou(*overall)[0, 0]))
+        low, high = found.extreme_sums(pair)
+        return (background + low) / nc, (background + high) / nc
+
+    def _size_miou(
+        self, t: PixelTable, mapped: np.ndarray, pixel_w: tuple[np.ndarray, ...], band_w: tuple[np.ndarray, ...]
+    ) -> tuple[dict[str, float | None], dict[str, float | None]]:
+        """mIoU and boundary mIoU per object-size bucket (official IoUDifferentSizeGPUWithBoundary)."""
         nc = self.num_classes
-        matched = mapping >= 0
-        inter = np.zeros(nc)
-        pred = np.zeros(nc)
-        np.add.at(inter, mapping[matched], self.band[mapping[matched], np.flatnonzero(matched)])
-        np.add.at(pred, mapping[matched], self.pred_band[matched])
-        union = self.gt_band + pred - inter
-        return _nanmean(np.divide(inter, union, out=np.full(nc, np.nan), where=union > 0))
+        bucket = size_buckets(t.image, t.gt, t.pixels, self.num_images, nc)
+        has = np.stack([(bucket == b).any(axis=1) for b in range(len(SIZE_BUCKETS))], axis=1)
+        fg = np.flatnonzero(t.gt >= 1)
+        bg = [np.flatnonzero((t.gt == 0) & has[t.image, b]) for b in range(len(SIZE_BUCKETS))]
+        rows = np.concatenate([fg, *bg])
+        group = np.concatenate([bucket[t.image[fg], t.gt[fg]], *(np.full(len(r), b) for b, r in enumerate(bg))])
 
+        def sums(weights: tuple[np.ndarray, ...]) -> dict[str, float | None]:
+            w = tuple(x[rows] for x in weights)
+            return _bucket_means(*iou_sums(group, t.gt[rows], mapped[rows], w, len(SIZE_BUCKETS), nc))
 
-def _nanmean(values: np.ndarray) -> float:
-    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        return sums(pixel_w), sums(band_w)
+
+    def _f_measure(self, t: PixelTable) -> float:
+        """Mean over images of the foreground F-measure (label >= 1 vs class >= 1, valid pixels)."""
+        n = self.num_images
+        fg_gt, fg_pred = t.gt >= 1, t.label >= 1
+
+        def per_image(mask: np.ndarray) -> np.ndarray:
+            return np.bincount(t.image[mask], weights=t.pixels[mask], minlength=n)
+
+        return float(f_measure(per_image(fg_gt & fg_pred), per_image(fg_pred), per_image(fg_gt)).mean())
+
+    def _image_accuracy(self, t: PixelTable, mapped: np.ndarray) -> float:
+        """Share of images whose matched class with the most predicted valid pixels (ties: the smallest
+        id) is one of its classes (official evaluator.py)."""
+        nc, n = self.num_classes, self.num_images
+        top = largest(*group_pixels(t.image[mapped >= 1], mapped[mapped >= 1], t.pixels[mapped >= 1], nc), n)
+        present = np.zeros((n, nc), bool)
+        present[t.image, t.gt] = True
+        return float((present[np.arange(n), top] & (top >= 1)).mean())
+
+    def _nmi(self, t: PixelTable) -> float:
+        """NMI of each image's largest predicted label vs its largest class (valid pixels)."""
+        n = self.num_images
+        fg_pred, fg_gt = t.label >= 1, t.gt >= 1
+        top_label = largest(*group_pixels(t.image[fg_pred], t.label[fg_pred], t.pixels[fg_pred], self.num_labels), n)
+        top_class = largest(*group_pixels(t.image[fg_gt], t.gt[fg_gt], t.pixels[fg_gt], self.num_classes), n)
+        return nmi(top_label, top_class)
 
 
 def read_matching(path: str | Path, num_labels: int) -> np.ndarray:
-    """A saved matching label -> class [K + 1] from a metrics.json (its imagenet-s block) or a matching JSON."""
+    """A saved matching label -> class [K + 1]: a metrics.json (its imagenet-s block), a JSON with
+    `matching_ids`, or the official match.py output ({label: class})."""
     data = json.loads(Path(path).read_text())
     block = data.get("protocols", {}).get(PROTOCOL, data)
-    if "matching_ids" not in block:
+    saved = block.get("matching_ids", block)
+    try:
+        saved = {int(k): int(v) for k, v in saved.items()}
+    except (TypeError, ValueError):
         raise DataError(
-            f"{path} holds no imagenet-s matching (no 'matching_ids'): pass a metrics.json of that protocol"
-        )
-    saved = {int(k): int(v) for k, v in block["matching_ids"].items()}
-    if len(saved) != num_labels:
-        raise DataError(f"{path}: the matching covers {len(saved)} labels, the predictions have {num_labels}")
+            f"{path} holds no imagenet-s matching: pass a metrics.json of that protocol or a {{label: class}} JSON"
+        ) from None
+    saved.setdefault(0, 0)
+    if sorted(saved) != list(range(num_labels)):
+        raise DataError(f"{path}: the matching covers {len(saved)} labels, the predictions have {num_labels} (0..{num_labels - 1})")
     return np.array([saved[k] for k in range(num_labels)], np.int64)

@@ -15,7 +15,7 @@ from useg.data.labels import load_mask
 from useg.data.manifest import ManifestRow
 from useg.data.transforms import resize_labels
 from useg.errors import DataError
-from useg.eval.imagenet_s import PROTOCOL, ImageNetSEvaluator, ImageStats, image_stats, read_matching
+from useg.eval.imagenet_s import PROTOCOL, ImageNetSEvaluator, image_stats, read_matching
 from useg.eval.metrics import confusion_matrix, evaluate_confusion, per_image_matched
 from useg.stores.predictions import Predictions
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def _image_eval(
     row: ManifestRow, labels: np.ndarray, num_classes: int, num_labels: int, ignore: int, imagenet_s: bool
-) -> tuple[np.ndarray, ImageStats | None]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     gt = load_mask(row)
     pred = resize_labels(labels, gt.shape)
     stats = image_stats(gt, pred, num_classes, num_labels, ignore) if imagenet_s else None

@@ -1,5 +1,6 @@
 """Subcommands `useg report-method`, `report-curve`, `report-table` (the report's figures and tables),
-`useg predict` (an end-to-end model on a folder of images) and `useg export` (any store to HDF5)."""
+`useg predict` (an end-to-end model on a folder of images), `useg export` (any store to HDF5) and
+`useg export-imagenet-s` (predictions as ImageNet-S test-server PNGs)."""
 
 from __future__ import annotations
 
@@ -99,6 +100,14 @@ def run_export(args: argparse.Namespace) -> None:
     print(out)
 
 
+def run_export_imagenet_s(args: argparse.Namespace) -> None:
+    """Write a Predictions store as ImageNet-S test-server PNGs of the matched class ids."""
+    from useg.data.manifest import read_manifest
+    from useg.report.export import export_imagenet_s
+
+    export_imagenet_s(args.predictions, read_manifest(args.manifest), args.out, args.matching, args.split_dir)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_stage(sub, "report-method", run_report_method, "report: per-class IoU chart and overlay grid of one method")
     p.add_argument("--metrics", required=True)
@@ -134,3 +143,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("store", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip")
+
+    p = add_stage(sub, "export-imagenet-s", run_export_imagenet_s, "predictions as ImageNet-S test-server PNGs (R + 256 G)")
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--matching", help="metrics.json (imagenet-s block) or {label: class} JSON; none: labels are class ids")
+    p.add_argument("--split-dir", help="folder of the split's images: PNGs keep their path under it (<wnid>/<name>.png)")
+    p.add_argument("--out", required=True, help="output folder")

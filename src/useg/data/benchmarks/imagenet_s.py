@@ -2,6 +2,7 @@
 
     root/
       <split>/<wnid>/<name>.JPEG                 split = train, validation, test, train-semi, ...
+                                                 (the wnid folder is the image's class: manifest image_class)
       <split>-segmentation/<wnid>/<name>.png     RGB PNG, class id = R + 256 G (validation, train-semi)
     class-list file (dataset.class_list)         one class per line: `<wnid> [readable name]`;
                                                  line i is class id i (1-based), 0 is background
@@ -11,6 +12,7 @@ Only the class folders of the list are read, so a full ImageNet train folder ser
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from useg.data.benchmarks.common import choose_setting, first_dir, require_splits, resolve, split_records
@@ -55,7 +57,7 @@ def _records(root: Path, options: DatasetOptions, split: str, wnids: set[str]) -
     split_dir = first_dir([root / split], f"ImageNet-S split {split!r}")
     files = _images(split_dir, wnids)
     masks = root / f"{split}-segmentation"
-    return split_records(
+    records = split_records(
         root,
         options,
         split,
@@ -63,6 +65,12 @@ def _records(root: Path, options: DatasetOptions, split: str, wnids: set[str]) -
         lambda stem: masks / files[stem].relative_to(split_dir).with_suffix(".png"),
         "imagenet-s",
     )
+    return [replace(r, image_class=_folder_class(files[r.id], split_dir)) for r in records]
+
+
+def _folder_class(path: Path, split_dir: Path) -> str:
+    """The wnid of the class folder an image lies in; "" for an image at the split's top level."""
+    return path.parent.name if path.parent != split_dir else ""
 
 
 def list_imagenet_s(root: Path, options: DatasetOptions) -> DatasetListing:
