@@ -480,3 +480,27 @@ def test_label_bank_keeps_release_map_differences_below_float16_resolution(tmp_p
         writer.write(0, maps, labels, np.ones((1, 1, 2), np.uint8))
     bank = LabelBank([tmp_path / "b.zarr"])
     assert np.array_equal(bank.read("maps").argmax(1), labels) and labels.tolist() == [[[1, 2]]]
+
+
+# --- config: release defaults, paper overlay --------------------------------------------------
+
+
+def test_schema_defaults_are_the_release_and_the_paper_overlay_validates():
+    import jsonschema
+    import yaml
+
+    from tests.conftest import REPO
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    keys = schema["properties"]["transfgu"]["properties"]
+    overlay = yaml.safe_load((REPO / "configs" / "variants" / "transfgu-paper.yaml").read_text())
+    errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(overlay)]
+    assert not errors, errors
+    paper = overlay["transfgu"]
+    for key in ("gradcam", "diversity_form"):
+        assert keys[key]["default"] == "release" and paper[key] == "paper"
+    decoder = keys["decoder"]["properties"]
+    assert [decoder[k]["default"] for k in ("mask", "mask_norm", "class_init")] == ["release", True, "release"]
+    assert paper["decoder"] == {"mask": "paper", "mask_norm": False, "class_init": "segmenter"}
+    assert (keys["zero_other_group"]["default"], paper["zero_other_group"]) == (False, True)
+    assert (keys["grad_clamp"]["default"], paper["grad_clamp"]) == (1.0, None)
