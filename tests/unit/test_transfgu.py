@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from useg.backbones import build_backbone
 from useg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from useg.errors import ConfigError
+from useg.errors import ConfigError, StoreError
 from useg.methods.common import roi_crop
 from useg.methods.transfgu import gradcam as gc
 from useg.methods.transfgu.augment import random_crop_boxes, training_views, view_augment
@@ -339,6 +339,11 @@ def test_segmenter_masks_eq2_and_checkpoint(tmp_path):
     loaded, extra = load_segmenter(tmp_path / "m.pt")
     assert isinstance(loaded, Segmenter) and extra["round"] == 1 and loaded.cfg == model.cfg
     assert torch.allclose(loaded(patches)[0], model.eval()(patches)[0])
+    old = torch.load(tmp_path / "m.pt", weights_only=True)
+    old["state_dict"] = {k: v for k, v in old["state_dict"].items() if not k.startswith("mask_norm")}
+    torch.save(old, tmp_path / "old.pt")  # a decoder saved before the logit LayerNorm existed
+    with pytest.raises(StoreError, match="old.pt.*rerun"):
+        load_segmenter(tmp_path / "old.pt")
 
 
 def test_release_masks_are_cosines_with_a_layernorm_over_the_k_logits():
@@ -504,3 +509,14 @@ def test_schema_defaults_are_the_release_and_the_paper_overlay_validates():
     assert paper["decoder"] == {"mask": "paper", "mask_norm": False, "class_init": "segmenter"}
     assert (keys["zero_other_group"]["default"], paper["zero_other_group"]) == (False, True)
     assert (keys["grad_clamp"]["default"], paper["grad_clamp"]) == (1.0, None)
+
+
+def test_unknown_variant_names_are_config_errors_naming_the_key():
+    with pytest.raises(ConfigError, match="transfgu.gradcam must be one of release, paper"):
+        gc.LabelConfig(gradcam="cosine")
+    with pytest.raises(ConfigError, match="transfgu.decoder.mask"):
+        SegmenterConfig(4, 3, mask="dot")
+    with pytest.raises(ConfigError, match="transfgu.diversity_form"):
+        LossConfig(diversity_form="pairs")
+    with pytest.raises(ConfigError, match="optimiser"):
+        build_optimiser(torch.nn.Linear(2, 2), "sgd", 0.1, 0.0)

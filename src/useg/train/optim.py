@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from useg.errors import check_choice
+
 OPTIMISERS = ("adam", "adamw")
 
 
@@ -19,8 +21,7 @@ def decay_groups(module: nn.Module) -> list[dict]:
 
 def build_optimiser(module: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """`adam`: Adam with L2 weight decay added to the gradient; `adamw`: Adam with decoupled weight decay."""
-    if name not in OPTIMISERS:
-        raise ValueError(f"optimiser must be one of {OPTIMISERS}, got {name!r}")
+    check_choice("optimiser", name, OPTIMISERS)
     kind = torch.optim.Adam if name == "adam" else torch.optim.AdamW
     return kind(decay_groups(module), lr=lr, weight_decay=weight_decay)
 

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from useg.backbones.saliency import attention_mass_mask
 from useg.backbones.vit import ViTBackbone
+from useg.errors import check_choice
 from useg.methods.transfgu.crops import BACKGROUND, FOREGROUND
 
 GRADCAM_RULES = ("release", "paper")
@@ -46,8 +47,7 @@ class LabelConfig:
     t_bg: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.gradcam not in GRADCAM_RULES:
-            raise ValueError(f"transfgu.gradcam must be one of {GRADCAM_RULES}, got {self.gradcam!r}")
+        check_choice("transfgu.gradcam", self.gradcam, GRADCAM_RULES)
 
     @classmethod
     def from_cfg(cls, cfg: dict[str, Any]) -> LabelConfig:

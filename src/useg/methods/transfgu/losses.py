@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from useg.errors import check_choice
+
 DIVERSITY_FORMS = ("release", "paper")
 
 
@@ -68,8 +70,7 @@ class LossConfig:
     diversity_form: str = "release"
 
     def __post_init__(self) -> None:
-        if self.diversity_form not in DIVERSITY_FORMS:
-            raise ValueError(f"transfgu.diversity_form must be one of {DIVERSITY_FORMS}, got {self.diversity_form!r}")
+        check_choice("transfgu.diversity_form", self.diversity_form, DIVERSITY_FORMS)
 
 
 def total_loss(

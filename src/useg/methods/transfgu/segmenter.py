@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from useg.atomic import atomic_output
-from useg.errors import StoreError
+from useg.errors import StoreError, check_choice
 
 
 MASK_FORMS = ("release", "paper")
@@ -34,10 +34,8 @@ class SegmenterConfig:
     class_init: str = "release"
 
     def __post_init__(self) -> None:
-        if self.mask not in MASK_FORMS:
-            raise ValueError(f"transfgu.decoder.mask must be one of {MASK_FORMS}, got {self.mask!r}")
-        if self.class_init not in CLASS_INITS:
-            raise ValueError(f"transfgu.decoder.class_init must be one of {CLASS_INITS}, got {self.class_init!r}")
+        check_choice("transfgu.decoder.mask", self.mask, MASK_FORMS)
+        check_choice("transfgu.decoder.class_init", self.class_init, CLASS_INITS)
 
 
 class Segmenter(nn.Module):
@@ -126,7 +124,13 @@ def load_segmenter(path: str | Path) -> tuple[Segmenter, dict[str, Any]]:
     except (OSError, RuntimeError) as exc:
         raise StoreError(f"cannot read the decoder checkpoint {path}: {exc}") from exc
     model = Segmenter(SegmenterConfig(**checkpoint["config"]))
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        raise StoreError(
+            f"{path} does not fit the decoder its config describes (written by an older useg?): rerun its "
+            f"transfgu_train round. {exc}"
+        ) from exc
     return model.eval(), checkpoint
 
 
