@@ -42,7 +42,7 @@ from useg.backbones import BackboneConfig, build_backbone  # noqa: E402
 from useg.methods.transfgu import gradcam as gc  # noqa: E402
 from useg.methods.transfgu.losses import LossConfig, diversity_loss, total_loss  # noqa: E402
 from useg.methods.transfgu.segmenter import Segmenter, SegmenterConfig  # noqa: E402
-from useg.train.optim import build_optimiser, descend  # noqa: E402
+from useg.train.descent import build_optimiser, descend  # noqa: E402
 
 
 def import_release(root: Path) -> types.SimpleNamespace:

@@ -39,7 +39,7 @@ from useg.methods.transfgu.segmenter import (
     save_segmenter,
 )
 from useg.methods.transfgu.stages import half_size
-from useg.train.optim import build_optimiser, descend
+from useg.train.descent import build_optimiser, descend
 
 
 @pytest.fixture(scope="module")

@@ -1,44 +1,19 @@
-"""Optimisers over decayed / undecayed parameter groups and a guarded descent step."""
+"""Optimiser parameter groups shared by the trainers."""
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Iterable
+from typing import Any
+
 from torch import nn
 
-from useg.errors import check_choice
 
-OPTIMISERS = ("adam", "adamw")
-
-
-def decay_groups(module: nn.Module) -> list[dict]:
-    """Trainable weights (ndim > 1) decayed; biases and norm gains (ndim ≤ 1) not."""
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in trainable if p.ndim > 1]},
-        {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
-    ]
-
-
-def build_optimiser(module: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """`adam`: Adam with L2 weight decay added to the gradient; `adamw`: Adam with decoupled weight decay."""
-    check_choice("optimiser", name, OPTIMISERS)
-    kind = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    return kind(decay_groups(module), lr=lr, weight_decay=weight_decay)
-
-
-def descend(
-    optimiser: torch.optim.Optimizer, loss: torch.Tensor, clamp: float | None = None, skip_nonpositive: bool = False
-) -> bool:
-    """One step on `loss`: each gradient element clamped to ±`clamp` (None: not clamped); with `skip_nonpositive`
-    a loss ≤ 0 takes no step. Returns whether a step was taken."""
-    if skip_nonpositive and loss.item() <= 0:
-        return False
-    optimiser.zero_grad(set_to_none=True)
-    loss.backward()
-    if clamp is not None:
-        for group in optimiser.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    param.grad.clamp_(-clamp, clamp)
-    optimiser.step()
-    return True
+def weight_decay_groups(
+    named: Iterable[tuple[str, nn.Parameter]], weight_decay: float, exempt: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Two groups: decayed weights, and biases, norm weights (every ≤ 1-d tensor) and the named `exempt` ones at 0."""
+    decay, no_decay = [], []
+    for name, param in named:
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name in exempt else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

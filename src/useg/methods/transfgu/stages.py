@@ -17,7 +17,7 @@ from useg.data.augment import normalise_images
 from useg.data.manifest import ManifestRow
 from useg.methods.common import load_images, scores_to_labels
 from useg.train import check_finite
-from useg.train.optim import build_optimiser, descend
+from useg.train.descent import build_optimiser, descend
 from useg.methods.transfgu.augment import training_views, view_augment
 from useg.methods.transfgu.gradcam import LabelConfig, pseudo_label_maps
 from useg.methods.transfgu.losses import LossConfig, bootstrapped_maps, peer_alpha, shuffled_labels, total_loss
