@@ -1,4 +1,4 @@
-"""TransFGU Grad-CAM: all K concept gradients in one batched vector-Jacobian product vs K backward passes.
+"""TransFGU Grad-CAM: all K concept gradients in one backward pass (CLS path on K copies of A) vs K passes.
 
 For K in {5, 27, 171} concepts, times `concept_gradients` (the CLS path on K copies of the
 attention, one backward pass) and `concept_gradients_loop` (one backward pass per concept) on

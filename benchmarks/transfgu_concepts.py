@@ -2,7 +2,7 @@
 
 Reads a finished run (manifest, train crop bank, concepts, backbone weights) and computes the
 Grad-CAM pseudo labels (eq. 4–8) of a labelled split for two concept sets, each with and without
-the foreground prior (§4.2):
+the foreground prior's zeroing (§4.2):
 
 - `discovered`: the run's `concepts.zarr`, k-means of the crop CLS tokens (§3.2);
 - `ground_truth`: per class, the mean CLS token of the train crops that the class fills to at
@@ -10,12 +10,14 @@ the foreground prior (§4.2):
   of the supplement's upper bound that crops by ground truth instead of sliding windows);
   thing classes are foreground concepts, the rest background.
 
-Labels are scored like the `transfgu-initial` column (grid labels upsampled nearest to the working
-size, then to the mask size; dataset-level Hungarian mIoU), so `discovered` with the run's own
-prior reproduces that column. Beside them: the classes of the pure crops each discovered concept
-takes, and the share of each class's crops that the foreground prior calls foreground. When
-`ground_truth` scores far above `discovered`, concept discovery is what fails; when both stay low,
-the Grad-CAM mapping (CLS attention and values) is.
+The Grad-CAM rule is the run's (from its train label bank's provenance); the zeroing gives the
+patches of the attention prior's foreground 0 in the background concepts and vice versa
+(`zero_other_group`). Labels are scored like the `transfgu-initial` column (grid labels upsampled nearest to
+the working size, then to the mask size; dataset-level Hungarian mIoU), so `discovered` with the
+run's own `zero_other_group` reproduces that column. Beside them: the classes of the pure crops
+each discovered concept takes, and the share of each class's crops that the foreground prior
+calls foreground. When `ground_truth` scores far above `discovered`, concept discovery is what
+fails; when both stay low, the Grad-CAM mapping (CLS attention and values) is.
 
     python benchmarks/transfgu_concepts.py --results results/shapes --out benchmarks/results/transfgu_concepts.json
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +46,9 @@ from useg.data.transforms import resize_labels  # noqa: E402
 from useg.eval.metrics import confusion_matrix  # noqa: E402
 from useg.methods.transfgu.concepts import KIND as CONCEPTS_KIND, read_concepts  # noqa: E402
 from useg.methods.transfgu.crops import BACKGROUND, FOREGROUND, UNUSED, KIND as CROPS_KIND  # noqa: E402
-from useg.methods.transfgu.gradcam import pseudo_label_maps  # noqa: E402
+from useg.methods.transfgu.gradcam import LabelConfig, pseudo_label_maps  # noqa: E402
 from useg.stores.base import open_store  # noqa: E402
+from useg.stores.labelbank import KIND as BANK_KIND  # noqa: E402
 
 def read_crop_bank(paths: list[Path]) -> dict[str, np.ndarray]:
     """Image rows, boxes, groups and CLS tokens of every crop of the bank's shards."""
@@ -94,13 +98,13 @@ def foreground_share(groups: np.ndarray, dominant: np.ndarray, num_classes: int)
 
 
 def initial_miou(backbone: ViTBackbone, rows: list[ManifestRow], concepts: np.ndarray, concept_groups: np.ndarray,
-                 foreground_prior: bool, input_size: tuple[int, int], num_classes: int) -> float:  # fmt: skip
+                 labelling: LabelConfig, input_size: tuple[int, int], num_classes: int) -> float:  # fmt: skip
     """Dataset-level Hungarian mIoU of the Grad-CAM arg-max labels (eq. 6), scored as `transfgu-initial`."""
     s, g = torch.from_numpy(concepts), torch.from_numpy(concept_groups)
     confusion = np.zeros((num_classes, len(concepts)), np.int64)
     masks = iter(load_mask(row) for row in rows)
     for images in input_batches(rows, input_size, 16, 1):
-        _, labels, _ = pseudo_label_maps(backbone, images, s, g, foreground_prior, False, 0.0)
+        _, labels, _ = pseudo_label_maps(backbone, images, s, g, labelling)
         for grid_labels in labels.numpy():
             gt = next(masks)
             pred = resize_labels(resize_labels(grid_labels.astype(np.int64), input_size), gt.shape)
@@ -128,8 +132,15 @@ def run_backbone(results: Path, bank_path: Path, weights: str | None) -> tuple[V
     return backbone, tuple(cfg.input_size)  # type: ignore[return-value]
 
 
+def run_labelling(results: Path) -> LabelConfig:
+    """The run's Grad-CAM rule and its keys, from its train label bank's provenance (K labels, no eq. 8 map)."""
+    bank = sorted((results / "transfgu" / "bank" / "train").glob("shard-*.zarr"))[0]
+    cfg = LabelConfig.from_cfg(dict(open_store(bank, BANK_KIND).attrs)["provenance"]["config"]["transfgu"])
+    return replace(cfg, foreground_only=False)
+
+
 def probe(results: Path, split: str, purity: float, weights: str | None) -> dict[str, Any]:
-    """Concept sets x foreground prior on/off -> initial mIoU, plus concept purity and the prior's fg shares."""
+    """Concept sets x fg / bg zeroing on/off -> initial mIoU, plus concept purity and the prior's fg shares."""
     classes = read_classes(results / "classes.json")
     names, things = classes["classes"], set(classes.get("things", []))
     manifest = read_manifest(results / "manifest.csv")
@@ -146,10 +157,13 @@ def probe(results: Path, split: str, purity: float, weights: str | None) -> dict
     backbone, input_size = run_backbone(results, bank_paths[0], weights)
     rows = [row for _, row in split_rows(manifest, split)]
     sets = {"discovered": (discovered, discovered_groups), "ground_truth": (truth, truth_groups)}
+    labelling = run_labelling(results)
     scores = {
         name: {
-            f"foreground_prior_{str(prior).lower()}": initial_miou(backbone, rows, c, g, prior, input_size, len(names))
-            for prior in (True, False)
+            f"zero_other_group_{str(zero).lower()}": initial_miou(
+                backbone, rows, c, g, replace(labelling, zero_other_group=zero), input_size, len(names)
+            )
+            for zero in (True, False)
         }
         for name, (c, g) in sets.items()
     }

@@ -1,5 +1,6 @@
-"""TransFGU parts on small tensors: crop boxes, foreground prior, Grad-CAM (eq. 5–8), losses (eq. 12–16),
-RoI-Align label cropping, the Segmenter (eq. 2) and the concept / bank stores."""
+"""TransFGU parts on small tensors: crop boxes, foreground prior, Grad-CAM (eq. 5–8; release and paper rules),
+losses (eq. 12–16), RoI-Align label cropping, the Segmenter (eq. 2), the optimiser step and the concept / bank
+stores."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 from useg.backbones import build_backbone
 from useg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from useg.errors import ConfigError
+from useg.errors import ConfigError, StoreError
 from useg.methods.common import roi_crop
 from useg.methods.transfgu import gradcam as gc
 from useg.methods.transfgu.augment import random_crop_boxes, training_views, view_augment
@@ -28,6 +29,7 @@ from useg.methods.transfgu.losses import (
     total_loss,
     uncertainty_loss,
 )
+from useg.methods.transfgu import segmenter as segmenter_module
 from useg.methods.transfgu.segmenter import (
     Segmenter,
     SegmenterConfig,
@@ -37,6 +39,7 @@ from useg.methods.transfgu.segmenter import (
     save_segmenter,
 )
 from useg.methods.transfgu.stages import half_size
+from useg.train.descent import build_optimiser, descend
 
 
 @pytest.fixture(scope="module")
@@ -119,19 +122,31 @@ def test_cls_path_matches_the_backbone(backbone):
     assert copies.shape == (3, 2, 64) and torch.allclose(copies[2], out.cls, atol=1e-5)
 
 
-def test_batched_gradcam_equals_loop_and_autograd_of_eq5(backbone):
+@pytest.mark.parametrize("rule", gc.GRADCAM_RULES)
+def test_batched_gradcam_equals_loop_and_autograd_of_eq5(backbone, rule: str):
     path = gc.ClsPath(backbone, torch.randn(3, 3, 32, 32))
     concepts = torch.randn(5, backbone.embed_dim)
-    batched = gc.concept_gradients(path, concepts, chunk=2)
-    loop = gc.concept_gradients_loop(path, concepts)
+    batched = gc.concept_gradients(path, concepts, rule, chunk=2)
+    loop = gc.concept_gradients_loop(path, concepts, rule)
     assert batched.shape == (5, 3, 2, 17)
     assert (batched - loop).abs().max() < 1e-5
     # the gradient of eq. 5's loss for concept 1, image 2 alone, negated
     row = path.row.clone().requires_grad_(True)
-    loss = 1 - path.cls(row)[2] @ concepts[1] / math.sqrt(backbone.embed_dim)
-    (grad,) = torch.autograd.grad(loss, row)
+    cls, s = path.cls(row)[2], concepts[1]
+    score = F.cosine_similarity(cls, s, dim=0) if rule == "release" else cls @ s / math.sqrt(backbone.embed_dim)
+    (grad,) = torch.autograd.grad(1 - score, row)
     assert torch.allclose(batched[1, 2], -grad[2], atol=1e-6)
     assert batched[1, :2].abs().sum() > 0 and torch.allclose(grad[:2], torch.zeros_like(grad[:2]))
+
+
+def test_cosine_scores_ignore_the_concept_scale_dot_scores_do_not(backbone):
+    path = gc.ClsPath(backbone, torch.randn(2, 3, 32, 32))
+    concepts = torch.randn(3, backbone.embed_dim)
+    scale = torch.tensor([0.5, 1.0, 2.0])[:, None]
+    for rule, factor in (("release", torch.ones(3)), ("paper", scale[:, 0])):
+        base = gc.concept_gradients(path, concepts, rule)
+        rescaled = gc.concept_gradients(path, concepts * scale, rule)
+        assert torch.allclose(rescaled, base * factor[:, None, None, None], atol=1e-6), rule
 
 
 def test_response_maps_eq7_by_hand():
@@ -141,6 +156,20 @@ def test_response_maps_eq7_by_hand():
     assert maps.shape == (1, 2, 1, 2)
     assert torch.allclose(maps[0, 0, 0], torch.tensor([1.2, 1.3]))  # mean over heads of A + 1
     assert torch.allclose(maps[0, 1, 0], torch.tensor([-0.8, -0.7]))
+
+
+def test_release_gradcam_rule_on_a_2x2_map_by_hand():
+    attn = torch.tensor([[0.1, 0.2], [0.3, 0.4]]).expand(1, 2, 2, 2)  # [B=1, H=2, 2, 2], both heads alike
+    # dL/dA per head for concept 0 (head mean [[-0.6, -0.3], [-0.1, 0.2]]); concept 1: dL/dA = 0 everywhere
+    loss_grad = torch.stack([torch.tensor([[-1.1, -0.3], [0.4, 0.2]]), torch.tensor([[-0.1, -0.3], [-0.6, 0.2]])])
+    grads = torch.stack([-loss_grad[None], torch.zeros(1, 2, 2, 2)])  # ∂sim/∂A = −∂L/∂A, [K=2, B, H, 2, 2]
+    maps = gc.release_response_maps(attn, grads, loss_batch=1, mass=0.8)
+    # A/max A = [[.25, .5], [.75, 1]]; ReLU(−dL/dA) = [[.6, .3], [.1, 0]] (mass 1.0): ascending shares 0, .1, .4, 1
+    # keep those above 1 − 0.8 -> .3 and .6; the patch with dL/dA = 0.2 > 0 is zeroed
+    assert torch.allclose(maps[0, 0], torch.tensor([[0.85, 0.8], [0.75, 0.0]]))
+    assert torch.allclose(maps[0, 1], torch.tensor([[0.25, 0.5], [0.75, 1.0]])), "no gradient: A/max A alone"
+    halved = gc.release_response_maps(attn, grads, loss_batch=2, mass=0.8)
+    assert torch.allclose(halved[0, 0], torch.tensor([[0.55, 0.65], [0.75, 0.0]])), "loss mean over 2 images"
 
 
 def test_argmax_labels_eq6_and_background_eq8():
@@ -169,12 +198,23 @@ def test_fg_bg_concept_masking():
 def test_pseudo_label_maps_shapes_and_masking(backbone):
     concepts = torch.randn(4, backbone.embed_dim)
     groups = torch.tensor([1, 1, 0, 0])
-    maps, labels, fg = gc.pseudo_label_maps(backbone, torch.randn(2, 3, 32, 32), concepts, groups, True, True, 0.1)
+    cfg = gc.LabelConfig(zero_other_group=True, foreground_only=True, t_bg=0.1)
+    maps, labels, fg = gc.pseudo_label_maps(backbone, torch.randn(2, 3, 32, 32), concepts, groups, cfg)
     assert maps.shape == (2, 5, 4, 4) and labels.shape == (2, 4, 4) and fg.shape == (2, 4, 4)
     fg_e = fg[:, None]
     assert (maps[:, 2:4].masked_select(fg_e.expand(-1, 2, -1, -1)) == 0).all()
     assert (maps[:, 0:2].masked_select(~fg_e.expand(-1, 2, -1, -1)) == 0).all()
     assert torch.equal(labels, maps.argmax(1))
+
+
+@pytest.mark.parametrize("rule", gc.GRADCAM_RULES)
+def test_labels_do_not_depend_on_the_batch(backbone, rule: str):
+    images, concepts = torch.randn(3, 3, 32, 32), torch.randn(5, backbone.embed_dim)
+    cfg, groups = gc.LabelConfig(gradcam=rule), torch.tensor([1, 1, 0, 0, 0])
+    together, labels, _ = gc.pseudo_label_maps(backbone, images, concepts, groups, cfg)
+    for i in range(3):
+        alone, alone_labels, _ = gc.pseudo_label_maps(backbone, images[i : i + 1], concepts, groups, cfg)
+        assert torch.allclose(alone[0], together[i], atol=1e-5) and torch.equal(alone_labels[0], labels[i])
 
 
 # --- losses (eq. 12–16) ----------------------------------------------------------------------
@@ -212,9 +252,23 @@ def test_uncertainty_loss_eq14_by_hand():
 
 def test_diversity_loss_eq15_by_hand():
     classes = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # orthogonal, d = 2, K = 2
-    assert torch.allclose(diversity_loss(classes), torch.tensor(1 + 2 / (4 * math.sqrt(2))))
+    assert torch.allclose(diversity_loss(classes, "paper"), torch.tensor(1 + 2 / (4 * math.sqrt(2))))
     same = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
-    assert diversity_loss(same) > diversity_loss(classes)
+    assert diversity_loss(same, "paper") > diversity_loss(classes, "paper")
+
+
+def test_diversity_loss_value_and_gradient_at_k3():
+    classes = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]], requires_grad=True)  # cosines: 0, 1, 0
+    release = diversity_loss(classes, "release")
+    assert torch.allclose(release, torch.tensor(1 + 1 / 3))  # 1 + mean over the 3 pairs i < j
+    (grad,) = torch.autograd.grad(release, classes)
+    # ∂/∂C_i = (1/3)·Σ_{j≠i} C_j
+    assert torch.allclose(grad[0], torch.tensor([[1.0, 1.0], [2.0, 0.0], [1.0, 1.0]]) / 3)
+    paper = diversity_loss(classes, "paper")
+    assert torch.allclose(paper, torch.tensor(1 + 5 / (9 * math.sqrt(2))))  # Σ C·Cᵀ = 3 (diagonal) + 2·1
+    (grad,) = torch.autograd.grad(paper, classes)
+    # ∂/∂C_i = 2/(K²√d)·Σ_j C_j = 2/(9√2)·(2, 1) for every i
+    assert torch.allclose(grad[0], torch.tensor([2.0, 1.0]).expand(3, 2) * 2 / (9 * math.sqrt(2)))
 
 
 def test_total_loss_eq16_switches():
@@ -223,7 +277,7 @@ def test_total_loss_eq16_switches():
     labels = torch.randint(0, 3, (2, 2, 2))
     neg = (labels + 1) % 3
     full, terms = total_loss(logits, classes, labels, neg, 0.1, LossConfig())
-    expected = peer_loss(logits, labels, neg, 0.1) + diversity_loss(classes) + 0.3 * uncertainty_loss(logits)
+    expected = peer_loss(logits, labels, neg, 0.1) + diversity_loss(classes, "release") + 0.3 * uncertainty_loss(logits)
     assert torch.allclose(full, expected) and set(terms) == {"main", "div", "unc"}
     ce, terms = total_loss(logits, classes, labels, neg, 0.1, LossConfig(peer=False, uncertainty=False, diversity=False))
     assert torch.allclose(ce, F.cross_entropy(logits, labels)) and set(terms) == {"main"}
@@ -279,19 +333,88 @@ def test_segmenter_masks_eq2_and_checkpoint(tmp_path):
     assert masks.shape == (2, 3, 3, 4) and classes.shape == (2, 3, 8)
     assert torch.allclose(classes.norm(dim=-1), torch.ones(2, 3)), "C is unit-norm"
     x_patch, c = torch.randn(1, 4, 8), F.normalize(torch.randn(1, 3, 8), dim=-1)
-    assert torch.allclose(mask_logits(x_patch, c), torch.einsum("bpd,bkd->bpk", x_patch, c) / math.sqrt(8))
+    assert torch.allclose(mask_logits(x_patch, c, "paper"), torch.einsum("bpd,bkd->bpk", x_patch, c) / math.sqrt(8))
     assert torch.equal(build_segmenter(model.cfg, seed=0).class_embed, model.class_embed), "students reset identically"
     save_segmenter(model, tmp_path / "m.pt", {"round": 1})
     loaded, extra = load_segmenter(tmp_path / "m.pt")
-    assert isinstance(loaded, Segmenter) and extra["round"] == 1
+    assert isinstance(loaded, Segmenter) and extra["round"] == 1 and loaded.cfg == model.cfg
     assert torch.allclose(loaded(patches)[0], model.eval()(patches)[0])
+    old = torch.load(tmp_path / "m.pt", weights_only=True)
+    old["state_dict"] = {k: v for k, v in old["state_dict"].items() if not k.startswith("mask_norm")}
+    torch.save(old, tmp_path / "old.pt")  # a decoder saved before the logit LayerNorm existed
+    with pytest.raises(StoreError, match="old.pt.*rerun"):
+        load_segmenter(tmp_path / "old.pt")
+
+
+def test_release_masks_are_cosines_with_a_layernorm_over_the_k_logits():
+    x_patch = torch.tensor([[[3.0, 4.0]]])  # one patch, |x′| = 5
+    c = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]])  # unit-norm C, K = 3
+    cosines = mask_logits(x_patch, c, "release")
+    assert torch.allclose(cosines, torch.tensor([[[0.6, 0.8, -0.6]]])), "no /√d, x′ normalised"
+    model = build_segmenter(SegmenterConfig(in_dim=4, num_labels=3, dim=8, layers=1, heads=2), seed=0).eval()
+    # mean 0.8/3, deviations (1, 1.6, −2.6)/3, variance (1 + 2.56 + 6.76)/27: LayerNorm gives deviation / √(var + 1e-5)
+    expected = torch.tensor([1.0, 1.6, -2.6]) / 3 / math.sqrt(10.32 / 27 + 1e-5)
+    assert torch.allclose(model.mask_norm(cosines)[0, 0], expected, atol=1e-6)
+    masks, _ = model(torch.randn(2, 2, 2, 4))
+    assert torch.allclose(masks.mean(1), torch.zeros(2, 2, 2), atol=1e-6), "every patch's K logits are normalised"
+    assert torch.allclose(masks.var(1, unbiased=False), torch.ones(2, 2, 2), atol=1e-2)  # var / (var + eps)
+    paper = build_segmenter(SegmenterConfig(4, 3, dim=8, layers=1, heads=2, mask="paper", mask_norm=False), 0)
+    assert isinstance(paper.mask_norm, torch.nn.Identity)
+
+
+def test_class_embedding_inits():
+    torch.manual_seed(3)
+    release = segmenter_module.class_embeddings(27, 16, "release")
+    torch.manual_seed(3)
+    reference = torch.nn.init.orthogonal_(torch.empty(1, 27, 16))  # what the release calls on its [1, K, d] tensor
+    assert torch.allclose(release, reference, atol=1e-5) and torch.allclose(release.norm(), torch.tensor(1.0))
+    rows = release[0] / release[0].norm(dim=1, keepdim=True)
+    assert (rows @ rows.T - torch.eye(27)).abs().max() > 0.3, "its K rows are not orthogonal"
+    segmenter = segmenter_module.class_embeddings(27, 16, "segmenter")
+    assert 0.015 < segmenter.std() < 0.025 and segmenter.mean().abs() < 0.005  # std 0.02 (cut at ±2: no cut in effect)
+
+
+def test_decoder_dropout_only_in_training():
+    model = build_segmenter(SegmenterConfig(in_dim=4, num_labels=3, dim=8, layers=1, heads=2, dropout=0.5), 0)
+    patches = torch.randn(1, 2, 2, 4)
+    assert not torch.allclose(model.train()(patches)[0], model(patches)[0])
+    assert torch.equal(model.eval()(patches)[0], model(patches)[0])
+
+
+# --- optimiser and descent step (release) ----------------------------------------------------
+
+
+def test_adam_l2_decay_vs_adamw_and_undecayed_biases():
+    layer = torch.nn.Linear(2, 2)
+    groups = build_optimiser(layer, "adam", 1e-3, 5e-4).param_groups
+    assert [p.ndim for p in groups[0]["params"]] == [2] and groups[0]["weight_decay"] == 5e-4
+    assert [p.ndim for p in groups[1]["params"]] == [1] and groups[1]["weight_decay"] == 0.0
+    after = {}
+    for name in ("adam", "adamw"):
+        weight = torch.nn.Parameter(torch.ones(1, 1))
+        opt = build_optimiser(torch.nn.ParameterList([weight]), name, 0.1, 0.5)
+        descend(opt, (0 * weight).sum() + 1)  # zero loss gradient: only the decay acts
+        after[name] = weight.item()
+    # Adam: g = 0 + 0.5·1, the first step is lr·sign(g) = 0.1; AdamW: p·(1 − lr·wd) = 0.95 and no Adam step
+    assert after == pytest.approx({"adam": 0.9, "adamw": 0.95})
+
+
+def test_descend_clamps_gradients_and_skips_nonpositive_losses():
+    weight = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+    opt = torch.optim.SGD([weight], lr=0.1)
+    assert descend(opt, (weight * torch.tensor([5.0, -0.5])).sum(), clamp=1.0)
+    assert weight.grad.tolist() == [1.0, -0.5] and torch.allclose(weight, torch.tensor([0.9, 1.05]))
+    assert not descend(opt, (0 * weight).sum() - 1.0, skip_nonpositive=True), "a loss ≤ 0 takes no step"
+    assert torch.allclose(weight, torch.tensor([0.9, 1.05]))
+    assert descend(opt, (0 * weight).sum() - 1.0), "without the switch it steps"
 
 
 def test_training_round_is_deterministic_and_uses_the_teacher(backbone):
     cfg = {
-        "decoder": {"dim": 16, "layers": 1, "heads": 2}, "lr": 1e-3, "weight_decay": 0.0, "epochs": 2,
-        "batch_size": 2, "alpha": [0.03, 0.1], "w_div": 1.0, "w_unc": 0.3,
-        "losses": {"peer": True, "uncertainty": True, "diversity": True},
+        "decoder": {"dim": 16, "layers": 1, "heads": 2}, "lr": 1e-3, "weight_decay": 5e-4, "epochs": 2,
+        "batch_size": 2, "alpha": [0.03, 0.1], "w_div": 1.0, "w_unc": 0.3, "optimiser": "adam", "grad_clamp": 1.0,
+        "skip_nonpositive_loss": True, "losses": {"peer": True, "uncertainty": True, "diversity": True},
+        "diversity_form": "release",
         "augment": {"crop_scale": [0.3, 1.0], "saturation": 0.4, "hue": 0.0, "solarize_p": 0.0},
     }  # fmt: skip
     from useg.data.augment import normalise_images
@@ -304,6 +427,7 @@ def test_training_round_is_deterministic_and_uses_the_teacher(backbone):
     history: list = []
     again = train_round(backbone, images, maps, cfg, 0, 0, cpu, history)
     assert [h["epoch"] for h in history] == [1, 2] and {"loss", "loss_main", "loss_div", "loss_unc"} <= set(history[0])
+    assert all(0 <= h["skipped"] <= 1 for h in history)
     for (name, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), f"{name} differs between identical runs"
     probs = teacher_probabilities(first, backbone, images, cpu, batch_size=3)
@@ -344,3 +468,55 @@ def test_concept_probe_purity_respects_groups_and_foreground_share():
     # the background crop near concept 0 goes to the only background concept; the unused crop to none
     assert concept_purity(cls, groups, pure, dominant, concepts, concept_groups, 2) == [[1, 1], [0, 1], [1, 0]]
     assert foreground_share(groups, dominant, 3) == [0.5, 1.0, None]
+
+
+# --- label bank -------------------------------------------------------------------------------
+
+
+def test_label_bank_keeps_release_map_differences_below_float16_resolution(tmp_path):
+    from useg.stores.labelbank import LabelBank, LabelBankWriter
+
+    maps = np.full((1, 3, 1, 2), 0.9990, np.float32)  # the release's maps share A/max A near 1
+    maps[0, 1, 0, 0] += 1e-4  # concept 1 wins patch 0 by less than float16's step (4.9e-4) near 1
+    maps[0, 2, 0, 1] += 2e-4
+    labels = maps.argmax(1)
+    assert (maps.astype(np.float16).argmax(1) != labels).any(), "float16 would lose the winners"
+    with LabelBankWriter(tmp_path / "b.zarr", np.arange(1), ["a"], 3, (1, 2), {}) as writer:
+        writer.write(0, maps, labels, np.ones((1, 1, 2), np.uint8))
+    bank = LabelBank([tmp_path / "b.zarr"])
+    assert np.array_equal(bank.read("maps").argmax(1), labels) and labels.tolist() == [[[1, 2]]]
+
+
+# --- config: release defaults, paper overlay --------------------------------------------------
+
+
+def test_schema_defaults_are_the_release_and_the_paper_overlay_validates():
+    import jsonschema
+    import yaml
+
+    from tests.conftest import REPO
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    keys = schema["properties"]["transfgu"]["properties"]
+    overlay = yaml.safe_load((REPO / "configs" / "variants" / "transfgu-paper.yaml").read_text())
+    errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(overlay)]
+    assert not errors, errors
+    paper = overlay["transfgu"]
+    for key in ("gradcam", "diversity_form"):
+        assert keys[key]["default"] == "release" and paper[key] == "paper"
+    decoder = keys["decoder"]["properties"]
+    assert [decoder[k]["default"] for k in ("mask", "mask_norm", "class_init")] == ["release", True, "release"]
+    assert paper["decoder"] == {"mask": "paper", "mask_norm": False, "class_init": "segmenter"}
+    assert (keys["zero_other_group"]["default"], paper["zero_other_group"]) == (False, True)
+    assert (keys["grad_clamp"]["default"], paper["grad_clamp"]) == (1.0, None)
+
+
+def test_unknown_variant_names_are_config_errors_naming_the_key():
+    with pytest.raises(ConfigError, match="transfgu.gradcam must be one of release, paper"):
+        gc.LabelConfig(gradcam="cosine")
+    with pytest.raises(ConfigError, match="transfgu.decoder.mask"):
+        SegmenterConfig(4, 3, mask="dot")
+    with pytest.raises(ConfigError, match="transfgu.diversity_form"):
+        LossConfig(diversity_form="pairs")
+    with pytest.raises(ConfigError, match="optimiser"):
+        build_optimiser(torch.nn.Linear(2, 2), "sgd", 0.1, 0.0)

@@ -3,7 +3,12 @@
 TRAIN = DATASET["train_split"]
 EVAL = DATASET["eval_split"]
 TRANSFGU_TRAIN_KEYS = (
-    "decoder", "epochs", "batch_size", "lr", "weight_decay", "losses", "alpha", "w_div", "w_unc", "augment", "device",
+    "decoder", "epochs", "batch_size", "optimiser", "lr", "weight_decay", "grad_clamp", "skip_nonpositive_loss",
+    "losses", "diversity_form", "alpha", "w_div", "w_unc", "augment", "device",
+)  # fmt: skip
+TRANSFGU_BANK_KEYS = (
+    "gradcam", "gradcam_mass", "gradcam_loss_batch", "zero_other_group", "foreground_only", "t_bg", "bank_batch_size",
+    "device",
 )  # fmt: skip
 
 
@@ -67,7 +72,7 @@ rule transfgu_bank:
         cfg=lambda w: as_json(
             {
                 "backbone": config["backbone"],
-                **transfgu_slice("foreground_prior", "foreground_only", "t_bg", "bank_batch_size", "device"),
+                **transfgu_slice(*TRANSFGU_BANK_KEYS),
             }
         ),
         shards=config["features"]["shards"],

@@ -4,8 +4,10 @@ Layout of `shard-<i>.zarr`::
 
     index       int64   [N]              manifest row of each image
     ids         str     [N]
-    maps        float16 [N, L, h, w]     response map of every label (L = K, or K + 1 with a background map);
-                                         absent in banks written with `with_maps=False` (MaskDistill)
+    maps        float32 [N, L, h, w]     response map of every label (L = K, or K + 1 with a background map);
+                                         absent in banks written with `with_maps=False` (MaskDistill). Float32:
+                                         TransFGU's release maps share A/max A and differ between concepts
+                                         by less than float16's resolution near 1
     labels      uint16  [N, h, w]        arg-max label per patch
     foreground  uint8   [N, h, w]        foreground prior (binarised CLS attention) per patch
 
@@ -53,7 +55,7 @@ class LabelBankWriter:
         create_array(group, "index", (n,), "int64", max(n, 1))[:] = self.index
         string_array(group, "ids", self.ids)
         if self.with_maps:
-            self.maps = create_array(group, "maps", (n, self.num_labels, h, w), "float16", 64)
+            self.maps = create_array(group, "maps", (n, self.num_labels, h, w), "float32", 64)
         self.labels = create_array(group, "labels", (n, h, w), "uint16", 64)
         self.foreground = create_array(group, "foreground", (n, h, w), "uint8", 64)
         return self
@@ -62,7 +64,7 @@ class LabelBankWriter:
         """Write rows [start, start + len(labels)) (`maps` None when the bank has none)."""
         stop = start + len(labels)
         if self.with_maps:
-            self.maps[start:stop] = maps.astype(np.float16)
+            self.maps[start:stop] = maps.astype(np.float32)
         self.labels[start:stop] = labels.astype(np.uint16)
         self.foreground[start:stop] = foreground.astype(np.uint8)
 

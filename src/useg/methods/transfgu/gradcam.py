@@ -2,23 +2,57 @@
 
 For an image, the CLS token x_cls and the last block's CLS attention A (per head, patches only)
 come from one forward pass whose last block's CLS path is in the autograd graph. For every
-concept k the gradient of the similarity x_cls·S_kᵀ/√d (i.e. minus the gradient of eq. 5's
-loss) w.r.t. A is added to A and averaged over heads (eq. 7). All K gradients come from ONE
-batched computation — the CLS path evaluated on K copies of A, one backward pass — never K
-backward passes. Maps are min-max normalised per image to [0, 1] so that they are
-probability-like (eq. 8's T_bg and eq. 12's average with the teacher's probabilities assume
-that scale).
+concept k the gradient of a similarity between x_cls and S_k (minus the gradient of eq. 5's
+loss) w.r.t. A makes the response map M_k (eq. 7), by one of two rules (`LabelConfig.gradcam`):
+
+- `release` (the authors' code): similarity cos(x_cls, S_k); M_k = A/max A + ReLU(−∂L/∂A) kept on
+  the patches holding the top `gradcam_mass` of that ReLU map's mass, and M_k = 0 wherever
+  ∂L/∂A > 0 (A and ∂L/∂A head-averaged);
+- `paper` (eq. 5–7 as written): similarity x_cls·S_kᵀ/√d; M_k = head-mean(A + ∂sim/∂A).
+
+Eq. 5's loss is taken per image (as a mean over a fixed `gradcam_loss_batch`), so a map never
+depends on the batch it was computed in. All K gradients come from ONE batched computation — the
+CLS path evaluated on K copies of A, one backward pass — never K backward passes. Maps are
+min-max normalised per image to [0, 1] so that they are probability-like (eq. 8's T_bg and
+eq. 12's average with the teacher's probabilities assume that scale).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from useg.backbones.saliency import attention_mass_mask
 from useg.backbones.vit import ViTBackbone
+from useg.errors import check_choice
 from useg.methods.transfgu.crops import BACKGROUND, FOREGROUND
+
+GRADCAM_RULES = ("release", "paper")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """How concept gradients become pseudo-label maps: Grad-CAM rule (eq. 5–7), fg/bg zeroing (§4.2), eq. 8."""
+
+    gradcam: str = "release"
+    gradcam_mass: float = 0.8
+    gradcam_loss_batch: int = 8
+    zero_other_group: bool = False
+    foreground_only: bool = False
+    t_bg: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_choice("transfgu.gradcam", self.gradcam, GRADCAM_RULES)
+
+    @classmethod
+    def from_cfg(cls, cfg: dict[str, Any]) -> LabelConfig:
+        """The label keys of a `transfgu` config section (absent keys keep their defaults)."""
+        return cls(**{f.name: cfg[f.name] for f in fields(cls) if f.name in cfg})
 
 
 class ClsPath:
@@ -59,31 +93,37 @@ class ClsPath:
         return self.norm(token)[..., 0, :]
 
 
-def concept_gradients(path: ClsPath, concepts: Tensor, chunk: int = 256) -> Tensor:
-    """∂(x_cls·S_kᵀ/√d)/∂A for every concept k — minus the gradient of eq. 5's loss — in one backward pass.
+def concept_similarity(cls: Tensor, concepts: Tensor, rule: str) -> Tensor:
+    """cos(x_cls, S_k) (`release`) or x_cls·S_kᵀ/√d (`paper`, eq. 5 as written), over the last axis."""
+    if rule == "release":
+        return (F.normalize(cls, dim=-1) * F.normalize(concepts, dim=-1)).sum(-1)
+    return (cls * concepts).sum(-1) / math.sqrt(cls.shape[-1])
+
+
+def concept_gradients(path: ClsPath, concepts: Tensor, rule: str = "release", chunk: int = 256) -> Tensor:
+    """∂sim(x_cls, S_k)/∂A for every concept k — minus the gradient of eq. 5's loss — in one backward pass.
 
     The CLS path is evaluated on K copies of A at once (copy k scored against S_k), so a single
-    backward pass of the summed similarities yields all K gradients [K, B, H, T] (per chunk of K).
+    backward pass of the summed similarities yields all K gradients [K, B, H, T] (per chunk of K);
+    each image's gradient is that of its own similarity, whatever the batch.
     """
     concepts = concepts.to(path.row)
-    scale = math.sqrt(concepts.shape[-1])
     parts = []
     for start in range(0, len(concepts), chunk):
         s = concepts[start : start + chunk]
         rows = path.row.expand(len(s), *path.row.shape).clone().requires_grad_(True)
-        similarity = (path.cls(rows) * s[:, None, :]).sum() / scale
+        similarity = concept_similarity(path.cls(rows), s[:, None, :], rule).sum()
         parts.append(torch.autograd.grad(similarity, rows)[0])
     return torch.cat(parts)
 
 
-def concept_gradients_loop(path: ClsPath, concepts: Tensor) -> Tensor:
+def concept_gradients_loop(path: ClsPath, concepts: Tensor, rule: str = "release") -> Tensor:
     """Reference: one backward pass of eq. 5's loss per concept, negated (for tests and the benchmark)."""
     row = path.row.clone().requires_grad_(True)
     cls = path.cls(row)
-    d = cls.shape[-1]
     grads = []
     for s in concepts.to(cls):
-        loss = (1 - cls @ s / math.sqrt(d)).sum()
+        loss = (1 - concept_similarity(cls, s, rule)).sum()
         grads.append(-torch.autograd.grad(loss, row, retain_graph=True)[0])
     return torch.stack(grads)
 
@@ -96,6 +136,21 @@ def cls_patch_rows(rows: Tensor, grid: tuple[int, int], prefix: int) -> Tensor:
 def response_maps(attn: Tensor, grads: Tensor) -> Tensor:
     """M^k = GRAD-CAM(x_cls, S_k | A) + A, averaged over heads: attn [B, H, h, w], grads [K, B, H, h, w] -> [B, K, h, w] (eq. 7)."""
     return (grads + attn[None]).mean(dim=2).transpose(0, 1)
+
+
+def release_response_maps(attn: Tensor, grads: Tensor, loss_batch: int, mass: float) -> Tensor:
+    """The release's eq. 7: A/max A + ReLU(−∂L/∂A) on its top-`mass` patches, 0 where ∂L/∂A > 0, [B, K, h, w].
+
+    `grads` [K, B, H, h, w] are ∂sim/∂A; eq. 5's loss L = (1 − sim) is a mean over `loss_batch` images,
+    so ∂L/∂A = −grads / loss_batch. A and ∂L/∂A are averaged over heads first.
+    """
+    shared = attn.mean(dim=1)
+    shared = shared / shared.amax(dim=(-2, -1), keepdim=True)
+    loss_grad = -grads.mean(dim=2) / loss_batch  # [K, B, h, w]
+    gain = torch.relu(-loss_grad)
+    keep = attention_mass_mask(gain.flatten(0, 1)[:, None], mass).view_as(gain)  # DINO's top-mass rule, on the ReLU map
+    maps = (shared[None] + gain * keep).masked_fill(loss_grad > 0, 0.0)
+    return maps.transpose(0, 1)
 
 
 def normalise_maps(maps: Tensor) -> Tensor:
@@ -125,25 +180,26 @@ def background_map(maps: Tensor, t_bg: float) -> Tensor:
     return torch.relu(t_bg - maps.max(dim=1, keepdim=True).values)
 
 
+def concept_maps(attn: Tensor, grads: Tensor, cfg: LabelConfig) -> Tensor:
+    """Response maps [B, K, h, w] by the configured Grad-CAM rule, min-max normalised per image (eq. 7)."""
+    if cfg.gradcam == "release":
+        return normalise_maps(release_response_maps(attn, grads, cfg.gradcam_loss_batch, cfg.gradcam_mass))
+    return normalise_maps(response_maps(attn, grads))
+
+
 def pseudo_label_maps(
-    backbone: ViTBackbone,
-    images: Tensor,
-    concepts: Tensor,
-    groups: Tensor,
-    foreground_prior: bool,
-    foreground_only: bool,
-    t_bg: float,
+    backbone: ViTBackbone, images: Tensor, concepts: Tensor, groups: Tensor, cfg: LabelConfig
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Response maps [B, K(+1), h, w], their arg-max labels [B, h, w] (eq. 6) and the fg mask [B, h, w]."""
     grid = backbone.grid_for(*images.shape[-2:])
     path = ClsPath(backbone, images)
     prefix = backbone.num_prefix_tokens
-    grads = cls_patch_rows(concept_gradients(path, concepts), grid, prefix)
+    grads = cls_patch_rows(concept_gradients(path, concepts, cfg.gradcam), grid, prefix)
     attn = cls_patch_rows(path.row, grid, prefix)
-    maps = normalise_maps(response_maps(attn, grads))
+    maps = concept_maps(attn, grads, cfg)
     fg = foreground_patches(attn)
-    if foreground_prior:
+    if cfg.zero_other_group:
         maps = mask_concepts(maps, fg, groups)
-    if foreground_only:
-        maps = torch.cat([maps, background_map(maps, t_bg)], dim=1)
+    if cfg.foreground_only:
+        maps = torch.cat([maps, background_map(maps, cfg.t_bg)], dim=1)
     return maps, maps.argmax(dim=1), fg

@@ -9,6 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from useg.errors import check_choice
+
+DIVERSITY_FORMS = ("release", "paper")
+
 
 def bootstrapped_maps(maps: Tensor, teacher_probs: Tensor) -> Tensor:
     """M̂^k = 0.5·(M^k + P̂^k), maps and probabilities [N, K, h, w]; the labels are their arg-max (eq. 11–12)."""
@@ -34,10 +38,19 @@ def uncertainty_loss(logits: Tensor) -> Tensor:
     return 1 - (top2[:, 0] - top2[:, 1]).mean()
 
 
-def diversity_loss(classes: Tensor) -> Tensor:
-    """L_div = 1 + (1/K²)·Σ C·Cᵀ/√d over the (unit-norm) class embeddings [B, K, d], batch-averaged (eq. 15)."""
+def diversity_loss(classes: Tensor, form: str = "release") -> Tensor:
+    """L_div over the unit-norm class embeddings [B, K, d], batch-averaged (eq. 15).
+
+    `release`: 1 + mean over pairs i < j of cos(C_i, C_j); `paper`: eq. 15 as written,
+    1 + (1/K²)·Σ C·Cᵀ/√d over all K² entries (diagonal included) — about (K − 1)/(K√d) of the
+    release's gradient per embedding (1/20 at K = 27, d = 384).
+    """
     k, d = classes.shape[-2:]
-    return 1 + (classes @ classes.transpose(-1, -2)).sum(dim=(-1, -2)).mean() / (k * k * math.sqrt(d))
+    gram = classes @ classes.transpose(-1, -2)
+    if form == "release":
+        i, j = torch.triu_indices(k, k, offset=1, device=classes.device)
+        return 1 + gram[..., i, j].mean()
+    return 1 + gram.sum(dim=(-1, -2)).mean() / (k * k * math.sqrt(d))
 
 
 def peer_alpha(epoch: int, epochs: int, start: float, end: float) -> float:
@@ -54,6 +67,10 @@ class LossConfig:
     diversity: bool = True
     w_div: float = 1.0
     w_unc: float = 0.3
+    diversity_form: str = "release"
+
+    def __post_init__(self) -> None:
+        check_choice("transfgu.diversity_form", self.diversity_form, DIVERSITY_FORMS)
 
 
 def total_loss(
@@ -63,7 +80,7 @@ def total_loss(
     main = peer_loss(logits, labels, negatives, alpha) if cfg.peer else F.cross_entropy(logits, labels)
     terms = {"main": main}
     if cfg.diversity:
-        terms["div"] = cfg.w_div * diversity_loss(classes)
+        terms["div"] = cfg.w_div * diversity_loss(classes, cfg.diversity_form)
     if cfg.uncertainty:
         terms["unc"] = cfg.w_unc * uncertainty_loss(logits)
     total = torch.stack(list(terms.values())).sum()

@@ -17,8 +17,9 @@ from useg.data.augment import normalise_images
 from useg.data.manifest import ManifestRow
 from useg.methods.common import load_images, scores_to_labels
 from useg.train import check_finite
+from useg.train.descent import build_optimiser, descend
 from useg.methods.transfgu.augment import training_views, view_augment
-from useg.methods.transfgu.gradcam import pseudo_label_maps
+from useg.methods.transfgu.gradcam import LabelConfig, pseudo_label_maps
 from useg.methods.transfgu.losses import LossConfig, bootstrapped_maps, peer_alpha, shuffled_labels, total_loss
 from useg.methods.transfgu.segmenter import Segmenter, SegmenterConfig, build_segmenter, save_segmenter
 from useg.stores.features import FeatureStore
@@ -49,14 +50,12 @@ def build_label_bank(
         "background_label": len(concepts) if cfg["foreground_only"] else None,
         "concept_groups": groups.tolist(),
     }
-    s, g = torch.from_numpy(concepts).to(device), torch.from_numpy(groups)
+    s, g, labelling = torch.from_numpy(concepts).to(device), torch.from_numpy(groups), LabelConfig.from_cfg(cfg)
     with LabelBankWriter(out_path, index, ids, num_labels, grid, prov, **attrs) as writer:
         start = 0
         batches = input_batches([row for _, row in rows], input_size, cfg["bank_batch_size"], 1)
         for images in tqdm(batches, desc=f"grad-cam {Path(out_path).name}", unit="batch"):
-            maps, labels, fg = pseudo_label_maps(
-                backbone, images.to(device), s, g, cfg["foreground_prior"], cfg["foreground_only"], cfg["t_bg"]
-            )
+            maps, labels, fg = pseudo_label_maps(backbone, images.to(device), s, g, labelling)
             writer.write(start, maps.detach().cpu().numpy(), labels.cpu().numpy(), fg.cpu().numpy())
             start += len(images)
     log.info("label bank: %d images, %d labels, grid %dx%d -> %s", len(rows), num_labels, *grid, out_path)
@@ -105,16 +104,17 @@ def train_round(
     """Train a freshly initialised student on the arg-max of `maps` (M in round 0, M̂ after) under the §4.2
     augmentations, the maps cropped with each view (eq. 11, 13–16).
 
-    Appends each epoch's mean loss and loss terms to `history` when one is given."""
+    Appends each epoch's mean loss, loss terms and share of skipped steps (`skipped`) to `history` when given."""
     backbone = backbone.to(device).eval().requires_grad_(False)
     num_labels = maps.shape[1]
     student = build_segmenter(SegmenterConfig(backbone.embed_dim, num_labels, **cfg["decoder"]), seed).to(device)
-    optimiser = torch.optim.AdamW(student.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    optimiser = build_optimiser(student, cfg["optimiser"], cfg["lr"], cfg["weight_decay"])
+    torch.manual_seed(seed * 1000 + round_index)  # the decoder's dropout draws
     generator = torch.Generator().manual_seed(seed * 1000 + round_index)
     out_size, out_grid = half_size(tuple(images.shape[-2:]), backbone.patch_size)
     augment = view_augment(cfg["augment"])
     rng = np.random.default_rng([seed, round_index])
-    losses = LossConfig(**cfg["losses"], w_div=cfg["w_div"], w_unc=cfg["w_unc"])
+    losses = LossConfig(**cfg["losses"], w_div=cfg["w_div"], w_unc=cfg["w_unc"], diversity_form=cfg["diversity_form"])
     epochs, step, batch_size = cfg["epochs"], 0, cfg["batch_size"]
     for epoch in tqdm(range(epochs), desc=f"transfgu round {round_index}", unit="epoch"):
         alpha = peer_alpha(epoch, epochs, *cfg["alpha"])
@@ -130,11 +130,10 @@ def train_round(
             negatives = shuffled_labels(labels, num_labels, generator)
             loss, terms = total_loss(logits, classes, labels, negatives, alpha, losses)
             check_finite(loss, epoch, step, "lower transfgu.lr")
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            stepped = descend(optimiser, loss, cfg["grad_clamp"], cfg["skip_nonpositive_loss"])
             step += 1
-            for name, value in {"loss": loss.item(), **{f"loss_{k}": v for k, v in terms.items()}}.items():
+            values = {"loss": loss.item(), **{f"loss_{k}": v for k, v in terms.items()}, "skipped": float(not stepped)}
+            for name, value in values.items():
                 sums[name] = sums.get(name, 0.0) + value
         steps = -(-len(order) // batch_size)
         means = {name: total / steps for name, total in sums.items()}
