@@ -1,6 +1,16 @@
 """Evaluation: every method's predictions scored against the ground truth of the eval split."""
 
 
+def evaluate_params(method):
+    """Config slice of one column's evaluation: dataset, column, split, protocols (and the alignseg
+    protocol's map size when it is asked for)."""
+    protocols = config["evaluate"]["protocols"]
+    params = {"dataset": DS, "method": method, "split": DATASET["eval_split"], "protocols": protocols}
+    if "alignseg" in protocols:
+        params["alignseg_size"] = config["evaluate"]["alignseg_size"]
+    return params
+
+
 rule evaluate:
     input:
         predictions=f"{OUT}/{{method}}/predictions.zarr",
@@ -9,9 +19,7 @@ rule evaluate:
     output:
         f"{OUT}/{{method}}/metrics.json",
     params:
-        cfg=lambda w: as_json(
-            {"dataset": DS, "method": w.method, "split": DATASET["eval_split"], "protocols": config["evaluate"]["protocols"]}
-        ),
+        cfg=lambda w: as_json(evaluate_params(w.method)),
     log:
         f"{OUT}/logs/evaluate-{{method}}.log",
     threads: config["evaluate"]["threads"]
