@@ -326,6 +326,8 @@ def per_shard_runtime(minutes_per_1000_images):
 
 
 def kmeans_fit_mem(wildcards, attempt):
-    """Memory of k-means training: the capped float32 sample, three times over, plus 2 GB."""
-    sample_mb = config["kmeans"]["max_train_points"] * config["backbone"]["embed_dim"] * 4 / 2**20
+    """Memory of k-means training: the capped float32 sample, three times over, plus 2 GB (a backbone
+    whose width comes from its timm model, embed_dim null, is counted at ViT-L's 1024)."""
+    width = config["backbone"]["embed_dim"] or 1024
+    sample_mb = config["kmeans"]["max_train_points"] * width * 4 / 2**20
     return int((2000 + 3 * sample_mb) * attempt)

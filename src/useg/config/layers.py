@@ -11,6 +11,7 @@ Every leaf remembers where its value came from (`useg config` prints it).
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,9 +121,18 @@ def fill_defaults(
     return {key: config[key] for key in ordered}
 
 
+@functools.cache
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
-    """The workflow's config schema."""
+    """The workflow's config schema (read once; callers must not modify it)."""
     return read_yaml(path)
+
+
+@functools.cache
+def schema_validator(path: Path = SCHEMA_PATH) -> Any:
+    """A JSON-schema validator of the workflow's config schema (built once)."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(load_schema(path))
 
 
 def resolve_config(
@@ -144,12 +154,9 @@ def resolve_config(
     return resolved
 
 
-def check_config(resolved: Resolved, schema: dict[str, Any] | None = None) -> None:
+def check_config(resolved: Resolved) -> None:
     """Validate a resolved config against the schema; the error names the key, the rule and the file that set it."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema or load_schema())
-    errors = sorted(validator.iter_errors(resolved.config), key=lambda e: list(e.absolute_path))
+    errors = sorted(schema_validator().iter_errors(resolved.config), key=lambda e: list(e.absolute_path))
     if not errors:
         return
     lines = []
