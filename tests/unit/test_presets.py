@@ -257,3 +257,29 @@ def test_every_stage_runs_one_step_at_the_presets_shapes(preset: Path):
         if key not in _CHECKED:  # presets that agree on what a step reads share one run of it
             step.run(cfg)
             _CHECKED.add(key)
+
+
+def test_paper_figures_are_reported_beside_the_runs(tmp_path: Path):
+    import json
+
+    from useg.report.tables import paper_markdown, paper_rows
+
+    (tmp_path / "alignseg").mkdir()
+    metrics = {"protocols": {"alignseg": {"miou": 0.65, "pixel_accuracy": 0.8}}}
+    (tmp_path / "alignseg" / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "maskdistill").mkdir()
+    (tmp_path / "maskdistill" / "ap.json").write_text(json.dumps({"maskrcnn": {"semantic/multi": {"ap": 0.02}}}))
+    paper = {
+        "paper": "P", "table": "Table I", "row": "r",
+        "results": [
+            {"column": "alignseg", "protocol": "alignseg", "metric": "miou", "value": 69.5},
+            {"column": "maskdistill", "file": "ap.json", "protocol": "maskrcnn", "setting": "semantic/multi", "metric": "ap", "value": 3.5},
+            {"column": "transfgu", "protocol": "hungarian", "metric": "miou", "value": 10.0, "table": "Table 3"},
+        ],
+    }  # fmt: skip
+    rows = paper_rows(paper, tmp_path)
+    assert [(r["ours"], r["difference"]) for r in rows[:2]] == [pytest.approx((65.0, -4.5)), pytest.approx((2.0, -1.5))]
+    assert rows[2]["ours"] is None and rows[2]["table"] == "Table 3" and rows[0]["table"] == "Table I"
+    table = paper_markdown(paper, rows)
+    assert "| alignseg | alignseg | miou | 69.50 | 65.00 | -4.50 | Table I |" in table
+    assert "| transfgu | hungarian | miou | 10.00 | - | - | Table 3 |" in table  # not run (yet)

@@ -268,8 +268,26 @@ def extra_targets():
     return [f"{OUT}/maskdistill/ap.json"] if "maskdistill" in config["methods"] else []
 
 
+def paper_files():
+    """The files holding a preset's published figures' counterparts (besides the metrics.json targets: ap.json)."""
+    results = config.get("paper", {}).get("results", [])
+    return sorted({f"{OUT}/{r['column']}/{r['file']}" for r in results if r.get("file", "metrics.json") != "metrics.json"})
+
+
+def print_paper_figures():
+    """A preset's published figures beside this run's (%), and the difference."""
+    from useg.report.tables import paper_rows
+
+    paper = config["paper"]
+    print(f"\n  {paper['paper']}\n  {paper['table']}, {paper['row']}: paper vs this run (%)")
+    for row in paper_rows(paper, OUT):
+        ours = "   -  " if row["ours"] is None else f"{row['ours']:6.2f}"
+        diff = "" if row["difference"] is None else f"   ({row['difference']:+.2f})"
+        print(f"  {row['column']:<24} {row['protocol']:<16} {row['metric']:<24} paper {row['paper']:6.2f}   ours {ours}{diff}")
+
+
 def print_summary():
-    """Print the headline metrics of every method and where the results are."""
+    """Print the headline metrics of every method and where the results are (and a preset's paper figures)."""
     print(f"\nuseg: results in {os.path.abspath(OUT)}")
     for path in metrics_targets():
         if not os.path.exists(path):
@@ -288,6 +306,8 @@ def print_summary():
                     f"   NMI {100 * result['nmi']:6.2f} %   boundary mIoU {100 * result['boundary_miou']:6.2f} %"
                 )
         print(f"  metrics: {os.path.abspath(path)}")
+    if config.get("paper", {}).get("results"):
+        print_paper_figures()
 
 
 # ---- Resources that scale with the data -------------------------------------------------------
