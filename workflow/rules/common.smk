@@ -127,6 +127,16 @@ METHOD_COLUMNS = {
 }
 
 
+def evaluate_params(method):
+    """Config slice of one column's evaluation: dataset, column, split, protocols (and the alignseg
+    protocol's map size when it is asked for)."""
+    protocols = config["evaluate"]["protocols"]
+    params = {"dataset": DS, "method": method, "split": DATASET["eval_split"], "protocols": protocols}
+    if "alignseg" in protocols:
+        params["alignseg_size"] = config["evaluate"]["alignseg_size"]
+    return params
+
+
 def evaluated_columns():
     """Every evaluated column under results/<dataset>/: each configured method's, then the backbone evaluation's."""
     columns = [column for method in config["methods"] for column in METHOD_COLUMNS.get(method, [method])]

@@ -1,16 +1,6 @@
 """Evaluation: every method's predictions scored against the ground truth of the eval split."""
 
 
-def evaluate_params(method):
-    """Config slice of one column's evaluation: dataset, column, split, protocols (and the alignseg
-    protocol's map size when it is asked for)."""
-    protocols = config["evaluate"]["protocols"]
-    params = {"dataset": DS, "method": method, "split": DATASET["eval_split"], "protocols": protocols}
-    if "alignseg" in protocols:
-        params["alignseg_size"] = config["evaluate"]["alignseg_size"]
-    return params
-
-
 rule evaluate:
     input:
         predictions=f"{OUT}/{{method}}/predictions.zarr",
