@@ -283,3 +283,13 @@ def test_paper_figures_are_reported_beside_the_runs(tmp_path: Path):
     table = paper_markdown(paper, rows)
     assert "| alignseg | alignseg | miou | 69.50 | 65.00 | -4.50 | Table I |" in table
     assert "| transfgu | hungarian | miou | 10.00 | - | - | Table 3 |" in table  # not run (yet)
+
+
+def test_a_json_config_reads_as_snakemake_reads_it(tmp_path: Path):
+    import json
+
+    # the report step re-runs Snakemake on the resolved config dumped as JSON: 1e-06 must stay a number
+    (tmp_path / "run.json").write_text(json.dumps({"croc": {"min_lr": 1e-06}}))
+    resolved = resolve_config([tmp_path / "run.json"])
+    check_config(resolved)
+    assert resolved.config["croc"]["min_lr"] == 1e-06

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +46,18 @@ class Resolved:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """A config file's mapping; a clear error for a missing, unparsable or non-mapping file."""
+    """A config file's mapping, read as JSON, else YAML (as Snakemake reads --configfile); a clear error
+    for a missing, unparsable or non-mapping file."""
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        data = json.loads(text)
+    except ValueError:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid JSON or YAML: {exc}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -135,11 +141,7 @@ def schema_validator(path: Path = SCHEMA_PATH) -> Any:
     return jsonschema.Draft202012Validator(load_schema(path))
 
 
-def resolve_config(
-    files: Iterable[str | Path],
-    overrides: Mapping[str, Any] | None = None,
-    schema: dict[str, Any] | None = None,
-) -> Resolved:
+def resolve_config(files: Iterable[str | Path], overrides: Mapping[str, Any] | None = None) -> Resolved:
     """Compose `files` (each with its `_base_` files) and command-line `overrides` over the schema's
     defaults; no files: the embedded demo, config.yaml."""
     paths = [Path(f) for f in files] or [DEMO_CONFIG]
@@ -150,7 +152,7 @@ def resolve_config(
             resolved.files.append(label)
     if overrides:
         merge_layer(resolved.config, resolved.sources, overrides, COMMAND_LINE)
-    resolved.config = fill_defaults(schema or load_schema(), resolved.config, resolved.sources)
+    resolved.config = fill_defaults(load_schema(), resolved.config, resolved.sources)
     return resolved
 
 
@@ -168,13 +170,13 @@ def check_config(resolved: Resolved) -> None:
     raise ConfigError("the config does not fit workflow/schemas/config.schema.yaml:\n" + "\n".join(lines))
 
 
-def display(label: str, root: Path | None = None) -> str:
-    """A source label for people: files relative to `root` (default: the working folder) when below it."""
+def display(label: str) -> str:
+    """A source label for people: files relative to the working folder when below it."""
     path = Path(label)
     if not path.is_absolute():
         return label
     try:
-        return str(path.relative_to(root or Path.cwd()))
+        return str(path.relative_to(Path.cwd()))
     except ValueError:
         return label
 
@@ -185,7 +187,7 @@ def flow_yaml(value: Any) -> str:
     return text.removesuffix("...").strip()
 
 
-def annotated_yaml(resolved: Resolved, root: Path | None = None) -> str:
+def annotated_yaml(resolved: Resolved) -> str:
     """The resolved config as YAML, every leaf followed by `# <where it came from>`."""
     lines: list[str] = []
 
@@ -196,7 +198,7 @@ def annotated_yaml(resolved: Resolved, root: Path | None = None) -> str:
                 lines.append(f"{indent}{key}:")
                 walk(value, here, indent + "  ")
             else:
-                lines.append(f"{indent}{key}: {flow_yaml(value)}  # {display(resolved.sources.get(here, '?'), root)}")
+                lines.append(f"{indent}{key}: {flow_yaml(value)}  # {display(resolved.sources.get(here, '?'))}")
 
     walk(resolved.config, (), "")
     return "\n".join(lines) + "\n"
