@@ -207,7 +207,7 @@ def transfgu_crops(cfg: Config) -> None:
     check_features(cfg, [side, side])
 
 
-@shape_step("transfgu", "train", reads=("transfgu", *CLASSES))
+@shape_step("transfgu", "train", reads=("transfgu.k", "transfgu.k_fg", "transfgu.foreground_prior", "transfgu.foreground_only", "transfgu.decoder", *CLASSES))
 def transfgu_train(cfg: Config) -> None:
     """train / bootstrap rounds: the Segmenter on the frozen patch grid, K masks and K class embeddings (eq. 2)."""
     from useg.methods.transfgu.segmenter import Segmenter, SegmenterConfig
@@ -224,6 +224,9 @@ def transfgu_train(cfg: Config) -> None:
 # ---- AlignSeg ------------------------------------------------------------------------------------
 
 
+ALIGNSEG_DECODER = ("alignseg.k", "alignseg.layers", "alignseg.heads", *CLASSES)
+
+
 def alignseg_decoder(cfg: Config, dim: int):
     """The prototype decoder as alignseg-train builds it (K = alignseg.k or the number of classes)."""
     from useg.methods.alignseg.decoder import PrototypeDecoder
@@ -234,7 +237,7 @@ def alignseg_decoder(cfg: Config, dim: int):
     return on_meta(lambda: PrototypeDecoder(section.decoder(dim, k))), k
 
 
-@shape_step("alignseg", "train", reads=("alignseg", *CLASSES))
+@shape_step("alignseg", "train", reads=(*ALIGNSEG_DECODER, "alignseg.global_size", "alignseg.local_size"))
 def alignseg_train(cfg: Config) -> None:
     """train: prototypes queried by the global and the local crops' tokens (eq. 1-2)."""
     from useg.methods.alignseg.decoder import similarity
@@ -251,7 +254,7 @@ def alignseg_train(cfg: Config) -> None:
     backward(*scores)
 
 
-@shape_step("alignseg", "predict", reads=("alignseg", *CLASSES))
+@shape_step("alignseg", "predict", reads=ALIGNSEG_DECODER)
 def alignseg_predict(cfg: Config) -> None:
     """predict: every eval image segmented by its own prototypes at backbone.input_size (eq. 3)."""
     from useg.methods.alignseg.decoder import segment
@@ -282,7 +285,7 @@ def maskdistill_masks(cfg: Config) -> None:
     assert q.shape == k.shape and q.shape[2] == 1 + out.grid[0] * out.grid[1]
 
 
-@shape_step("maskdistill", "maskrcnn", reads=("maskdistill", *CLASSES))
+@shape_step("maskdistill", "maskrcnn", reads=("maskdistill.k", "maskdistill.maskrcnn", *CLASSES))
 def maskdistill_maskrcnn(cfg: Config) -> None:
     """maskrcnn: the detector for C clusters; its backbone and RPN head at the largest training short side,
     the one it is tested at (§A.1)."""
@@ -300,7 +303,7 @@ def maskdistill_maskrcnn(cfg: Config) -> None:
     backward(*objectness, *boxes)
 
 
-@shape_step("maskdistill", "deeplab", reads=("maskdistill", *CLASSES))
+@shape_step("maskdistill", "deeplab", reads=("maskdistill.k", "maskdistill.deeplab", *CLASSES))
 def maskdistill_deeplab(cfg: Config) -> None:
     """deeplab: DeepLab-v3 for the C + 1 labels of the confident bank at the working size (eq. 4)."""
     from useg.methods.maskdistill.models import build_deeplab
@@ -323,7 +326,7 @@ def pass_net_config(cfg: Config):
     return NetConfig(**{**cfg["pass"]["net"], "weights": "random"})
 
 
-@shape_step("pass", "pretrain", reads=("pass",))
+@shape_step("pass", "pretrain", reads=("pass.net", "pass.pretrain.view_size", "pass.saliency_prior"))
 def pass_pretrain(cfg: Config) -> None:
     """pass-pretrain: trunk on views of pass.pretrain.view_size, pixel attention, projector, prototype scores."""
     from useg.methods.pass_.model import PASSNet
@@ -337,7 +340,7 @@ def pass_pretrain(cfg: Config) -> None:
         check_features(cfg, cfg["backbone"]["input_size"])
 
 
-@shape_step("pass", "finetune", reads=("pass", *CLASSES))
+@shape_step("pass", "finetune", reads=("pass.net", "pass.k", "pass.input_size", *CLASSES))
 def pass_finetune(cfg: Config) -> None:
     """pass-finetune / threshold / predict: the segmentation head's CAM for the C pseudo categories (Sec. 3.1)."""
     from useg.methods.pass_.model import SegmentationNet
