@@ -136,7 +136,10 @@ def check_features(cfg: Config, size: list[int], qkv_block: int = -1, trainable:
     """The ViT at `size`: tokens, CLS attention and q/k/v of `qkv_block` with the grid the stores record.
     A frozen backbone (every stage but CrOC's pretraining) runs without gradients, once per input shape."""
     backbone = vit(cfg, size)
-    out = forward(backbone, tuple(size), qkv_block) if not trainable else backbone(images(size), qkv_blocks=(qkv_block,))
+    if trainable:
+        out = backbone(images(size), qkv_blocks=(qkv_block,))
+    else:
+        out = forward(backbone, tuple(size), qkv_block)
     grid = grid_of(size, backbone.patch_size)
     assert out.patches.shape == (BATCH, *grid, backbone.embed_dim)
     assert out.attn.shape == (BATCH, backbone.num_heads, *grid)
@@ -172,11 +175,8 @@ def croc_pretrain(cfg: Config) -> None:
 
     croc = cfg["croc"]
     backbone, out = check_features(cfg, croc["view_size"], croc["block"], trainable=True)
-    head = on_meta(
-        lambda: CrOCHead(
-            backbone.embed_dim, croc["head_hidden_dim"], croc["head_bottleneck_dim"], croc["head_global_dim"], croc["head_dense_dim"]
-        )
-    )
+    dims = [croc[f"head_{name}_dim"] for name in ("hidden", "bottleneck", "global", "dense")]
+    head = on_meta(lambda: CrOCHead(backbone.embed_dim, *dims))
     image_logits = head.image(out.cls)
     centroids = out.patches.flatten(1, 2)[:, : croc["k_start"]]  # [B, K_start, D]: one token per centroid
     dense_logits = head.centroid(centroids)
@@ -207,7 +207,10 @@ def transfgu_crops(cfg: Config) -> None:
     check_features(cfg, [side, side])
 
 
-@shape_step("transfgu", "train", reads=("transfgu.k", "transfgu.k_fg", "transfgu.foreground_prior", "transfgu.foreground_only", "transfgu.decoder", *CLASSES))
+TRANSFGU_LABELS = ("transfgu.k", "transfgu.k_fg", "transfgu.foreground_prior", "transfgu.foreground_only", *CLASSES)
+
+
+@shape_step("transfgu", "train", reads=(*TRANSFGU_LABELS, "transfgu.decoder"))
 def transfgu_train(cfg: Config) -> None:
     """train / bootstrap rounds: the Segmenter on the frozen patch grid, K masks and K class embeddings (eq. 2)."""
     from useg.methods.transfgu.segmenter import Segmenter, SegmenterConfig

@@ -129,6 +129,7 @@ def test_no_value_of_the_demo_reaches_a_config_under_configs(path: Path):
 TRANSFGU = "TransFGU (ECCV 2022)"
 # (preset, {dotted key: the paper's value}, where the paper states it). `paper.results` holds the published
 # figures as [column, protocol, metric, value] rows.
+# fmt: off
 PAPER_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("transfgu/cocostuff27", {"backbone.model": "vit_small_patch8_224", "backbone.weights": "vit_small_patch8_224.dino",
                               "transfgu.k": 27, "transfgu.k_fg": 12, "transfgu.batch_size": 256, "transfgu.lr": 1e-4,
@@ -192,10 +193,10 @@ PAPER_VALUES: list[tuple[str, dict[str, Any], str]] = [
                                            ["maskdistill-crf", "hungarian-iou", "miou", 48.9]]},
      "MaskDistill Table 1 (39.0 / 42.0 / 45.8), Table S1 (+CRF 48.9)"),
     ("maskdistill/coco20k", {"maskdistill.k": 80,
-                             "paper.results": [["maskdistill", "maskrcnn", "ap", 3.5], ["maskdistill", "maskrcnn", "ap50", 7.7],
-                                               ["maskdistill", "maskrcnn", "ap75", 2.9], ["maskdistill", "maskrcnn", "ap", 6.6],
-                                               ["maskdistill", "maskrcnn", "ap50", 14.6], ["maskdistill", "maskrcnn", "ap75", 5.5],
-                                               ["maskdistill", "initial", "ap", 1.7]]},
+                             "paper.results": [["maskdistill", source, metric, value] for source, metric, value in (
+                                 ("maskrcnn", "ap", 3.5), ("maskrcnn", "ap50", 7.7), ("maskrcnn", "ap75", 2.9),
+                                 ("maskrcnn", "ap", 6.6), ("maskrcnn", "ap50", 14.6), ("maskrcnn", "ap75", 5.5),
+                                 ("initial", "ap", 1.7))]},
      "MaskDistill Table 3 (f) multi and (d) single, COCO20k, MaskDistill† and MaskDistill"),
     ("alignseg/voc", {"backbone.model": "vit_small_patch16_224", "alignseg.k": 5, "alignseg.layers": 1,
                       "alignseg.local_crops": 2, "alignseg.batch_size": 32, "alignseg.epochs": 10,
@@ -223,9 +224,12 @@ PAPER_VALUES: list[tuple[str, dict[str, Any], str]] = [
                             "paper.results": [["pass", "imagenet-s", "miou", 18.3]]},
      "LUSS/PASS Sec. 3.1 (ResNet-50), Table 3 (Ours-S4, val 18.3)"),
 ]
+# fmt: on
 
 
-@pytest.mark.parametrize(("preset", "values", "citation"), PAPER_VALUES, ids=[f"{p}-{i}" for i, (p, _, _) in enumerate(PAPER_VALUES)])
+@pytest.mark.parametrize(
+    ("preset", "values", "citation"), PAPER_VALUES, ids=[f"{p}-{i}" for i, (p, _, _) in enumerate(PAPER_VALUES)]
+)
 def test_preset_values_are_the_papers(preset: str, values: dict[str, Any], citation: str):
     cfg = preset_config(REPO / "configs" / "presets" / f"{preset}.yaml")
     for key, want in values.items():
@@ -273,7 +277,8 @@ def test_paper_figures_are_reported_beside_the_runs(tmp_path: Path):
         "paper": "P", "table": "Table I", "row": "r",
         "results": [
             {"column": "alignseg", "protocol": "alignseg", "metric": "miou", "value": 69.5},
-            {"column": "maskdistill", "file": "ap.json", "protocol": "maskrcnn", "setting": "semantic/multi", "metric": "ap", "value": 3.5},
+            {"column": "maskdistill", "file": "ap.json", "protocol": "maskrcnn", "setting": "semantic/multi",
+             "metric": "ap", "value": 3.5},
             {"column": "transfgu", "protocol": "hungarian", "metric": "miou", "value": 10.0, "table": "Table 3"},
         ],
     }  # fmt: skip

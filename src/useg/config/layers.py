@@ -164,7 +164,8 @@ def check_config(resolved: Resolved) -> None:
     lines = []
     for error in errors:
         path = tuple(str(p) for p in error.absolute_path)
-        where = next((resolved.sources[path[:n]] for n in range(len(path), 0, -1) if path[:n] in resolved.sources), None)
+        prefixes = (path[:n] for n in range(len(path), 0, -1))
+        where = next((resolved.sources[p] for p in prefixes if p in resolved.sources), None)
         set_in = f" (set in {display(where)})" if where else ""
         lines.append(f"  {'.'.join(path) or '<top level>'}: {error.message}{set_in}")
     raise ConfigError("the config does not fit workflow/schemas/config.schema.yaml:\n" + "\n".join(lines))

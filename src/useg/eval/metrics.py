@@ -213,7 +213,8 @@ class AlignSegMeans:
         images it is present in; pixel accuracy of the mapped labels over every scored pixel."""
         with np.errstate(invalid="ignore", divide="ignore"):
             per_class = np.where(self.class_images > 0, self.class_sum / np.maximum(self.class_images, 1), np.nan)
-        block = scores_block("alignseg", per_class, self.correct / self.pixels if self.pixels else float("nan"), class_names)
+        accuracy = self.correct / self.pixels if self.pixels else float("nan")
+        block = scores_block("alignseg", per_class, accuracy, class_names)
         block["miou"] = self.miou_sum / self.images if self.images else float("nan")
         return {**block, "images": self.images, "size": self.size, "comparable": False, "note": ALIGNSEG_NOTE}
 

@@ -133,8 +133,8 @@ def _embedded_image(path: Path, title: str) -> str:
 
 def paper_rst(paper: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """The paper-figure rows as a reStructuredText list-table."""
-    lines = [f".. list-table:: {paper['paper']}, {paper['table']}, {paper['row']}: published figures beside this run's (%)"]
-    lines += ["   :header-rows: 1", ""]
+    title = f"{paper['paper']}, {paper['table']}, {paper['row']}: published figures beside this run's (%)"
+    lines = [f".. list-table:: {title}", "   :header-rows: 1", ""]
     for cells in [list(PAPER_COLUMNS)] + [[_cell(r, c) for c in PAPER_COLUMNS] for r in rows]:
         lines.append("   * - " + (cells[0] or " "))
         lines += [f"     - {c or ' '}" for c in cells[1:]]
