@@ -1,13 +1,21 @@
 """useg: unsupervised semantic segmentation as one cached Snakemake DAG (see README.md)."""
 
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from useg.config import resolve_config  # noqa: E402  (needs only PyYAML)
 
-configfile: str(Path(workflow.basedir) / "config.yaml")
+# Config layering (docs/configuration.md): each --configfile is composed from the files its
+# `_base_` names over the schema's defaults, then --config on top. config.yaml, the embedded
+# demo, is read only when no --configfile is given, so its toy values never reach another config.
+_resolved = resolve_config(workflow.overwrite_configfiles, workflow.config_settings.config)
+config.clear()
+config.update(_resolved.config)
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

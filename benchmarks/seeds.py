@@ -2,7 +2,7 @@
 
 The top-level `seed` draws the synthetic scenes, the CrOC pretraining and every method's own
 randomness, so one seed is one complete, independent repetition of the run. For each seed this
-runs the real workflow (`snakemake -s Snakefile -d <folder> --configfile <config> <overlay>`)
+runs the real workflow (`snakemake -s Snakefile -d <folder> --configfile <configs...> <overlay>`)
 into its own results folder, reads every `<method>/metrics.json` it wrote, and reports per
 method the mean, standard deviation, min and max of the hungarian mIoU over the seeds; for each comparison
 `a>b` (e.g. `alignseg>kmeans`), the share of seeds where it holds and the mean gap in points.
@@ -43,7 +43,7 @@ def overlay(results_dir: Path, seed: int, methods: list[str]) -> dict:
     }
 
 
-def run_seed(config: Path, results_dir: Path, seed: int, methods: list[str], cores: int) -> float:
+def run_seed(configs: list[Path], results_dir: Path, seed: int, methods: list[str], cores: int) -> float:
     """One repetition of the workflow, with its Snakemake state in its own folder; returns its wall seconds."""
     results_dir.mkdir(parents=True, exist_ok=True)
     overlay_file = results_dir / "overlay.yaml"
@@ -51,7 +51,7 @@ def run_seed(config: Path, results_dir: Path, seed: int, methods: list[str], cor
     start = time.perf_counter()
     command = [
         sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(results_dir), "--cores", str(cores),
-        "--configfile", str(config.resolve()), str(overlay_file),
+        "--configfile", *(str(c.resolve()) for c in configs), str(overlay_file),
     ]  # fmt: skip
     with (results_dir / "snakemake.log").open("w") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
@@ -101,7 +101,10 @@ def comparisons(per_seed: dict[int, dict[str, float]], pairs: list[tuple[str, st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=Path("config.yaml"), help="base config (the embedded default)")
+    parser.add_argument(
+        "--config", type=Path, nargs="+", default=[Path("config.yaml")],
+        help="config files, composed in order (default: the embedded demo; an overlay on it: config.yaml overlay.yaml)",
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=["kmeans", "alignseg", "transfgu"])
     parser.add_argument("--compare", nargs="*", default=["alignseg>kmeans", "transfgu>kmeans"], help="a>b pairs")

@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "useg.stores.commands",
     "useg.report.commands",
     "useg.profiles.commands",
+    "useg.config.commands",
 )
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from useg.data.images import IMAGE_EXTENSIONS, UnreadableImage, load_rgb, save_label_map
@@ -43,22 +42,14 @@ def predictor_loader(method: str) -> Loader:
 
 
 def merged_config(paths: list[Path]) -> dict[str, Any]:
-    """The run's config: YAML files merged left to right (nested mappings merged key by key)."""
+    """The run's config, composed as the workflow composes it (`_base_` files over the schema's defaults,
+    later files over earlier ones; docs/configuration.md)."""
+    from useg.config.layers import resolve_config
 
-    def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-        out = dict(base)
-        for key, value in over.items():
-            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        return out
-
-    config: dict[str, Any] = {}
     for path in paths:
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist: pass the config file(s) the model was trained with")
-        config = merge(config, yaml.safe_load(path.read_text()) or {})
-    if "backbone" not in config:
-        raise ConfigError(f"no `backbone` section in {[str(p) for p in paths]}: pass the config the model was trained with")
-    return config
+    return resolve_config(paths).config
 
 
 def backbone_weights(config: dict[str, Any], weights: Path | None) -> Path | None:

@@ -13,7 +13,9 @@ import yaml
 
 from tests.conftest import REPO, TINY_BACKBONE
 
+# Tests build on the embedded demo explicitly (a --configfile never inherits config.yaml by itself).
 TINY_CONFIG: dict[str, Any] = {
+    "_base_": [str(REPO / "config.yaml")],
     "seed": 0,
     "results_dir": "results",
     "methods": ["kmeans"],

@@ -20,10 +20,19 @@ from tests.integration.dag import check, run_snakemake, tiny_config
 pytestmark = pytest.mark.integration
 
 OUT = "results/tiny"
+PAPER = {  # a preset's paper row: its figures are printed beside the run's
+    "method": "kmeans", "paper": "A paper", "table": "Table 9", "row": "tiny",
+    "results": [
+        {"column": "kmeans", "protocol": "hungarian", "metric": "miou", "value": 50.0},
+        {"column": "kmeans", "protocol": "alignseg", "metric": "miou", "value": 60.0},
+    ],
+}  # fmt: skip
 CONFIG = tiny_config(
     dataset={"synthetic": {"num_train": 4, "num_val": 2, "image_size": 32}},
     features={"shards": 1, "batch_size": 4},
     report={"enabled": True, "images": 2},
+    evaluate={"protocols": ["hungarian", "hungarian-iou", "alignseg"], "alignseg_size": 16},
+    paper=PAPER,
 )
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -57,9 +66,15 @@ def test_run_writes_figures_table_and_report_and_prints_its_path(report_run: tup
     assert f"report: {html}" in stdout
     rows = list(csv.DictReader((workdir / OUT / "report/comparison.csv").open()))
     metrics = json.loads((workdir / OUT / "kmeans/metrics.json").read_text())
-    assert [(r["method"], r["protocol"]) for r in rows] == [("kmeans", "hungarian"), ("kmeans", "per-image")]
+    protocols = ["hungarian", "per-image", "hungarian-iou", "alignseg"]
+    assert [(r["method"], r["protocol"]) for r in rows] == [("kmeans", p) for p in protocols]
     assert float(rows[0]["mIoU"]) == pytest.approx(100 * metrics["protocols"]["hungarian"]["miou"])
-    assert "| kmeans | hungarian |" in (workdir / OUT / "report/comparison.md").read_text()
+    assert metrics["protocols"]["alignseg"]["size"] == 16 and metrics["protocols"]["alignseg"]["comparable"] is False
+    table = (workdir / OUT / "report/comparison.md").read_text()
+    assert "| kmeans | hungarian |" in table
+    ours = 100 * metrics["protocols"]["alignseg"]["miou"]
+    assert f"| kmeans | alignseg | miou | 60.00 | {ours:.2f} | {ours - 60:+.2f} | Table 9 |" in table
+    assert re.search(r"kmeans\s+hungarian\s+miou\s+paper  50\.00   ours", stdout), "the summary prints the paper's figures"
     for figure in ("iou", "overlays"):
         image = np.asarray(Image.open(workdir / OUT / f"kmeans/report/{figure}.png"))
         assert image.ndim == 3 and image.std() > 0

@@ -260,3 +260,15 @@ def test_single_setting_keeps_top_detection_and_best_box_match():
     dets = Instances(np.stack([square(0, 5, 20), square(11, 20, 20)]), np.array([1, 2]), np.array([0.3, 0.8]))
     gt, det = single_object(gts, dets)
     assert det.scores.tolist() == [0.8] and gt.classes.tolist() == [2]
+
+
+def test_mask_rcnn_is_tested_at_its_largest_training_scale():
+    from types import SimpleNamespace
+
+    from useg.methods.maskdistill.models import inference_size
+
+    model = SimpleNamespace(transform=SimpleNamespace(min_size=(480, 488)))
+    inference_size(model, (640, 704), [0.75, 1.25])  # §A.1: trained at 480-800, tested at 800
+    assert model.transform.min_size == (800,)
+    inference_size(model, (96, 128), [0.6, 1.0])
+    assert model.transform.min_size == (96,)

@@ -127,6 +127,16 @@ METHOD_COLUMNS = {
 }
 
 
+def evaluate_params(method):
+    """Config slice of one column's evaluation: dataset, column, split, protocols (and the alignseg
+    protocol's map size when it is asked for)."""
+    protocols = config["evaluate"]["protocols"]
+    params = {"dataset": DS, "method": method, "split": DATASET["eval_split"], "protocols": protocols}
+    if "alignseg" in protocols:
+        params["alignseg_size"] = config["evaluate"]["alignseg_size"]
+    return params
+
+
 def evaluated_columns():
     """Every evaluated column under results/<dataset>/: each configured method's, then the backbone evaluation's."""
     columns = [column for method in config["methods"] for column in METHOD_COLUMNS.get(method, [method])]
@@ -285,8 +295,26 @@ def extra_targets():
     return ([f"{OUT}/maskdistill/ap.json"] if "maskdistill" in config["methods"] else []) + export_targets()
 
 
+def paper_files():
+    """The files holding a preset's published figures' counterparts (besides the metrics.json targets: ap.json)."""
+    results = config.get("paper", {}).get("results", [])
+    return sorted({f"{OUT}/{r['column']}/{r['file']}" for r in results if r.get("file", "metrics.json") != "metrics.json"})
+
+
+def print_paper_figures():
+    """A preset's published figures beside this run's (%), and the difference."""
+    from useg.report.tables import paper_rows
+
+    paper = config["paper"]
+    print(f"\n  {paper['paper']}\n  {paper['table']}, {paper['row']}: paper vs this run (%)")
+    for row in paper_rows(paper, OUT):
+        ours = "   -  " if row["ours"] is None else f"{row['ours']:6.2f}"
+        diff = "" if row["difference"] is None else f"   ({row['difference']:+.2f})"
+        print(f"  {row['column']:<24} {row['protocol']:<16} {row['metric']:<24} paper {row['paper']:6.2f}   ours {ours}{diff}")
+
+
 def print_summary():
-    """Print the headline metrics of every method and where the results are."""
+    """Print the headline metrics of every method and where the results are (and a preset's paper figures)."""
     print(f"\nuseg: results in {os.path.abspath(OUT)}")
     for path in metrics_targets():
         if not os.path.exists(path):
@@ -305,6 +333,8 @@ def print_summary():
                     f"   NMI {100 * result['nmi']:6.2f} %   boundary mIoU {100 * result['boundary_miou']:6.2f} %"
                 )
         print(f"  metrics: {os.path.abspath(path)}")
+    if config.get("paper", {}).get("results"):
+        print_paper_figures()
 
 
 # ---- Resources that scale with the data -------------------------------------------------------
@@ -343,6 +373,8 @@ def per_shard_runtime(minutes_per_1000_images):
 
 
 def kmeans_fit_mem(wildcards, attempt):
-    """Memory of k-means training: the capped float32 sample, three times over, plus 2 GB."""
-    sample_mb = config["kmeans"]["max_train_points"] * config["backbone"]["embed_dim"] * 4 / 2**20
+    """Memory of k-means training: the capped float32 sample, three times over, plus 2 GB (a backbone
+    whose width comes from its timm model, embed_dim null, is counted at ViT-L's 1024)."""
+    width = config["backbone"]["embed_dim"] or 1024
+    sample_mb = config["kmeans"]["max_train_points"] * width * 4 / 2**20
     return int((2000 + 3 * sample_mb) * attempt)

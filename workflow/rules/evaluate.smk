@@ -9,9 +9,7 @@ rule evaluate:
     output:
         f"{OUT}/{{method}}/metrics.json",
     params:
-        cfg=lambda w: as_json(
-            {"dataset": DS, "method": w.method, "split": DATASET["eval_split"], "protocols": config["evaluate"]["protocols"]}
-        ),
+        cfg=lambda w: as_json(evaluate_params(w.method)),
     log:
         f"{OUT}/logs/evaluate-{{method}}.log",
     threads: config["evaluate"]["threads"]

@@ -66,6 +66,7 @@ rule report_table:
     input:
         metrics=metrics_targets(),
         figures=report_figures(),
+        paper=paper_files(),
     output:
         csv=report(
             f"{REPORT_DIR}/comparison.csv",
@@ -76,7 +77,7 @@ rule report_table:
         md=f"{REPORT_DIR}/comparison.md",
         front=REPORT_FRONT,
     params:
-        cfg=as_json({"dataset": DS}),
+        cfg=as_json({"dataset": DS, **({"paper": config["paper"]} if "paper" in config else {})}),
         root=lambda w, output: os.path.dirname(os.path.dirname(output.front)),
     log:
         f"{OUT}/logs/report/table.log",

@@ -24,6 +24,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         threads=args.threads,
         protocols=tuple(params.get("protocols", ["hungarian"])),
         matching_path=args.matching,
+        alignseg_size=params.get("alignseg_size", 100),
     )
 
 

@@ -16,19 +16,37 @@ from useg.data.manifest import ManifestRow
 from useg.data.transforms import resize_labels
 from useg.errors import DataError
 from useg.eval.imagenet_s import PROTOCOL, ImageNetSEvaluator, image_stats, read_matching
-from useg.eval.metrics import confusion_matrix, evaluate_confusion, per_image_matched
+from useg.eval.metrics import AlignSegMeans, confusion_matrix, evaluate_confusion, nearest_resize, per_image_matched
 from useg.stores.predictions import Predictions
 
 log = logging.getLogger(__name__)
 
+# Protocols reported beside `hungarian` (which any of them brings along).
+HUNGARIAN_FAMILY = {"hungarian", "hungarian-discard", "hungarian-iou", "alignseg"}
+
 
 def _image_eval(
-    row: ManifestRow, labels: np.ndarray, num_classes: int, num_labels: int, ignore: int, imagenet_s: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
+    row: ManifestRow,
+    labels: np.ndarray,
+    num_classes: int,
+    num_labels: int,
+    ignore: int,
+    imagenet_s: bool,
+    alignseg: AlignSegMeans | None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """One image's confusion at its ground-truth size, its imagenet-s statistics and its confusion on the
+    alignseg protocol's resized maps (the last two when asked)."""
     gt = load_mask(row)
     pred = resize_labels(labels, gt.shape)
     stats = image_stats(gt, pred, num_classes, num_labels, ignore) if imagenet_s else None
-    return confusion_matrix(gt, pred, num_classes, num_labels, ignore), stats
+    confusion = confusion_matrix(gt, pred, num_classes, num_labels, ignore)
+    if alignseg is None:
+        return confusion, stats, None
+    if alignseg.size is None:
+        return confusion, stats, confusion
+    size = (alignseg.size, alignseg.size)
+    small = confusion_matrix(nearest_resize(gt, size), nearest_resize(labels, size), num_classes, num_labels, ignore)
+    return confusion, stats, small
 
 
 def scan_predictions(
@@ -38,10 +56,11 @@ def scan_predictions(
     ignore_index: int,
     threads: int = 1,
     imagenet_s: bool = False,
+    alignseg: AlignSegMeans | None = None,
 ) -> tuple[np.ndarray, np.ndarray, ImageNetSEvaluator | None]:
     """Sum of per-image confusions [C, K], sum of the per-image matched class x class confusions
     [C, C] (`per-image` protocol), and the imagenet-s statistics when asked; each prediction is
-    resized (nearest) to its ground-truth size."""
+    resized (nearest) to its ground-truth size. `alignseg` accumulates AlignSeg's per-image protocol."""
     confusion = np.zeros((num_classes, predictions.num_labels), np.int64)
     matched = np.zeros((num_classes, num_classes), np.int64)
     evaluator = ImageNetSEvaluator(num_classes, predictions.num_labels, ignore_index) if imagenet_s else None
@@ -51,15 +70,19 @@ def scan_predictions(
             if missing:
                 raise DataError(f"no ground-truth mask for images {missing[:5]}: evaluation needs masks/")
             jobs = [
-                pool.submit(_image_eval, rows[i], lab, num_classes, predictions.num_labels, ignore_index, imagenet_s)
+                pool.submit(
+                    _image_eval, rows[i], lab, num_classes, predictions.num_labels, ignore_index, imagenet_s, alignseg
+                )
                 for i, lab in zip(index, labels)
             ]
             for job in jobs:
-                image_confusion, stats = job.result()
+                image_confusion, stats, alignseg_confusion = job.result()
                 confusion += image_confusion
                 matched += per_image_matched(image_confusion)
                 if evaluator is not None:
                     evaluator.add_stats(stats)
+                if alignseg is not None:
+                    alignseg.add(alignseg_confusion)
             bar.update(len(index))
     return confusion, matched, evaluator
 
@@ -74,25 +97,33 @@ def evaluate_predictions(
     threads: int = 1,
     protocols: tuple[str, ...] = ("hungarian",),
     matching_path: str | Path | None = None,
+    alignseg_size: int | None = 100,
 ) -> dict[str, Any]:
     """Write metrics.json for one predictions store and return it.
 
-    `protocols`: `hungarian` (with `overcluster` when K > C and `per-image` beside it, unsupervised only) and/or `imagenet-s` (label 0 =
-    background); `matching_path` reuses a saved imagenet-s matching instead of matching anew.
+    `protocols`: `hungarian` (with `overcluster` when K > C and `per-image` beside it, unsupervised only),
+    `hungarian-discard`, `hungarian-iou`, `alignseg` (scored on nearest-resized `alignseg_size`²
+    maps; None: at the ground-truth size), each reported beside `hungarian`, and/or `imagenet-s`
+    (label 0 = background);
+    `matching_path` reuses a saved imagenet-s matching instead of matching anew.
     """
     if not class_names:
         raise DataError("the dataset has no classes.txt: cannot evaluate without class names")
     predictions = Predictions(predictions_path)
     imagenet_s = PROTOCOL in protocols
+    unsupervised = not predictions.supervised
+    alignseg = AlignSegMeans(len(class_names), alignseg_size) if "alignseg" in protocols and unsupervised else None
     confusion, matched, evaluator = scan_predictions(
-        predictions, rows, len(class_names), ignore_index, threads, imagenet_s
+        predictions, rows, len(class_names), ignore_index, threads, imagenet_s, alignseg
     )
-    per_image = None if predictions.supervised else matched
+    per_image = matched if unsupervised else None
     results = (
-        evaluate_confusion(confusion, class_names, predictions.supervised, per_image)
-        if "hungarian" in protocols or predictions.supervised
+        evaluate_confusion(confusion, class_names, predictions.supervised, per_image, protocols)
+        if HUNGARIAN_FAMILY & set(protocols) or predictions.supervised
         else {}
     )
+    if alignseg is not None:
+        results["alignseg"] = alignseg.result(class_names)
     if evaluator is not None:
         mapping = read_matching(matching_path, predictions.num_labels) if matching_path else None
         results[PROTOCOL] = evaluator.result(class_names, mapping)

@@ -62,15 +62,17 @@ def run_report_curve(args: argparse.Namespace) -> None:
 def run_report_table(args: argparse.Namespace) -> None:
     """Comparison table of every metrics.json (Markdown, CSV) and the report's front page (reStructuredText)."""
     from useg.atomic import write_text
-    from useg.report.tables import comparison_rows, overview_rst, to_csv, to_markdown
+    from useg.report.tables import comparison_rows, overview_rst, paper_markdown, paper_rows, to_csv, to_markdown
 
     params = stage_params(args)
     rows = comparison_rows(args.metrics)
-    write_text(args.out_md, to_markdown(rows))
+    paper = params.get("paper")
+    markdown = to_markdown(rows) + (paper_markdown(paper, paper_rows(paper, args.root)) if paper else "")
+    write_text(args.out_md, markdown)
     write_text(args.out_csv, to_csv(rows))
     figures = [Path(f) for f in args.figures or []]
-    write_text(args.out_rst, overview_rst(rows, figures, Path(args.root), params.get("dataset", "")))
-    print(to_markdown(rows))
+    write_text(args.out_rst, overview_rst(rows, figures, Path(args.root), params.get("dataset", ""), paper))
+    print(markdown)
     log.info("comparison: %d rows, %d figures -> %s, %s, %s", len(rows), len(figures), args.out_md, args.out_csv, args.out_rst)
 
 

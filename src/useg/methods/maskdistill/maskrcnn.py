@@ -97,9 +97,10 @@ def load_maskrcnn(path: str | Path, device: torch.device) -> tuple[torch.nn.Modu
 
     state, ckpt = load_model(path, KIND)
     input_size = tuple(ckpt["input_size"])
-    model = build_maskrcnn(for_rebuild(ckpt["config"]), ckpt["num_clusters"], input_size, 0)
+    cfg = for_rebuild(ckpt["config"])
+    model = build_maskrcnn(cfg, ckpt["num_clusters"], input_size, 0)
     model.load_state_dict(state)
-    inference_size(model, input_size)
+    inference_size(model, input_size, cfg["train_scales"])
     return model.to(device).eval(), int(ckpt["num_clusters"])
 
 

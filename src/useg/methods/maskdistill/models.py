@@ -194,9 +194,10 @@ def build_maskrcnn(
     )
 
 
-def inference_size(model: nn.Module, input_size: tuple[int, int]) -> None:
-    """Inference at the working size (the paper tests at its largest training scale)."""
-    model.transform.min_size = (min(input_size),)
+def inference_size(model: nn.Module, input_size: tuple[int, int], train_scales: list[float]) -> None:
+    """Inference at the largest training scale of the working short side, as the paper (§A.1: trained
+    at 480-800 px, tested at 800)."""
+    model.transform.min_size = (round(max(train_scales) * min(input_size)),)
 
 
 class DenseBody(nn.Module):

@@ -1,0 +1,47 @@
+"""Every preset builds its DAG (`snakemake -n --configfile <preset>`), through Snakemake's API in this process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.paper_shapes import PRESETS, preset_config
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder holding (empty) dataset roots where the presets expect them: a dry run reads no image."""
+    root = tmp_path_factory.mktemp("presets")
+    for preset in PRESETS:
+        (root / preset_config(preset)["dataset"]["root"]).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def dry_run(workdir: Path, configfile: Path) -> list[str]:
+    """`snakemake -n --configfile <configfile>` in `workdir`: the rules of the planned jobs, one per job."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings import enums
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings(quiet={enums.Quietness.ALL})) as api:
+        workflow = api.workflow(
+            snakefile=REPO / "Snakefile",
+            workdir=workdir,
+            config_settings=ConfigSettings(configfiles=[configfile]),
+            resource_settings=ResourceSettings(cores=1),
+        )
+        dag = workflow.dag(DAGSettings())
+        dag.execute_workflow(executor="dryrun")
+        return [job.rule.name for job in dag.workflow_api._workflow.dag.jobs]
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_preset_builds_its_dag(workdir: Path, preset: Path):
+    rules = dry_run(workdir, preset)
+    methods = preset_config(preset)["methods"]
+    assert "manifest" in rules and "evaluate" in rules
+    assert any(rule.startswith(methods[0]) for rule in rules), f"no {methods[0]} job planned: {sorted(set(rules))}"
