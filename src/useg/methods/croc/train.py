@@ -13,7 +13,7 @@ import copy
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,8 +40,9 @@ TOKEN_INDEX = {"queries": 0, "keys": 1, "values": 2}
 
 
 @dataclass(frozen=True)
-class CrOCConfig:
-    """The `croc` config section (paper defaults in workflow/schemas/config.schema.yaml)."""
+class CrOCConfig(ClusterConfig):
+    """The `croc` config section: the clustering's keys and the training's (defaults and sources in
+    workflow/schemas/config.schema.yaml)."""
 
     epochs: int = 100
     batch_size: int = 64
@@ -60,18 +61,6 @@ class CrOCConfig:
     tau_s: float = 0.1
     center_momentum: float = 0.9
     alpha: float = 1.0
-    k_start: int = 12
-    lambda_pos: float = 4.0
-    lam: float = 20.0
-    sinkhorn_iters: int = 200
-    k_max: int | None = 4
-    token_marginal: str = "release"
-    centroid_marginal: str = "release"
-    marginal_temperature: float = 2.0
-    cost_scaling: str = "release"
-    merge: str = "release"
-    prune: str = "release"
-    transport_cost: str = "release"
     centroids: str = "release"
     tokens: str = "values"
     block: int = -1
@@ -86,10 +75,6 @@ class CrOCConfig:
         default_factory=lambda: [{"blur_p": 1.0, "solarize_p": 0.0}, {"blur_p": 0.1, "solarize_p": 0.2}]
     )
     device: str = "auto"
-
-    def clustering(self) -> ClusterConfig:
-        """The clustering's keys of this section (same names)."""
-        return ClusterConfig(**{f.name: getattr(self, f.name) for f in fields(ClusterConfig)})
 
     def view_augments(self) -> tuple[ViewAugment, ViewAugment]:
         """Augmentations of view 1 and view 2: `augment_views[i]`, overridden by `augment` (both views)."""
@@ -230,7 +215,7 @@ class CrOCTrainer:
             n = t_out[0].patches.shape[1]
             prior = TokenPrior(*(torch.cat([getattr(o, key) for o in t_out], dim=2) for key in ("cls_cosine", "cls_attention")))
             clusters = multi_head_clustering(
-                torch.cat([o.tokens for o in t_out], dim=2), prior, batch.coords.to(self.device), cfg.clustering(), generator
+                torch.cat([o.tokens for o in t_out], dim=2), prior, batch.coords.to(self.device), cfg, generator
             )
             split = [(clusters.assign[:, part], clusters.hard[:, part]) for part in (slice(0, n), slice(n, None))]
             t_norm = mean_norm([o.cls for o in t_out])
