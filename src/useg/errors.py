@@ -23,3 +23,9 @@ class StoreError(UsegError):
 
 class TrainingError(UsegError):
     """Training diverged (NaN/inf loss) or cannot proceed."""
+
+
+def check_choice(key: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise ConfigError naming `key` when `value` is not one of `choices`."""
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")

@@ -11,6 +11,7 @@ from useg.backbones import BackboneConfig, build_backbone
 from useg.cluster.sinkhorn import sinkhorn
 from useg.data.images import load_rgb_all
 from useg.data.synthetic import ShapesConfig, write_shapes_dataset
+from useg.errors import ConfigError
 from useg.methods.croc import clustering as C
 from useg.methods.croc.clustering import ClusterConfig, TokenPrior, cross_view_clustering, multi_head_clustering
 from useg.methods.croc.losses import cluster_centroids, mean_norm
@@ -378,3 +379,30 @@ def test_cls_attention_of_the_last_block_is_the_backbones_attention_map():
     r = cls_attention(q, k, backbone.num_prefix_tokens)
     assert r.shape == (2, 2, 16)
     assert torch.allclose(r, expected, atol=1e-5)
+
+
+def test_a_misspelt_reading_names_its_key():
+    with pytest.raises(ConfigError, match="croc.merge"):
+        CrOCConfig(merge="relase")
+    with pytest.raises(ConfigError, match="croc.k_max"):
+        ClusterConfig(k_max=1)
+
+
+def test_schema_defaults_are_the_release_the_dataclass_agrees_and_the_paper_overlay_validates():
+    import jsonschema
+    import yaml
+
+    from tests.conftest import REPO
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    keys = schema["properties"]["croc"]["properties"]
+    overlay = yaml.safe_load((REPO / "configs" / "variants" / "croc-paper.yaml").read_text())
+    errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(overlay)]
+    assert not errors, errors
+    readings = ("token_marginal", "centroid_marginal", "cost_scaling", "transport_cost", "merge", "prune", "centroids")
+    for key in readings:
+        assert keys[key]["default"] == getattr(CrOCConfig(), key) == "release" and overlay["croc"][key] == "paper"
+    assert (keys["k_max"]["default"], CrOCConfig().k_max, overlay["croc"]["k_max"]) == (4, 4, None)
+    assert keys["block"]["default"] == CrOCConfig().block == overlay["croc"]["block"] == -1
+    for key in ("drop_path_rate", "clip_grad_per_parameter", "augment_views", "marginal_temperature"):
+        assert keys[key]["default"] == getattr(CrOCConfig(), key)

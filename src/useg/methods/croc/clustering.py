@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from useg.cluster.sinkhorn import sinkhorn
-from useg.errors import ConfigError
+from useg.errors import ConfigError, check_choice
 
 POS_SCALE = math.sqrt(2.0)  # largest distance between two positions in the unit square
 Reading = Literal["release", "paper"]
+READINGS = ("release", "paper")
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,7 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         for key in ("token_marginal", "centroid_marginal", "cost_scaling", "merge", "prune", "transport_cost"):
-            if getattr(self, key) not in ("release", "paper"):
-                raise ConfigError(f"croc.{key} must be release or paper, got {getattr(self, key)!r}")
+            check_choice(f"croc.{key}", getattr(self, key), READINGS)
         if self.k_start < 2 or (self.k_max is not None and self.k_max < 2):
             raise ConfigError(f"croc.k_start ({self.k_start}) and croc.k_max ({self.k_max}) must be at least 2")
 

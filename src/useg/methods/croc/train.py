@@ -27,8 +27,8 @@ from useg.atomic import write_json
 from useg.backbones.vit import BackboneConfig, ViTBackbone, create_vit
 from useg.data.augment import View, ViewAugment, two_views
 from useg.data.images import load_rgb_all
-from useg.errors import ConfigError, DataError
-from useg.methods.croc.clustering import ClusterConfig, Clustering, TokenPrior, multi_head_clustering
+from useg.errors import ConfigError, DataError, check_choice
+from useg.methods.croc.clustering import READINGS, ClusterConfig, Clustering, TokenPrior, multi_head_clustering
 from useg.methods.croc.heads import CrOCHead
 from useg.methods.croc.losses import cluster_centroids, dense_loss, global_loss, mean_norm, total_loss, update_center
 from useg.runtime import resolve_device
@@ -154,8 +154,7 @@ class CrOCTrainer:
     def __init__(self, cfg: CrOCConfig, backbone_cfg: BackboneConfig, iters_per_epoch: int, seed: int) -> None:
         if cfg.tokens not in TOKEN_INDEX:
             raise ConfigError(f"croc.tokens must be one of {sorted(TOKEN_INDEX)}, got {cfg.tokens!r}")
-        if cfg.centroids not in ("release", "paper"):
-            raise ConfigError(f"croc.centroids must be release or paper, got {cfg.centroids!r}")
+        check_choice("croc.centroids", cfg.centroids, READINGS)
         self.cfg, self.seed = cfg, seed
         self.device = resolve_device(cfg.device)
         torch.manual_seed(seed)
