@@ -16,7 +16,7 @@ from useg.methods.croc import clustering as C
 from useg.methods.croc.clustering import ClusterConfig, TokenPrior, cross_view_clustering, multi_head_clustering
 from useg.methods.croc.losses import cluster_centroids, mean_norm
 from useg.methods.croc.train import Batch, CrOCConfig, CrOCTrainer, cls_attention, cls_cosine, make_batch, pretrain
-from useg.train import clip_gradients
+from useg.train.clip import clip_gradients
 
 TINY_CROC = dict(
     epochs=2, batch_size=4, lr=5e-4, warmup_epochs=0, k_start=4, lambda_pos=1.0, sinkhorn_iters=20,

@@ -32,7 +32,8 @@ from useg.methods.croc.clustering import READINGS, ClusterConfig, Clustering, To
 from useg.methods.croc.heads import CrOCHead
 from useg.methods.croc.losses import cluster_centroids, dense_loss, global_loss, mean_norm, total_loss, update_center
 from useg.runtime import resolve_device
-from useg.train import check_finite, clip_gradients, cosine_schedule, ema_update, load_checkpoint, save_checkpoint
+from useg.train import check_finite, cosine_schedule, ema_update, load_checkpoint, save_checkpoint
+from useg.train.clip import clip_gradients
 
 log = logging.getLogger(__name__)
 
