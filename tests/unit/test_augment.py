@@ -41,8 +41,19 @@ def test_view_pixels_come_from_the_recorded_position():
 def test_two_views_are_deterministic_per_generator():
     image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
     aug = ViewAugment(size=(16, 24))
-    a = two_views(image, aug, 8, np.random.default_rng(3))
-    b = two_views(image, aug, 8, np.random.default_rng(3))
+    a = two_views(image, (aug, aug), 8, np.random.default_rng(3))
+    b = two_views(image, (aug, aug), 8, np.random.default_rng(3))
     assert a[0].image.shape == (3, 16, 24) and a[0].coords.shape == (6, 2)
     assert torch.equal(a[0].image, b[0].image) and torch.equal(a[1].coords, b[1].coords)
     assert (a[0].coords >= 0).all() and (a[0].coords <= 1).all()
+
+
+def test_two_views_draw_each_view_with_its_own_augmentation():
+    image = np.full((16, 16, 3), 204, dtype=np.uint8)  # 0.8 everywhere: solarised to 0.2
+    plain = ViewAugment(size=(8, 8), scale=(1.0, 1.0), flip_p=0, jitter_p=0, grayscale_p=0, blur_p=0, solarize_p=0)
+    solarised = ViewAugment(**{**plain.__dict__, "solarize_p": 1.0})
+    first, second = two_views(image, (plain, solarised), 8, np.random.default_rng(0))
+    std, mean = torch.tensor([0.229, 0.224, 0.225]), torch.tensor([0.485, 0.456, 0.406])
+    pixels = [view.image * std[:, None, None] + mean[:, None, None] for view in (first, second)]
+    torch.testing.assert_close(pixels[0], torch.full((3, 8, 8), 0.8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pixels[1], torch.full((3, 8, 8), 0.2), atol=1e-5, rtol=0)

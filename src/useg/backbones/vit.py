@@ -132,8 +132,9 @@ class ViTBackbone(nn.Module):
         return ViTOutput(cls=x[:, 0], patches=patches, attn=attn, qkv=qkv, grid=grid)
 
 
-def create_vit(cfg: BackboneConfig) -> VisionTransformer:
-    """Instantiate the timm architecture (random init) at the configured input size."""
+def create_vit(cfg: BackboneConfig, drop_path_rate: float = 0.0) -> VisionTransformer:
+    """Instantiate the timm architecture (random init) at the configured input size; `drop_path_rate`
+    is the stochastic depth of the last block, rising linearly from 0 at the first (timm, DINO)."""
     try:
         model = timm.create_model(
             cfg.model,
@@ -141,6 +142,7 @@ def create_vit(cfg: BackboneConfig) -> VisionTransformer:
             num_classes=0,
             img_size=tuple(cfg.input_size),
             dynamic_img_size=True,
+            drop_path_rate=drop_path_rate,
             **cfg.timm_overrides(),
         )
     except (RuntimeError, TypeError, ValueError) as exc:

@@ -135,9 +135,12 @@ def render_view(image: np.ndarray, crop: Crop, aug: ViewAugment, patch: int, rng
     return View(normalise_images(tensor), crop, patch_coords(crop, aug.size, patch, image.shape[:2]))
 
 
-def two_views(image: np.ndarray, aug: ViewAugment, patch: int, rng: np.random.Generator) -> tuple[View, View]:
-    """Two independent global views of the same image."""
-    return make_view(image, aug, patch, rng), make_view(image, aug, patch, rng)
+def two_views(
+    image: np.ndarray, augs: tuple[ViewAugment, ViewAugment], patch: int, rng: np.random.Generator
+) -> tuple[View, View]:
+    """Two independent global views of the same image, the first drawn with augs[0], the second with
+    augs[1] (DINO's global views differ in blur and solarisation)."""
+    return make_view(image, augs[0], patch, rng), make_view(image, augs[1], patch, rng)
 
 
 def coords_in_crop(coords: Tensor, crop: Crop, original: tuple[int, int]) -> Tensor:

@@ -7,10 +7,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def cluster_centroids(tokens: Tensor, assign: Tensor) -> Tensor:
-    """C^T = Z^T Q per view, divided by each cluster's mass (a weighted mean) [B, K, D] (CrOC eq. 2)."""
-    mass = assign.sum(dim=1).clamp_min(1e-6)
-    return torch.einsum("bnd,bnk->bkd", tokens, assign) / mass[..., None]
+def cluster_centroids(tokens: Tensor, assign: Tensor, hard: Tensor, cls_norm: Tensor, rule: str = "release") -> Tensor:
+    """Centroids of one view fed to h [B, K, D] (CrOC eq. 2).
+
+    paper: C^T = Z^T Q divided by each cluster's mass (a soft weighted mean). release: the mean over
+    the tokens the cluster wins (Q masked by M), L2-normalised and scaled to the mean CLS-token norm.
+    """
+    if rule == "paper":
+        mass = assign.sum(dim=1).clamp_min(1e-6)
+        return torch.einsum("bnd,bnk->bkd", tokens, assign) / mass[..., None]
+    return cls_norm * F.normalize(torch.einsum("bnd,bnk->bkd", tokens, assign * hard), dim=-1)
+
+
+def mean_norm(cls_tokens: list[Tensor]) -> Tensor:
+    """Mean L2 norm of the CLS tokens of both views (the release's centroid scale)."""
+    return torch.cat(cls_tokens).norm(dim=-1).mean()
 
 
 def distill_ce(teacher_logits: Tensor, student_logits: Tensor, center: Tensor, tau_t: float, tau_s: float) -> Tensor:

@@ -3,6 +3,8 @@
 Per step: two views per image; the teacher's last-block keys/values/queries of both views are
 clustered jointly per head (Sec. 3.3); teacher and student centroids of each view are distilled
 across views (dense loss) beside the DINO image-level loss. The teacher backbone is the product.
+Release and paper readings of the clustering, the centroids and the recipe are named switches of
+CrOCConfig (docs/methods/croc.md).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -24,12 +27,13 @@ from useg.atomic import write_json
 from useg.backbones.vit import BackboneConfig, ViTBackbone, create_vit
 from useg.data.augment import View, ViewAugment, two_views
 from useg.data.images import load_rgb_all
-from useg.errors import ConfigError, DataError
-from useg.methods.croc.clustering import ClusterConfig, Clustering, multi_head_clustering
+from useg.errors import ConfigError, DataError, check_choice
+from useg.methods.croc.clustering import READINGS, ClusterConfig, Clustering, TokenPrior, multi_head_clustering
 from useg.methods.croc.heads import CrOCHead
-from useg.methods.croc.losses import cluster_centroids, dense_loss, global_loss, total_loss, update_center
+from useg.methods.croc.losses import cluster_centroids, dense_loss, global_loss, mean_norm, total_loss, update_center
 from useg.runtime import resolve_device
 from useg.train import check_finite, cosine_schedule, ema_update, load_checkpoint, save_checkpoint
+from useg.train.clip import clip_gradients
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +41,9 @@ TOKEN_INDEX = {"queries": 0, "keys": 1, "values": 2}
 
 
 @dataclass(frozen=True)
-class CrOCConfig:
-    """The `croc` config section (paper defaults in workflow/schemas/config.schema.yaml)."""
+class CrOCConfig(ClusterConfig):
+    """The `croc` config section: the clustering's keys and the training's (defaults and sources in
+    workflow/schemas/config.schema.yaml)."""
 
     epochs: int = 100
     batch_size: int = 64
@@ -50,17 +55,16 @@ class CrOCConfig:
     momentum: float = 0.996
     momentum_end: float = 1.0
     clip_grad: float = 3.0
+    clip_grad_per_parameter: bool = True
+    drop_path_rate: float = 0.1
     freeze_last_layer_epochs: int = 1
     tau_t: float = 0.07
     tau_s: float = 0.1
     center_momentum: float = 0.9
     alpha: float = 1.0
-    k_start: int = 12
-    lambda_pos: float = 4.0
-    lam: float = 20.0
-    sinkhorn_iters: int = 200
+    centroids: str = "release"
     tokens: str = "values"
-    block: int = -2
+    block: int = -1
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
     head_global_dim: int = 65536
@@ -68,19 +72,42 @@ class CrOCConfig:
     view_size: list[int] = field(default_factory=lambda: [224, 224])
     crop_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
     augment: dict[str, float] = field(default_factory=dict)
+    augment_views: list[dict[str, float]] = field(
+        default_factory=lambda: [{"blur_p": 1.0, "solarize_p": 0.0}, {"blur_p": 0.1, "solarize_p": 0.2}]
+    )
     device: str = "auto"
 
-    def clustering(self) -> ClusterConfig:
-        return ClusterConfig(self.k_start, self.lambda_pos, self.lam, self.sinkhorn_iters)
-
-    def view_augment(self) -> ViewAugment:
-        return ViewAugment(size=tuple(self.view_size), scale=tuple(self.crop_scale), **self.augment)
+    def view_augments(self) -> tuple[ViewAugment, ViewAugment]:
+        """Augmentations of view 1 and view 2: `augment_views[i]`, overridden by `augment` (both views)."""
+        if len(self.augment_views) != 2:
+            raise ConfigError(f"croc.augment_views must list two views, got {len(self.augment_views)}")
+        first, second = (
+            ViewAugment(size=tuple(self.view_size), scale=tuple(self.crop_scale), **{**view, **self.augment})
+            for view in self.augment_views
+        )
+        return first, second
 
 
 def cls_attention(q: Tensor, k: Tensor, num_prefix: int) -> Tensor:
     """Attention of the CLS query to the patch keys, renormalised over patches [B, H, N] (CrOC eq. 10's r)."""
     probs = ((q[:, :, :1] * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)[:, :, 0, num_prefix:]
     return probs / probs.sum(dim=-1, keepdim=True)
+
+
+def cls_cosine(tokens: Tensor, num_prefix: int) -> Tensor:
+    """Cosine of every patch token with the CLS token of the same kind and head [B, H, N] (the release's r logits)."""
+    unit = F.normalize(tokens, dim=-1)
+    return (unit[:, :, num_prefix:] @ unit[:, :, 0, :, None])[..., 0]
+
+
+class TeacherView(NamedTuple):
+    """What the clustering and the centroids need from the teacher's pass over one view."""
+
+    cls: Tensor  # [B, D]
+    patches: Tensor  # [B, N, D]
+    tokens: Tensor  # [B, H, N, d_h] clustered tokens of croc.block
+    cls_cosine: Tensor  # [B, H, N]
+    cls_attention: Tensor  # [B, H, N]
 
 
 class Network(nn.Module):
@@ -99,9 +126,11 @@ class Batch:
     coords: Tensor
 
 
-def make_batch(images: list[np.ndarray], aug: ViewAugment, patch: int, rngs: list[np.random.Generator]) -> Batch:
+def make_batch(
+    images: list[np.ndarray], augs: tuple[ViewAugment, ViewAugment], patch: int, rngs: list[np.random.Generator]
+) -> Batch:
     """Stack the two views of every image; coordinates of view 1 then view 2 along the token axis."""
-    pairs: list[tuple[View, View]] = [two_views(img, aug, patch, rng) for img, rng in zip(images, rngs)]
+    pairs: list[tuple[View, View]] = [two_views(img, augs, patch, rng) for img, rng in zip(images, rngs)]
     first = torch.stack([a.image for a, _ in pairs])
     second = torch.stack([b.image for _, b in pairs])
     coords = torch.stack([torch.cat([a.coords, b.coords]) for a, b in pairs])
@@ -126,15 +155,19 @@ class CrOCTrainer:
     def __init__(self, cfg: CrOCConfig, backbone_cfg: BackboneConfig, iters_per_epoch: int, seed: int) -> None:
         if cfg.tokens not in TOKEN_INDEX:
             raise ConfigError(f"croc.tokens must be one of {sorted(TOKEN_INDEX)}, got {cfg.tokens!r}")
+        check_choice("croc.centroids", cfg.centroids, READINGS)
         self.cfg, self.seed = cfg, seed
         self.device = resolve_device(cfg.device)
         torch.manual_seed(seed)
-        backbone = ViTBackbone(create_vit(backbone_cfg), name=backbone_cfg.name)
+        backbone = ViTBackbone(create_vit(backbone_cfg, cfg.drop_path_rate), name=backbone_cfg.name)
         head = CrOCHead(
             backbone.embed_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim, cfg.head_global_dim, cfg.head_dense_dim
         )
         self.student = Network(backbone, head).to(self.device)
-        self.teacher = copy.deepcopy(self.student).eval()
+        # the teacher has no stochastic depth (DINO): same weights, blocks without drop-path
+        self.teacher = Network(ViTBackbone(create_vit(backbone_cfg), name=backbone_cfg.name), copy.deepcopy(head))
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher = self.teacher.to(self.device).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.center_global = torch.zeros(cfg.head_global_dim, device=self.device)
@@ -163,14 +196,15 @@ class CrOCTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.center_global, self.center_dense = state["center_global"], state["center_dense"]
 
-    def _forward(self, net: Network, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """CLS [B, D], patch tokens [B, N, D], clustering tokens [B, H, N, dh] and CLS attention [B, H, N]
-        of block `croc.block` (CrOC eq. 21: the block fed by Z^(B-2) is block -2)."""
+    def _forward(self, net: Network, images: Tensor) -> TeacherView:
+        """CLS, patch tokens, and the clustering tokens, CLS cosine and CLS attention of block
+        `croc.block` (CrOC eq. 21: Z^(B-2) W feeds the last block, -1, with blocks counted from 0)."""
         block = self.cfg.block % net.backbone.depth
         out = net.backbone(images, qkv_blocks=(block,))
         qkv = out.qkv[block]
         p = net.backbone.num_prefix_tokens
-        return out.cls, out.patches.flatten(1, 2), qkv[TOKEN_INDEX[self.cfg.tokens]][:, :, p:], cls_attention(*qkv[:2], p)
+        tokens = qkv[TOKEN_INDEX[self.cfg.tokens]]
+        return TeacherView(out.cls, out.patches.flatten(1, 2), tokens[:, :, p:], cls_cosine(tokens, p), cls_attention(*qkv[:2], p))
 
     def losses(self, batch: Batch, generator: torch.Generator) -> Losses:
         """Cluster the teacher tokens of both views, then the global and dense losses (CrOC eq. 2-7)."""
@@ -178,20 +212,25 @@ class CrOCTrainer:
         views = [v.to(self.device) for v in batch.views]
         with torch.no_grad():
             t_out = [self._forward(self.teacher, v) for v in views]
-            n = t_out[0][1].shape[1]
+            n = t_out[0].patches.shape[1]
+            prior = TokenPrior(*(torch.cat([getattr(o, key) for o in t_out], dim=2) for key in ("cls_cosine", "cls_attention")))
             clusters = multi_head_clustering(
-                torch.cat([t_out[0][2], t_out[1][2]], dim=2),
-                torch.cat([t_out[0][3], t_out[1][3]], dim=2),
-                batch.coords.to(self.device),
-                cfg.clustering(),
-                generator,
+                torch.cat([o.tokens for o in t_out], dim=2), prior, batch.coords.to(self.device), cfg, generator
             )
-            q = (clusters.assign[:, :n], clusters.assign[:, n:])
-            t_glob = [self.teacher.head.image(o[0]) for o in t_out]
-            t_dense = [self.teacher.head.centroid(cluster_centroids(o[1], qv)) for o, qv in zip(t_out, q)]
+            split = [(clusters.assign[:, part], clusters.hard[:, part]) for part in (slice(0, n), slice(n, None))]
+            t_norm = mean_norm([o.cls for o in t_out])
+            t_glob = [self.teacher.head.image(o.cls) for o in t_out]
+            t_dense = [
+                self.teacher.head.centroid(cluster_centroids(o.patches, q, m, t_norm, cfg.centroids))
+                for o, (q, m) in zip(t_out, split)
+            ]
         s_out = [self.student.backbone(v) for v in views]
+        s_norm = mean_norm([o.cls for o in s_out])
         s_glob = [self.student.head.image(o.cls) for o in s_out]
-        s_dense = [self.student.head.centroid(cluster_centroids(o.patches.flatten(1, 2), qv)) for o, qv in zip(s_out, q)]
+        s_dense = [
+            self.student.head.centroid(cluster_centroids(o.patches.flatten(1, 2), q, m, s_norm, cfg.centroids))
+            for o, (q, m) in zip(s_out, split)
+        ]
         glob = global_loss((t_glob[0], t_glob[1]), (s_glob[0], s_glob[1]), self.center_global, cfg.tau_t, cfg.tau_s)
         dense = dense_loss(
             (t_dense[0], t_dense[1]), (s_dense[0], s_dense[1]), clusters.valid, self.center_dense, cfg.tau_t, cfg.tau_s
@@ -209,8 +248,7 @@ class CrOCTrainer:
         check_finite(out.total, it // self.iters_per_epoch, it % self.iters_per_epoch, "lower croc.lr or raise croc.warmup_epochs")
         self.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
-        if cfg.clip_grad > 0:
-            nn.utils.clip_grad_norm_(self.student.parameters(), cfg.clip_grad)
+        clip_gradients(self.student.parameters(), cfg.clip_grad, cfg.clip_grad_per_parameter)
         if it < cfg.freeze_last_layer_epochs * self.iters_per_epoch:
             for layer in (self.student.head.global_last, self.student.head.dense_last):
                 for p in layer.parameters():
@@ -246,9 +284,9 @@ def pretrain(
     iters = len(image_paths) // batch_size
     trainer = CrOCTrainer(cfg, backbone_cfg, iters, seed)
     patch = trainer.student.backbone.patch_size
-    aug = cfg.view_augment()
-    if aug.size[0] % patch or aug.size[1] % patch:
-        raise ConfigError(f"croc.view_size {list(aug.size)} must be a multiple of the patch size {patch}")
+    augs = cfg.view_augments()
+    if augs[0].size[0] % patch or augs[0].size[1] % patch:
+        raise ConfigError(f"croc.view_size {list(augs[0].size)} must be a multiple of the patch size {patch}")
     images = load_rgb_all(image_paths, threads)
     history: list[dict[str, Any]] = []
     start = 0
@@ -260,13 +298,14 @@ def pretrain(
     for epoch in range(start, cfg.epochs):
         rng = np.random.default_rng([seed, epoch])
         generator = torch.Generator().manual_seed(seed * 100003 + epoch)
+        torch.manual_seed(seed * 100003 + epoch)  # the student's drop-path masks, the same after a resume
         order = rng.permutation(len(images))
         losses, ks = [], Counter()
         trainer.student.train()
         for b in tqdm(range(iters), desc=f"croc epoch {epoch + 1}/{cfg.epochs}", unit="step"):
             idx = order[b * batch_size : (b + 1) * batch_size]
             rngs = [np.random.default_rng([seed, epoch, int(i)]) for i in idx]
-            batch = make_batch([images[i] for i in idx], aug, patch, rngs)
+            batch = make_batch([images[i] for i in idx], augs, patch, rngs)
             out = trainer.step(batch, epoch * iters + b, generator)
             losses.append((out["loss"], out["global"], out["dense"]))
             ks.update(out["k"])
