@@ -41,11 +41,27 @@ def slurm() -> None:
     pytest.skip(reason)
 
 
+def cluster_state() -> str:
+    """What the cluster says about its node and every job it knows, for a failure message."""
+    commands = [
+        ["sinfo", "-N", "-l"],
+        ["squeue", "--states=all", "-o", "%i %j %T %r %C %m %M %S"],
+    ]
+    said = [subprocess.run(c, capture_output=True, text=True, timeout=30).stdout for c in commands]
+    controller_log = Path(os.environ.get("USEG_SLURM_DIR", "/tmp/useg-slurm")) / "log/slurmctld.log"
+    if controller_log.is_file():
+        said.append("slurmctld.log (last 30 lines):\n" + "\n".join(controller_log.read_text().splitlines()[-30:]))
+    return "\n".join(said)
+
+
 def test_dag_runs_through_slurm_and_equals_the_local_run(slurm: None, tmp_path: Path, reference_run: Path):
     workdir = tmp_path / "slurm"
     profiles = ["--profile", str(REPO / "profiles/slurm"), "--profile", str(REPO / "tests/slurm/profile")]
     cmd, env = snakemake_command(workdir, SHARDED_CONFIG, *profiles)
-    result = check(subprocess.run(["timeout", "-k", "30", "900", *cmd], env=env, capture_output=True, text=True))
+    run = subprocess.run(["timeout", "-k", "30", "900", *cmd], env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        print(cluster_state())  # shown by pytest beside the failure: pending reasons, node state
+    result = check(run)
 
     submitted = dict(SUBMITTED.findall(result.stdout + result.stderr))
     print("Slurm job ids:", " ".join(submitted))

@@ -116,8 +116,8 @@ JobAcctGatherType=jobacct_gather/none
 # no slurmdbd: sacct is unusable, squeue reports job states
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
-# finished jobs stay visible to 'squeue --states=all' for 10 minutes
-MinJobAge=600
+# finished jobs stay visible to 'squeue --states=all' for an hour (a slow test run still sees all of its jobs)
+MinJobAge=3600
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
