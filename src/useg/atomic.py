@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -41,10 +42,21 @@ def atomic_output(target: str | Path) -> Iterator[Path]:
     os.replace(tmp, target)
 
 
+def finite_or_null(data: Any) -> Any:
+    """`data` with every NaN or infinite float replaced by None: JSON has no NaN (RFC 8259)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_or_null(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_null(value) for value in data]
+    return data
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    """Write `data` as indented JSON, atomically."""
+    """Write `data` as indented, strict JSON (non-finite numbers as null), atomically."""
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(finite_or_null(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def write_text(path: str | Path, text: str) -> None:
