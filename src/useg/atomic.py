@@ -13,6 +13,17 @@ from pathlib import Path
 from typing import Any
 
 
+TMP_MARK = ".tmp-"  # `.<name>.tmp-<pid>`: the temporary path of an output being written
+
+
+def unfinished_target(path: str | Path) -> Path | None:
+    """The output a temporary `.<name>.tmp-<pid>` path was being written as; None for any other path."""
+    name = Path(path).name
+    if name.startswith(".") and TMP_MARK in name and name.rsplit(TMP_MARK, 1)[1].isdigit():
+        return Path(path).with_name(name[1:].rsplit(TMP_MARK, 1)[0])
+    return None
+
+
 def remove_path(path: Path) -> None:
     """Delete a file or directory tree if it exists."""
     if path.is_dir() and not path.is_symlink():
@@ -30,9 +41,9 @@ def atomic_output(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{glob.escape(target.name)}.tmp-*"):
+    for stale in target.parent.glob(f".{glob.escape(target.name)}{TMP_MARK}*"):
         remove_path(stale)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp = target.with_name(f".{target.name}{TMP_MARK}{os.getpid()}")
     try:
         yield tmp
     except BaseException:
