@@ -6,6 +6,7 @@ from safetensors.torch import save_file
 
 from useg.backbones import BackboneConfig, build_backbone
 from useg.backbones.vit import create_vit
+from tests.conftest import write_image
 from useg.errors import ConfigError, WeightsError
 
 
@@ -130,3 +131,33 @@ def test_cli_start_up_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_damaged_checkpoint_error_never_advises_weights_only_false(tmp_path):
+    (tmp_path / "w.pth").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(WeightsError, match=r"cannot read backbone weights .*w\.pth: Unsupported operand") as caught:
+        build_backbone(tiny(8, weights=str(tmp_path / "w.pth")))
+    assert "weights_only" not in str(caught.value) and "state_dict()" in str(caught.value)
+
+
+def test_weights_with_nan_tensors_are_refused_naming_the_file_and_tensors(tmp_path):
+    state = create_vit(tiny(8)).state_dict()
+    state["blocks.0.attn.qkv.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(WeightsError, match=r"nan\.pth hold NaN or infinite values in 1 tensor\(s\) \(blocks\.0\.attn\.qkv\.weight\)"):
+        build_backbone(tiny(8, weights=str(tmp_path / "nan.pth")))
+
+
+def test_extreme_weights_giving_nan_features_fail_the_feature_shard(tmp_path):
+    from useg.backbones.extract import extract_features
+    from useg.data.manifest import ManifestRow
+
+    write_image(tmp_path / "a.png", (32, 32))
+    cfg = tiny(8, input_size=(32, 32))
+    backbone = build_backbone(cfg)
+    with torch.no_grad():
+        backbone.model.blocks[0].mlp.fc1.weight.fill_(3e38)  # finite, but its products overflow
+    rows = [(0, ManifestRow("a", str(tmp_path / "a.png"), 32, 32, "val"))]
+    with pytest.raises(WeightsError, match=r"produced NaN or infinite features for .*a\.png"):
+        extract_features(backbone, rows, tmp_path / "s.zarr", (32, 32), {}, torch.device("cpu"))
+    assert not (tmp_path / "s.zarr").exists()
