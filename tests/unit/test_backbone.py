@@ -161,3 +161,22 @@ def test_extreme_weights_giving_nan_features_fail_the_feature_shard(tmp_path):
     with pytest.raises(WeightsError, match=r"produced NaN or infinite features for .*a\.png"):
         extract_features(backbone, rows, tmp_path / "s.zarr", (32, 32), {}, torch.device("cpu"))
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_an_empty_shard_is_a_store_of_no_images_that_later_stages_read(tmp_path):
+    from useg.backbones.extract import extract_features
+    from useg.data.manifest import ManifestRow, shard_rows
+    from useg.methods.kmeans.stages import fit_patch_kmeans, predict_patch_kmeans
+    from useg.stores import FeatureStore, Predictions
+
+    write_image(tmp_path / "a.png", (32, 32))
+    rows = [(0, ManifestRow("a", str(tmp_path / "a.png"), 32, 32, "val"))]  # 1 image, 2 shards: shard 0 is empty
+    backbone, paths = build_backbone(tiny(8, input_size=(32, 32))), [tmp_path / "s0.zarr", tmp_path / "s1.zarr"]
+    for shard, path in enumerate(paths):
+        extract_features(backbone, shard_rows(rows, shard, 2), path, (32, 32), {}, torch.device("cpu"))
+    stores = [FeatureStore(p) for p in paths]
+    assert [len(s) for s in stores] == [0, 1]
+    cfg = {"normalize": True, "max_train_points": 100, "niter": 5, "nredo": 1}
+    fit_patch_kmeans(stores, 3, cfg, 0, tmp_path / "c.zarr", {})
+    predict_patch_kmeans(stores, tmp_path / "c.zarr", tmp_path / "p.zarr", (32, 32), {})
+    assert list(Predictions(tmp_path / "p.zarr").index) == [0]
