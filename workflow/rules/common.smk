@@ -61,6 +61,30 @@ def dataset_fingerprint_param():
     return "" if DATASET["kind"] == "synthetic" else dataset_fingerprint(DATASET["root"])
 
 
+# Methods whose K defaults to the class count: (its config section, classes left out of K, the
+# smallest K the stage accepts), as their stages take it (useg.methods.*.commands); checked when the
+# DAG is built against a folder dataset's classes.txt, not minutes later in the stage.
+DEFAULT_K = {"kmeans": ("kmeans", 0, 1), "transfgu": ("transfgu", 0, 2), "maskdistill": ("maskdistill", 1, 1)}
+
+
+def check_default_k():
+    """Fail when a configured method's K is unset and the folder dataset's classes.txt gives too few."""
+    if DATASET["kind"] != "folder" or not DATASET["root"]:
+        return
+    path = Path(DATASET["root"]) / "classes.txt"
+    classes = [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    for method in config["methods"]:
+        section, left_out, smallest = DEFAULT_K.get(method, (None, 0, 0))
+        if section and not config[section]["k"] and len(classes) - left_out < smallest:
+            raise ValueError(
+                f"{section}.k is not set and {path} lists {len(classes)} class(es), giving K = "
+                f"{len(classes) - left_out}, fewer than the {smallest} it needs: set {section}.k or list the classes"
+            )
+
+
+check_default_k()
+
+
 # --- benchmark dataset kinds (manifest config slice) ---
 FOLDER_KINDS = ("synthetic", "folder")
 BENCHMARK_KEYS = ("setting", "image_lists", "class_list", "train_split", "eval_split", "extra_splits")
