@@ -30,3 +30,11 @@ def test_too_few_classes_for_the_default_k_fail_when_the_dag_is_built(tmp_path: 
     text = result.stdout + result.stderr
     assert f"transfgu.k is not set and {root / 'classes.txt'} lists 1 class(es), giving K = 1, fewer than the 2" in text
     assert not (tmp_path / "run/results").exists()
+
+
+def test_unknown_config_key_is_reported_in_a_few_lines_naming_it(tmp_path: Path):
+    result = run_snakemake(tmp_path, {**tiny_config(), "bogus_key": 3}, "-n")
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "invalid configuration: config: Additional properties are not allowed ('bogus_key' was unexpected)" in text
+    assert len(text.splitlines()) < 10, "neither the schema nor the whole config is printed"
