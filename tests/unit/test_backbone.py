@@ -180,3 +180,16 @@ def test_an_empty_shard_is_a_store_of_no_images_that_later_stages_read(tmp_path)
     fit_patch_kmeans(stores, 3, cfg, 0, tmp_path / "c.zarr", {})
     predict_patch_kmeans(stores, tmp_path / "c.zarr", tmp_path / "p.zarr", (32, 32), {})
     assert list(Predictions(tmp_path / "p.zarr").index) == [0]
+
+
+def test_timm_tag_offline_fails_at_once_from_the_cache_only(monkeypatch):
+    import huggingface_hub.constants
+
+    from useg.backbones.weights import hub_reachable
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    assert not hub_reachable()
+    with pytest.raises(WeightsError, match=r"could not get timm pretrained weights 'vit_tiny_patch16_224\.augreg_in21k'.*Offline\?"):
+        build_backbone(tiny(16, weights="vit_tiny_patch16_224.augreg_in21k"))
+    assert huggingface_hub.constants.HF_HUB_OFFLINE, "the hub client was put in offline mode: no retries"

@@ -6,8 +6,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -118,8 +121,26 @@ def load_state_into(model, state: dict[str, Tensor], source: str) -> None:
     model.load_state_dict(state)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (HF_ENDPOINT, default huggingface.co) accepts a connection within `timeout` s."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def load_timm_pretrained(cfg: BackboneConfig) -> dict[str, Tensor]:
-    """Fetch weights by timm pretrained tag (needs internet or a populated hub cache)."""
+    """Fetch weights by timm pretrained tag (needs internet or a populated hub cache). Offline, the
+    hub client is put in offline mode first: a cached checkpoint loads, a missing one fails at once
+    instead of after the client's retries."""
+    if not hub_reachable():
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+        log.info("the Hugging Face hub is unreachable: looking for %s in the local cache only", cfg.weights)
     try:
         return timm.create_model(cfg.weights, pretrained=True, num_classes=0).state_dict()
     except Exception as exc:
