@@ -64,7 +64,12 @@ def dataset_fingerprint_param():
 # Methods whose K defaults to the class count: (its config section, classes left out of K, the
 # smallest K the stage accepts), as their stages take it (useg.methods.*.commands); checked when the
 # DAG is built against a folder dataset's classes.txt, not minutes later in the stage.
-DEFAULT_K = {"kmeans": ("kmeans", 0, 1), "transfgu": ("transfgu", 0, 2), "maskdistill": ("maskdistill", 1, 1)}
+DEFAULT_K = {
+    "kmeans": ("kmeans", 0, 1),
+    "transfgu": ("transfgu", 0, 2),
+    "alignseg": ("alignseg", 0, 2),
+    "maskdistill": ("maskdistill", 1, 1),
+}
 
 
 def check_default_k():
