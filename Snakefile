@@ -3,12 +3,14 @@
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from useg.config import resolve_config  # noqa: E402  (needs only PyYAML)
+from useg.config.validation import validation_summary  # noqa: E402
 
 # Config layering (docs/configuration.md): each --configfile is composed from the files its
 # `_base_` names over the schema's defaults, then --config on top. config.yaml, the embedded
@@ -18,7 +20,15 @@ config.clear()
 config.update(_resolved.config)
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# On a schema error, the offending key and its reason only, not the schema and config under them
+# (raised outside the `except`, so that Snakemake does not print the original error too).
+_invalid = None
+try:
+    validate(config, "workflow/schemas/config.schema.yaml")
+except WorkflowError as error:
+    _invalid = validation_summary(error)
+if _invalid:
+    raise WorkflowError(_invalid)
 
 
 include: "workflow/rules/common.smk"

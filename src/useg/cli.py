@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsegError as exc:
         log.error("%s", exc)
         return 2
+    except Exception:  # a bug or an unforeseen input: the traceback goes to the rule's log too
+        log.exception("useg %s failed unexpectedly; the traceback follows", args.command)
+        return 1
     return 0
 
 

@@ -8,16 +8,23 @@ import pytest
 
 from tests.conftest import REPO
 from tests.paper_shapes import PRESETS, preset_config
+from useg.backbones.sources import is_weight_file
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder holding (empty) dataset roots where the presets expect them: a dry run reads no image."""
+    """A run folder holding (empty) dataset roots and backbone weights files where the presets expect
+    them: a dry run reads no image and no weights (a missing weights file fails the DAG)."""
     root = tmp_path_factory.mktemp("presets")
     for preset in PRESETS:
-        (root / preset_config(preset)["dataset"]["root"]).mkdir(parents=True, exist_ok=True)
+        cfg = preset_config(preset)
+        (root / cfg["dataset"]["root"]).mkdir(parents=True, exist_ok=True)
+        weights = cfg.get("backbone", {}).get("weights", "random")
+        if is_weight_file(weights):
+            (root / weights).parent.mkdir(parents=True, exist_ok=True)
+            (root / weights).touch()
     return root
 
 

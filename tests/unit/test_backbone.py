@@ -6,6 +6,7 @@ from safetensors.torch import save_file
 
 from useg.backbones import BackboneConfig, build_backbone
 from useg.backbones.vit import create_vit
+from tests.conftest import write_image
 from useg.errors import ConfigError, WeightsError
 
 
@@ -130,3 +131,65 @@ def test_cli_start_up_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_damaged_checkpoint_error_never_advises_weights_only_false(tmp_path):
+    (tmp_path / "w.pth").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(WeightsError, match=r"cannot read backbone weights .*w\.pth: Unsupported operand") as caught:
+        build_backbone(tiny(8, weights=str(tmp_path / "w.pth")))
+    assert "weights_only" not in str(caught.value) and "state_dict()" in str(caught.value)
+
+
+def test_weights_with_nan_tensors_are_refused_naming_the_file_and_tensors(tmp_path):
+    state = create_vit(tiny(8)).state_dict()
+    state["blocks.0.attn.qkv.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(WeightsError, match=r"nan\.pth hold NaN or infinite values in 1 tensor\(s\) \(blocks\.0\.attn\.qkv\.weight\)"):
+        build_backbone(tiny(8, weights=str(tmp_path / "nan.pth")))
+
+
+def test_extreme_weights_giving_nan_features_fail_the_feature_shard(tmp_path):
+    from useg.backbones.extract import extract_features
+    from useg.data.manifest import ManifestRow
+
+    write_image(tmp_path / "a.png", (32, 32))
+    cfg = tiny(8, input_size=(32, 32))
+    backbone = build_backbone(cfg)
+    with torch.no_grad():
+        backbone.model.blocks[0].mlp.fc1.weight.fill_(3e38)  # finite, but its products overflow
+    rows = [(0, ManifestRow("a", str(tmp_path / "a.png"), 32, 32, "val"))]
+    with pytest.raises(WeightsError, match=r"produced NaN or infinite features for .*a\.png"):
+        extract_features(backbone, rows, tmp_path / "s.zarr", (32, 32), {}, torch.device("cpu"))
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_an_empty_shard_is_a_store_of_no_images_that_later_stages_read(tmp_path):
+    from useg.backbones.extract import extract_features
+    from useg.data.manifest import ManifestRow, shard_rows
+    from useg.methods.kmeans.stages import fit_patch_kmeans, predict_patch_kmeans
+    from useg.stores import FeatureStore, Predictions
+
+    write_image(tmp_path / "a.png", (32, 32))
+    rows = [(0, ManifestRow("a", str(tmp_path / "a.png"), 32, 32, "val"))]  # 1 image, 2 shards: shard 0 is empty
+    backbone, paths = build_backbone(tiny(8, input_size=(32, 32))), [tmp_path / "s0.zarr", tmp_path / "s1.zarr"]
+    for shard, path in enumerate(paths):
+        extract_features(backbone, shard_rows(rows, shard, 2), path, (32, 32), {}, torch.device("cpu"))
+    stores = [FeatureStore(p) for p in paths]
+    assert [len(s) for s in stores] == [0, 1]
+    cfg = {"normalize": True, "max_train_points": 100, "niter": 5, "nredo": 1}
+    fit_patch_kmeans(stores, 3, cfg, 0, tmp_path / "c.zarr", {})
+    predict_patch_kmeans(stores, tmp_path / "c.zarr", tmp_path / "p.zarr", (32, 32), {})
+    assert list(Predictions(tmp_path / "p.zarr").index) == [0]
+
+
+def test_timm_tag_offline_fails_at_once_from_the_cache_only(monkeypatch):
+    import huggingface_hub.constants
+
+    from useg.backbones.weights import hub_reachable
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    assert not hub_reachable()
+    with pytest.raises(WeightsError, match=r"could not get timm pretrained weights 'vit_tiny_patch16_224\.augreg_in21k'.*Offline\?"):
+        build_backbone(tiny(16, weights="vit_tiny_patch16_224.augreg_in21k"))
+    assert huggingface_hub.constants.HF_HUB_OFFLINE, "the hub client was put in offline mode: no retries"

@@ -42,9 +42,11 @@ def test_batched_assignment_equals_one_pass():
     np.testing.assert_allclose(dist, ((x - c[small]) ** 2).sum(1), rtol=1e-4, atol=1e-3)
 
 
-def test_too_few_points_is_an_error():
-    with pytest.raises(ValueError, match="at least 5"):
-        fit_kmeans(np.zeros((3, 2), np.float32), 5)
+def test_too_few_points_is_an_error_naming_the_key():
+    from useg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="kmeans.k: 5 clusters need at least 5 points.*only 3: lower kmeans.k"):
+        fit_kmeans(np.zeros((3, 2), np.float32), 5, key="kmeans.k")
 
 
 def test_reservoir_sample_takes_the_cap_deterministically_from_a_stream():

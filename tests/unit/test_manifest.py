@@ -125,3 +125,41 @@ def test_camvid_reads_as_it_is():
         type(listing)(listing.records[:4], listing.classes, listing.things), min_size=8
     )
     assert {(r.width, r.height) for r in rows} == {(480, 360)}
+
+
+def test_splits_csv_without_a_header_is_refused_naming_the_file(tmp_path):
+    root = make_folder_dataset(tmp_path / "ds", count=3)
+    (root / "splits.csv").write_text("img0,val\nimg1,train\nimg2,train\n")
+    with pytest.raises(DataError, match=r"splits\.csv: the first row 'img0,val' names the image 'img0'.*add a header line"):
+        list_folder_dataset(root)
+
+
+def test_splits_rows_naming_no_image_are_listed_in_a_warning(tmp_path, caplog):
+    root = make_folder_dataset(tmp_path / "ds", count=2)
+    (root / "splits.csv").write_text("stem,split\nimg0,val\nimg7,val\nIMG1,val\n")
+    listing = list_folder_dataset(root)
+    assert {r.id: r.split for r in listing.records} == {"img0": "val", "img1": "train"}
+    assert "2 row(s) name no image in images/, ignored: IMG1, img7" in caplog.text
+
+
+def write_rotated_jpeg(path: Path, size: tuple[int, int] = (40, 48)) -> np.ndarray:
+    """A JPEG stored landscape (h, w) with EXIF orientation 6 (display rotated 90° clockwise); the upright pixels."""
+    image = Image.fromarray(np.arange(size[0] * size[1] * 3, dtype=np.uint8).reshape(*size, 3))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image.save(path, exif=exif, quality=100)
+    with Image.open(path) as stored:
+        return np.asarray(stored.convert("RGB").transpose(Image.Transpose.ROTATE_270))
+
+
+def test_exif_orientation_is_applied_to_images_and_masks(tmp_path):
+    root = make_folder_dataset(tmp_path / "ds", count=1)
+    (root / "images" / "img0.png").unlink()
+    upright = write_rotated_jpeg(root / "images" / "img0.jpg")
+    assert np.array_equal(load_rgb(root / "images" / "img0.jpg"), upright) and upright.shape == (48, 40, 3)
+    mask = Image.fromarray(np.zeros((40, 48), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    mask.save(root / "masks" / "img0.png", exif=exif)
+    [row] = manifest_of(root)
+    assert (row.width, row.height) == (40, 48), "image and mask are both upright: no size mismatch"

@@ -272,3 +272,19 @@ def test_mask_rcnn_is_tested_at_its_largest_training_scale():
     assert model.transform.min_size == (800,)
     inference_size(model, (96, 128), [0.6, 1.0])
     assert model.transform.min_size == (96,)
+
+
+def test_one_object_class_gives_a_single_cluster_that_mask_rcnn_trains_on(tmp_path: Path):
+    from useg.cluster.kmeans import fit_kmeans
+    from useg.methods.maskdistill.commands import num_clusters
+
+    (tmp_path / "classes.json").write_text('{"classes": ["animal", "background"], "things": ["animal"], "ignore_index": 255}')
+    assert num_clusters(None, str(tmp_path / "classes.json")) == 1
+    result = fit_kmeans(np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32), 1, niter=3, key="maskdistill.k")
+    assert result.centroids.shape == (1, 4)
+    model = build_maskrcnn(TINY_RCNN, 1, (32, 32), seed=0).train()
+    target = {"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0]]), "labels": torch.tensor([1]), "masks": torch.from_numpy(square(4, 20, 32))[None]}
+    assert torch.isfinite(sum(model([torch.rand(3, 32, 32)], [target]).values()))
+    (tmp_path / "classes.json").write_text('{"classes": ["animal"], "things": [], "ignore_index": 255}')
+    with pytest.raises(ConfigError, match="maskdistill.k is not set and the dataset has fewer than 2 classes"):
+        num_clusters(None, str(tmp_path / "classes.json"))

@@ -170,3 +170,31 @@ def test_hungarian_iou_matches_on_iou_and_counts_an_empty_union_as_zero():
     assert iou["per_class_iou"] == pytest.approx({"a": 1 / 3, "b": 3 / 11, "c": 0.0})
     assert iou["miou"] == pytest.approx((1 / 3 + 3 / 11 + 0) / 3)
     assert iou["pixel_accuracy"] == pytest.approx(7 / 15)
+
+
+def test_all_ignore_evaluation_fails_and_writes_no_metrics(tmp_path):
+    from PIL import Image
+
+    from useg.data.manifest import ManifestRow
+    from useg.errors import DataError
+    from useg.eval.stage import evaluate_predictions
+    from useg.stores.predictions import PredictionsWriter
+
+    rows = []
+    for n in range(2):
+        Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / f"m{n}.png")
+        rows.append(ManifestRow(f"im{n}", str(tmp_path / f"im{n}.png"), 8, 8, "val", mask_path=str(tmp_path / f"m{n}.png")))
+    with PredictionsWriter(tmp_path / "p.zarr", np.arange(2), ["im0", "im1"], (8, 8), 2, "hand", {}) as writer:
+        writer.write(0, np.zeros((2, 8, 8), np.int64))
+    with pytest.raises(DataError, match="no labelled pixel.*ignore id 255.*dataset.eval_split"):
+        evaluate_predictions(tmp_path / "p.zarr", rows, ["a", "b"], tmp_path / "metrics.json", {})
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_json_outputs_hold_null_never_nan(tmp_path):
+    import json
+
+    from useg.atomic import write_json
+
+    write_json(tmp_path / "m.json", {"miou": float("nan"), "per": [1.0, float("inf")], "n": 2})
+    assert json.loads((tmp_path / "m.json").read_text(), parse_constant=pytest.fail) == {"miou": None, "per": [1.0, None], "n": 2}

@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 
@@ -41,7 +43,7 @@ def test_failed_write_leaves_no_store_that_looks_complete(tmp_path):
             w.write(0, np.zeros((1, 2)), np.zeros((1, 1, 1, 2)), np.zeros((1, 1, 1, 1)))
             raise RuntimeError("killed")
     assert not target.exists() and list(tmp_path.iterdir()) == []
-    with pytest.raises(StoreError, match="was the stage that writes it run"):
+    with pytest.raises(StoreError, match="does not exist: check the path, or run the stage that writes it"):
         FeatureStore(target)
 
 
@@ -85,4 +87,16 @@ def test_inspect_prints_layout_and_provenance(tmp_path, capsys):
 
 def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "missing.zarr")]) == 2
+    assert f"{tmp_path / 'missing.zarr'} does not exist" in capsys.readouterr().err
+    (tmp_path / "plain").mkdir()
+    assert main(["inspect", str(tmp_path / "plain")]) == 2
     assert "not a useg store" in capsys.readouterr().err
+
+
+def test_inspect_refuses_the_temporary_store_of_a_killed_writer(tmp_path, capsys):
+    write_features(tmp_path / "s.zarr")
+    leftover = tmp_path / ".shard-1.zarr.tmp-4242"
+    shutil.copytree(tmp_path / "s.zarr", leftover)  # what a writer killed before its rename leaves
+    assert main(["inspect", str(leftover)]) == 2
+    err = capsys.readouterr().err
+    assert f"{leftover} is incomplete" in err and f"Rerun the workflow to write {tmp_path / 'shard-1.zarr'}" in err

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from useg.errors import TrainingError
-from useg.train import check_finite, cosine_schedule, ema_update, load_checkpoint, save_checkpoint
+from useg.train import LossGuard, check_finite, cosine_schedule, ema_update, load_checkpoint, save_checkpoint
 
 
 def test_cosine_schedule_warmup_then_cosine():
@@ -50,5 +50,32 @@ def test_damaged_checkpoint_is_reported(tmp_path):
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_loss_guard(value):
     check_finite(torch.tensor(1.5, requires_grad=True), 0, 0)
-    with pytest.raises(TrainingError, match="epoch 2, step 5"):
+    with pytest.raises(TrainingError, match="epoch 3, step 6") as caught:
         check_finite(torch.tensor(value), 2, 5)
+    assert "a changed learning rate or any other training key restarts the stage from scratch" in str(caught.value)
+
+
+def test_divergence_guard_fails_on_a_finite_loss_far_above_its_start():
+    guard = LossGuard("lower transfgu.lr")
+    for step, value in enumerate([6.0, 4.0, 300.0, 550.0]):  # below 100 times the start: still training
+        guard.check(torch.tensor(value), 0, step)
+    with pytest.raises(TrainingError, match=r"reached 1\.4e\+06 at epoch 2, step 1, over 100 times its start \(6\).*lower transfgu\.lr"):
+        guard.check(torch.tensor(1.4e6), 1, 0)
+
+
+def test_divergence_guard_lets_a_loss_starting_near_zero_grow_to_the_usual_scale():
+    guard = LossGuard("lower the lr")
+    for step, value in enumerate([1e-4, 0.5, 50.0]):
+        guard.check(value, 0, step)
+    with pytest.raises(TrainingError, match="diverged"):
+        guard.check(101.0, 0, 3)
+
+
+def test_linear_probe_at_an_absurd_learning_rate_fails_naming_its_key():
+    from useg.eval.probe import train_probe
+
+    feats = torch.randn(4, 8, 4, 4, generator=torch.Generator().manual_seed(0))
+    targets = torch.randint(0, 3, (4, 16, 16), generator=torch.Generator().manual_seed(1))
+    cfg = {"epochs": 5, "batch_size": 2, "lr": 1e36, "weight_decay": 0.0}
+    with pytest.raises(TrainingError, match="backbone_eval.probe.lr"):
+        train_probe(feats, targets, 3, cfg, seed=0)

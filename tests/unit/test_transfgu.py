@@ -409,14 +409,27 @@ def test_descend_clamps_gradients_and_skips_nonpositive_losses():
     assert descend(opt, (0 * weight).sum() - 1.0), "without the switch it steps"
 
 
+ROUND_CFG = {
+    "decoder": {"dim": 16, "layers": 1, "heads": 2}, "lr": 1e-3, "weight_decay": 5e-4, "epochs": 2,
+    "batch_size": 2, "alpha": [0.03, 0.1], "w_div": 1.0, "w_unc": 0.3, "optimiser": "adam", "grad_clamp": 1.0,
+    "skip_nonpositive_loss": True, "losses": {"peer": True, "uncertainty": True, "diversity": True},
+    "diversity_form": "release",
+    "augment": {"crop_scale": [0.3, 1.0], "saturation": 0.4, "hue": 0.0, "solarize_p": 0.0},
+}  # fmt: skip
+
+
+def test_training_round_at_a_diverging_learning_rate_fails_with_advice(backbone):
+    from useg.errors import TrainingError
+    from useg.methods.transfgu.stages import train_round
+
+    g = torch.Generator().manual_seed(0)
+    images, maps = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 3, 4, 4, generator=g)
+    with pytest.raises(TrainingError, match="training diverged. Try to lower transfgu.lr"):
+        train_round(backbone, images, maps, {**ROUND_CFG, "lr": 1e3, "epochs": 10}, 0, 0, torch.device("cpu"))
+
+
 def test_training_round_is_deterministic_and_uses_the_teacher(backbone):
-    cfg = {
-        "decoder": {"dim": 16, "layers": 1, "heads": 2}, "lr": 1e-3, "weight_decay": 5e-4, "epochs": 2,
-        "batch_size": 2, "alpha": [0.03, 0.1], "w_div": 1.0, "w_unc": 0.3, "optimiser": "adam", "grad_clamp": 1.0,
-        "skip_nonpositive_loss": True, "losses": {"peer": True, "uncertainty": True, "diversity": True},
-        "diversity_form": "release",
-        "augment": {"crop_scale": [0.3, 1.0], "saturation": 0.4, "hue": 0.0, "solarize_p": 0.0},
-    }  # fmt: skip
+    cfg = ROUND_CFG
     from useg.data.augment import normalise_images
     from useg.methods.transfgu.stages import teacher_probabilities, train_round
 

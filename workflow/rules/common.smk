@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from useg.backbones.sources import is_weight_file, missing_weights_message
+
 RESULTS = config["results_dir"]
 DATASET = config["dataset"]
 DS = DATASET["name"]
@@ -25,6 +27,8 @@ shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(SRC))}${{{{
 
 
 WEIGHTS = config["backbone"]["weights"]
+if is_weight_file(WEIGHTS) and not os.path.isfile(WEIGHTS):
+    raise ValueError(missing_weights_message(WEIGHTS))
 VARIANTS = ("pretrain", "random")  # backbone variants the backbone evaluation compares
 
 
@@ -47,6 +51,43 @@ def dataset_root():
     if DATASET["kind"] == "synthetic":
         return f"{OUT}/data"
     return DATASET["root"]
+
+
+def dataset_fingerprint_param():
+    """The manifest's `fingerprint` param: the user's folder's content (path, size, mtime of every
+    file), so any edit in it reruns the manifest; none for the synthetic set, an output of the DAG."""
+    from useg.data.fingerprint import dataset_fingerprint
+
+    return "" if DATASET["kind"] == "synthetic" else dataset_fingerprint(DATASET["root"])
+
+
+# Methods whose K defaults to the class count: (its config section, classes left out of K, the
+# smallest K the stage accepts), as their stages take it (useg.methods.*.commands); checked when the
+# DAG is built against a folder dataset's classes.txt, not minutes later in the stage.
+DEFAULT_K = {
+    "kmeans": ("kmeans", 0, 1),
+    "transfgu": ("transfgu", 0, 2),
+    "alignseg": ("alignseg", 0, 2),
+    "maskdistill": ("maskdistill", 1, 1),
+}
+
+
+def check_default_k():
+    """Fail when a configured method's K is unset and the folder dataset's classes.txt gives too few."""
+    if DATASET["kind"] != "folder" or not DATASET["root"]:
+        return
+    path = Path(DATASET["root"]) / "classes.txt"
+    classes = [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    for method in config["methods"]:
+        section, left_out, smallest = DEFAULT_K.get(method, (None, 0, 0))
+        if section and not config[section]["k"] and len(classes) - left_out < smallest:
+            raise ValueError(
+                f"{section}.k is not set and {path} lists {len(classes)} class(es), giving K = "
+                f"{len(classes) - left_out}, fewer than the {smallest} it needs: set {section}.k or list the classes"
+            )
+
+
+check_default_k()
 
 
 # --- benchmark dataset kinds (manifest config slice) ---
@@ -92,12 +133,13 @@ def features_backbone(wildcards):
 
 
 def backbone_weights(wildcards):
-    """The checkpoint a `pretrain` backbone loads (none for random, files or timm tags); the
-    weights are those of the `features` wildcard's variant, else the configured ones."""
-    features = getattr(wildcards, "features", BACKBONE)
-    if features_weights(features) == "pretrain":
+    """The checkpoint file a backbone loads: the pretrain stage's, or the file `backbone.weights`
+    names (none for random or timm tags); the weights are those of the `features` wildcard's
+    variant, else the configured ones. An input, so that a rewritten file reruns its stages."""
+    weights = features_weights(getattr(wildcards, "features", BACKBONE))
+    if weights == "pretrain":
         return [CROC_CHECKPOINT]
-    return []
+    return [weights] if is_weight_file(weights) else []
 
 
 def pretrain_params():

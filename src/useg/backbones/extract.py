@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from useg.backbones.vit import ViTBackbone
+from useg.backbones.vit import ViTBackbone, ViTOutput
 from useg.data.images import load_rgb
 from useg.data.manifest import ManifestRow
 from useg.data.transforms import normalise, resize_rgb
-from useg.errors import ConfigError
+from useg.errors import ConfigError, WeightsError
 from useg.stores.features import FeatureWriter
 
 log = logging.getLogger(__name__)
@@ -34,19 +34,28 @@ def input_batches(
     chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     with ThreadPoolExecutor(max(1, workers)) as pool:
         pending = [pool.map(load_input, chunk, [size] * len(chunk)) for chunk in chunks[:2]]
-        for next_chunk in chunks[2:] + [None, None]:
+        for next_chunk in chunks[2:]:
             current = pending.pop(0)
-            if next_chunk is not None:
-                pending.append(pool.map(load_input, next_chunk, [size] * len(next_chunk)))
+            pending.append(pool.map(load_input, next_chunk, [size] * len(next_chunk)))
             yield torch.stack(list(current))
-            if not pending:
-                return
+        for current in pending:  # the last two batches (none for an empty shard)
+            yield torch.stack(list(current))
 
 
 def check_input_size(size: tuple[int, int], patch_size: int) -> None:
     """The working size must be a whole number of patches."""
     if size[0] % patch_size or size[1] % patch_size:
         raise ConfigError(f"backbone.input_size {list(size)} must be a multiple of the patch size {patch_size}")
+
+
+def check_finite_features(out: ViTOutput, rows: list[tuple[int, ManifestRow]], name: str) -> None:
+    """Refuse NaN or infinite backbone outputs, naming the backbone and the batch's images."""
+    if not all(torch.isfinite(t).all() for t in (out.cls, out.patches, out.attn)):
+        paths = ", ".join(row.path for _, row in rows[:3])
+        raise WeightsError(
+            f"backbone {name} produced NaN or infinite features for {paths}{' ...' if len(rows) > 3 else ''}: "
+            "its weights hold extreme values. Check the file backbone.weights names."
+        )
 
 
 @torch.inference_mode()
@@ -73,6 +82,7 @@ def extract_features(
         start = 0
         for images in input_batches([row for _, row in rows], input_size, batch_size, workers):
             out = backbone(images.to(device, non_blocking=True))
+            check_finite_features(out, rows[start : start + len(images)], backbone.name)
             writer.write(start, out.cls.cpu().numpy(), out.patches.cpu().numpy(), out.attn.cpu().numpy())
             start += len(images)
             bar.update(len(images))

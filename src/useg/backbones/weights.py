@@ -6,36 +6,39 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor
 
+from useg.backbones.sources import is_weight_file, missing_weights_message
 from useg.backbones.vit import BackboneConfig, ViTBackbone, create_vit
 from useg.errors import ConfigError, WeightsError
 
 log = logging.getLogger(__name__)
 
-WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 WRAPPER_KEYS = ("teacher", "state_dict", "model", "student")
 KEY_PREFIXES = ("module.", "backbone.", "encoder.", "model.")
 
 
-def is_weight_file(source: str) -> bool:
-    """True when `backbone.weights` names a local file rather than a timm tag."""
-    return source.endswith(WEIGHT_SUFFIXES) or "/" in source or "\\" in source
+def unpickling_reason(exc: Exception) -> str:
+    """What torch.load found wrong, without its advice to load with weights_only=False (useg never does)."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\s*Please use|\n\n|$)", text, re.S)
+    return (found.group(1) if found else text.splitlines()[0] if text else type(exc).__name__).strip().rstrip(".")
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read tensors from a .safetensors or a torch file (weights_only: no code execution)."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(
-            f"backbone weights file {path} does not exist. Set backbone.weights to an existing "
-            "file, a timm pretrained tag (needs internet), 'random' or 'pretrain'."
-        )
+        raise WeightsError(missing_weights_message(str(path)))
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -43,7 +46,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused or file damaged
-        raise WeightsError(f"cannot read backbone weights {path}: {exc}") from exc
+        raise WeightsError(
+            f"cannot read backbone weights {path}: {unpickling_reason(exc)}. The file is damaged, or holds "
+            "Python objects besides tensors, which useg never loads: save the model's state_dict() with "
+            "torch.save, or convert it to .safetensors."
+        ) from exc
     if not isinstance(obj, dict):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return obj
@@ -80,9 +87,21 @@ def _fit_pos_embed(state: dict[str, Tensor], model) -> None:
         )
 
 
+def check_finite_state(state: dict[str, Tensor], source: str) -> None:
+    """Refuse a state dict with NaN or infinite values (a damaged or diverged checkpoint), naming its tensors."""
+    bad = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise WeightsError(
+            f"weights {source} hold NaN or infinite values in {len(bad)} tensor(s) ({', '.join(bad[:5])}"
+            f"{', ...' if len(bad) > 5 else ''}): the checkpoint is damaged or comes from a diverged run. "
+            "Use another checkpoint in backbone.weights."
+        )
+
+
 def load_state_into(model, state: dict[str, Tensor], source: str) -> None:
-    """Load a backbone state dict strictly, explaining any mismatch."""
+    """Load a backbone state dict strictly, explaining any mismatch or non-finite value."""
     state = backbone_state(state)
+    check_finite_state(state, source)
     _fit_pos_embed(state, model)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -102,8 +121,26 @@ def load_state_into(model, state: dict[str, Tensor], source: str) -> None:
     model.load_state_dict(state)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (HF_ENDPOINT, default huggingface.co) accepts a connection within `timeout` s."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def load_timm_pretrained(cfg: BackboneConfig) -> dict[str, Tensor]:
-    """Fetch weights by timm pretrained tag (needs internet or a populated hub cache)."""
+    """Fetch weights by timm pretrained tag (needs internet or a populated hub cache). Offline, the
+    hub client is put in offline mode first: a cached checkpoint loads, a missing one fails at once
+    instead of after the client's retries."""
+    if not hub_reachable():
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+        log.info("the Hugging Face hub is unreachable: looking for %s in the local cache only", cfg.weights)
     try:
         return timm.create_model(cfg.weights, pretrained=True, num_classes=0).state_dict()
     except Exception as exc:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from useg.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -60,16 +62,26 @@ def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, max_points
 
 
 def fit_kmeans(
-    x: np.ndarray, k: int, niter: int = 50, seed: int = 0, spherical: bool = False, nredo: int = 1
+    x: np.ndarray,
+    k: int,
+    niter: int = 50,
+    seed: int = 0,
+    spherical: bool = False,
+    nredo: int = 1,
+    key: str = "k",
 ) -> KMeansResult:
     """Fit k-means on rows of `x` (spherical: unit-norm centroids, for cosine clustering).
 
     Each of the `nredo` restarts is seeded by k-means++ and refined by faiss Lloyd iterations;
-    the restart with the lowest objective is kept.
+    the restart with the lowest objective is kept. `key`: the config key K comes from, named
+    when there are fewer points than K.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     if len(x) < k:
-        raise ValueError(f"k-means with K={k} needs at least {k} points, got {len(x)}")
+        raise ConfigError(
+            f"{key}: {k} clusters need at least {k} points to cluster, but there are only {len(x)}: "
+            f"lower {key} or use more images"
+        )
     rng = np.random.default_rng(seed)
     best: KMeansResult | None = None
     for redo in range(max(1, nredo)):

@@ -12,13 +12,17 @@
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from useg.data.images import IGNORE_INDEX, IMAGE_EXTENSIONS
 from useg.errors import DataError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_SPLIT = "train"
+MAX_LISTED = 20  # unknown stems named in the warning
 
 
 @dataclass(frozen=True)
@@ -51,15 +55,26 @@ def read_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def read_splits(path: Path) -> dict[str, str]:
-    """Map stem -> split from a CSV with a header row and (stem, split) as its first two columns."""
+def read_splits(path: Path, stems: set[str]) -> dict[str, str]:
+    """Map stem -> split from a CSV with a header row and (stem, split) as its first two columns;
+    a first row naming an image (no header) is an error, rows naming no image of `stems` a warning."""
     if not path.exists():
         return {}
     with path.open(newline="") as fh:
         rows = list(csv.reader(fh))
     if not rows or len(rows[0]) < 2:
         raise DataError(f"{path}: expected a header row and two columns <stem>,<split>")
-    return {row[0].strip(): row[1].strip() for row in rows[1:] if len(row) >= 2}
+    if rows[0][0].strip() in stems:
+        raise DataError(
+            f"{path}: the first row {','.join(rows[0])!r} names the image {rows[0][0].strip()!r}, but the first "
+            "row is the header: add a header line `stem,split` at the top"
+        )
+    splits = {row[0].strip(): row[1].strip() for row in rows[1:] if len(row) >= 2}
+    unknown = sorted(set(splits) - stems)
+    if unknown:
+        more = f" ... and {len(unknown) - MAX_LISTED} more" if len(unknown) > MAX_LISTED else ""
+        log.warning("%s: %d row(s) name no image in images/, ignored: %s%s", path, len(unknown), ", ".join(unknown[:MAX_LISTED]), more)
+    return splits
 
 
 def _optional(folder: Path, stem: str) -> Path | None:
@@ -79,7 +94,7 @@ def list_folder_dataset(root: str | Path) -> DatasetListing:
         if path.stem in stems:
             raise DataError(f"two images share the stem {path.stem!r}: {stems[path.stem]} and {path}")
         stems[path.stem] = path
-    splits = read_splits(root / "splits.csv")
+    splits = read_splits(root / "splits.csv", set(stems))
     records = [
         ImageRecord(
             id=stem,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 IGNORE_INDEX = 255
@@ -25,12 +25,18 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+def _upright(img: Image.Image) -> Image.Image:
+    """The image as it is displayed: its EXIF orientation (a camera's rotation tag) applied."""
+    return ImageOps.exif_transpose(img) or img
+
+
 def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to an HxWx3 uint8 RGB array; alpha is dropped, gray is replicated."""
+    """Decode an image file to an HxWx3 uint8 RGB array, upright by its EXIF orientation; alpha is
+    dropped, gray is replicated."""
     try:
         with Image.open(path) as img:
             img.load()
-            return _to_rgb(img)
+            return _to_rgb(_upright(img))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImage(f"{path}: {exc}") from exc
 
@@ -50,13 +56,14 @@ def load_rgb_all(paths: list[str], threads: int = 1, size: tuple[int, int] | Non
 
 
 def load_label_map(path: str | Path) -> np.ndarray:
-    """Decode a single-channel PNG of ids (palette PNGs give their indices) to a 2-D array."""
+    """Decode a single-channel PNG of ids (palette PNGs give their indices) to a 2-D array, upright
+    by its EXIF orientation as the image is."""
     try:
         with Image.open(path) as img:
             img.load()
             if img.mode not in ("L", "P", "I", "I;16", "1"):
                 raise UnreadableImage(f"{path}: label maps must be single-channel, got mode {img.mode}")
-            return np.asarray(img).astype(np.int64)
+            return np.asarray(_upright(img)).astype(np.int64)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImage(f"{path}: {exc}") from exc
 

@@ -24,6 +24,7 @@ from useg.errors import DataError
 from useg.methods.common import scores_to_labels
 from useg.stores.features import FeatureStore
 from useg.stores.predictions import PredictionsWriter
+from useg.train import LossGuard
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,12 @@ def train_probe(
     probe = torch.nn.Conv2d(feats.shape[1], num_classes, 1)
     opt = torch.optim.Adam(probe.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     size = tuple(targets.shape[-2:])
-    for _ in tqdm(range(cfg["epochs"]), desc="linear probe", unit="epoch"):
-        for idx in torch.randperm(len(x), generator=generator).split(cfg["batch_size"]):
+    guard = LossGuard("lower backbone_eval.probe.lr")
+    for epoch in tqdm(range(cfg["epochs"]), desc="linear probe", unit="epoch"):
+        for step, idx in enumerate(torch.randperm(len(x), generator=generator).split(cfg["batch_size"])):
             logits = F.interpolate(probe(x[idx]), size=size, mode="bilinear", align_corners=False)
             loss = F.cross_entropy(logits, targets[idx], ignore_index=-100)
+            guard.check(loss, epoch, step)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -116,6 +116,11 @@ def evaluate_predictions(
     confusion, matched, evaluator = scan_predictions(
         predictions, rows, len(class_names), ignore_index, threads, imagenet_s, alignseg
     )
+    if not confusion.sum():
+        raise DataError(
+            f"the {len(predictions)} evaluated images hold no labelled pixel: every ground-truth pixel is the "
+            f"ignore id {ignore_index} (or the masks are missing). Check the masks of dataset.eval_split."
+        )
     per_image = matched if unsupervised else None
     results = (
         evaluate_confusion(confusion, class_names, predictions.supervised, per_image, protocols)

@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 
 from useg import __version__
-from useg.atomic import atomic_output
+from useg.atomic import atomic_output, unfinished_target
 from useg.errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -50,6 +50,14 @@ def write_store(path: str | Path, kind: str, prov: dict[str, Any], **attrs: Any)
 def open_store(path: str | Path, kind: str | None = None) -> zarr.Group:
     """Open a finished store read-only, checking that it exists and is of the expected kind."""
     path = Path(path)
+    target = unfinished_target(path)
+    if target is not None:
+        raise StoreError(
+            f"{path} is incomplete: the temporary copy of {target} left by a writer that was killed or failed. "
+            f"Rerun the workflow to write {target}; it removes this leftover."
+        )
+    if not path.exists():
+        raise StoreError(f"{path} does not exist: check the path, or run the stage that writes it")
     if not (path / "zarr.json").exists():
         raise StoreError(f"{path} is not a useg store (no zarr.json): was the stage that writes it run?")
     group = zarr.open_group(str(path), mode="r")

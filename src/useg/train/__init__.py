@@ -2,11 +2,11 @@
 
 from useg.train.checkpoint import load_checkpoint, read_model, save_checkpoint, save_model
 from useg.train.ema import ema_update
-from useg.train.guard import check_finite
+from useg.train.guard import LossGuard, check_finite
 from useg.train.optim import weight_decay_groups
 from useg.train.schedules import cosine_schedule, step_schedule
 
 __all__ = [
-    "check_finite", "cosine_schedule", "ema_update", "load_checkpoint", "read_model", "save_checkpoint", "save_model",
+    "LossGuard", "check_finite", "cosine_schedule", "ema_update", "load_checkpoint", "read_model", "save_checkpoint", "save_model",
     "step_schedule", "weight_decay_groups",
 ]  # fmt: skip

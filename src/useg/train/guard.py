@@ -1,4 +1,4 @@
-"""Training guards: stop with a clear message instead of silently training on NaN/inf."""
+"""Training guards: stop with a clear message instead of silently training on NaN/inf or diverging."""
 
 from __future__ import annotations
 
@@ -8,12 +8,47 @@ import torch
 
 from useg.errors import TrainingError
 
+# A loss this many times its start (the first step's, on the untrained model; at least 1, so that
+# a loss starting near 0 may grow to the usual scale) has diverged: a stable loss decreases from its
+# start, a too-high learning rate overshoots it by orders of magnitude and may stay finite.
+DIVERGENCE_FACTOR = 100.0
+
+RESUME_NOTE = (
+    "Rerunning with the same config resumes from the last saved epoch (where the stage saves any); "
+    "a changed learning rate or any other training key restarts the stage from scratch."
+)
+
+
+def _value(loss: torch.Tensor | float) -> float:
+    return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+
 
 def check_finite(loss: torch.Tensor | float, epoch: int, step: int, hint: str = "lower the learning rate") -> None:
-    """Raise TrainingError when the loss is NaN or infinite."""
-    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+    """Raise TrainingError when the loss is NaN or infinite (`epoch` and `step` count from 0, shown from 1)."""
+    value = _value(loss)
     if not math.isfinite(value):
         raise TrainingError(
-            f"the training loss became {value} at epoch {epoch}, step {step}: training diverged. "
-            f"Try to {hint}; the run can resume from its last saved epoch."
+            f"the training loss became {value} at epoch {epoch + 1}, step {step + 1}: training diverged. "
+            f"Try to {hint}. {RESUME_NOTE}"
         )
+
+
+class LossGuard:
+    """check_finite, and the divergence rule: fail when the loss exceeds DIVERGENCE_FACTOR times its
+    start max(|first loss|, 1), a run that trains on with finite but exploded losses."""
+
+    def __init__(self, hint: str, factor: float = DIVERGENCE_FACTOR) -> None:
+        self.hint, self.factor = hint, factor
+        self.start: float | None = None
+
+    def check(self, loss: torch.Tensor | float, epoch: int, step: int) -> None:
+        """Raise TrainingError when the loss is non-finite or far above its start."""
+        check_finite(loss, epoch, step, self.hint)
+        value = _value(loss)
+        if self.start is None:
+            self.start = max(abs(value), 1.0)
+        if value > self.factor * self.start:
+            raise TrainingError(
+                f"the training loss reached {value:.4g} at epoch {epoch + 1}, step {step + 1}, over "
+                f"{self.factor:g} times its start ({self.start:.4g}): training diverged. Try to {self.hint}. {RESUME_NOTE}"
+            )

@@ -42,7 +42,7 @@ def fit_patch_kmeans(
     total = sum(len(s) * s.grid[0] * s.grid[1] for s in stores)
     sample = reservoir_sample(patch_rows(stores, cfg["normalize"]), total, cfg["max_train_points"], seed)
     log.info("k-means: K=%d on %d of %d patch tokens", k, len(sample), total)
-    result = fit_kmeans(sample, k, niter=cfg["niter"], seed=seed, spherical=cfg["normalize"], nredo=cfg["nredo"])
+    result = fit_kmeans(sample, k, niter=cfg["niter"], seed=seed, spherical=cfg["normalize"], nredo=cfg["nredo"], key="kmeans.k")
     with write_store(out_path, CENTROIDS_KIND, prov, k=k, normalize=cfg["normalize"], inertia=result.inertia) as g:
         g.create_array("centroids", data=result.centroids)
     return result.centroids

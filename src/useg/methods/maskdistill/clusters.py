@@ -30,7 +30,7 @@ def fit_mask_clusters(
     def prepare(x: np.ndarray) -> np.ndarray:
         return l2_normalise(x) if cfg["normalize"] else x.astype(np.float32)
 
-    result = fit_kmeans(prepare(fit.read("cls")), k, niter=cfg["niter"], seed=seed, spherical=cfg["normalize"], nredo=cfg["nredo"])
+    result = fit_kmeans(prepare(fit.read("cls")), k, niter=cfg["niter"], seed=seed, spherical=cfg["normalize"], nredo=cfg["nredo"], key="maskdistill.k")
     index = np.concatenate([fit.index, label.index])
     clusters, _ = assign(prepare(np.concatenate([fit.read("cls"), label.read("cls")])), result.centroids)
     with write_store(out_path, KIND, prov, k=k, normalize=cfg["normalize"], inertia=result.inertia) as group:

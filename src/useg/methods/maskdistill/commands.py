@@ -44,8 +44,8 @@ def num_clusters(k: int | None, classes_path: str) -> int:
     from useg.errors import ConfigError
 
     k = k or len(read_classes(classes_path)["classes"]) - 1
-    if k < 2:
-        raise ConfigError("maskdistill.k is not set and the dataset has fewer than 3 classes to take C from")
+    if k < 1:
+        raise ConfigError("maskdistill.k is not set and the dataset has fewer than 2 classes (background and an object) to take C from")
     return k
 
 

@@ -99,7 +99,7 @@ def cluster_images(
     feats = l2_normalise(
         pooled_features(net, load_rgb_all([r.path for r in rows], threads, input_size), cfg["batch_size"])
     )
-    result = fit_kmeans(feats, k, niter=cfg["niter"], seed=seed, spherical=True, nredo=cfg["nredo"])
+    result = fit_kmeans(feats, k, niter=cfg["niter"], seed=seed, spherical=True, nredo=cfg["nredo"], key="pass.k")
     labels, _ = assign(feats, result.centroids)
     out = {
         "provenance": prov,

@@ -16,7 +16,7 @@ from useg.backbones.vit import ViTBackbone
 from useg.data.augment import normalise_images
 from useg.data.manifest import ManifestRow
 from useg.methods.common import load_images, scores_to_labels
-from useg.train import check_finite
+from useg.train import LossGuard
 from useg.train.descent import build_optimiser, descend
 from useg.methods.transfgu.augment import training_views, view_augment
 from useg.methods.transfgu.gradcam import LabelConfig, pseudo_label_maps
@@ -116,6 +116,7 @@ def train_round(
     rng = np.random.default_rng([seed, round_index])
     losses = LossConfig(**cfg["losses"], w_div=cfg["w_div"], w_unc=cfg["w_unc"], diversity_form=cfg["diversity_form"])
     epochs, step, batch_size = cfg["epochs"], 0, cfg["batch_size"]
+    guard = LossGuard("lower transfgu.lr")
     for epoch in tqdm(range(epochs), desc=f"transfgu round {round_index}", unit="epoch"):
         alpha = peer_alpha(epoch, epochs, *cfg["alpha"])
         order = torch.randperm(len(images), generator=generator)
@@ -129,7 +130,7 @@ def train_round(
             logits, classes = student(patches)
             negatives = shuffled_labels(labels, num_labels, generator)
             loss, terms = total_loss(logits, classes, labels, negatives, alpha, losses)
-            check_finite(loss, epoch, step, "lower transfgu.lr")
+            guard.check(loss, epoch, step)
             stepped = descend(optimiser, loss, cfg["grad_clamp"], cfg["skip_nonpositive_loss"])
             step += 1
             values = {"loss": loss.item(), **{f"loss_{k}": v for k, v in terms.items()}, "skipped": float(not stepped)}
@@ -139,7 +140,7 @@ def train_round(
         means = {name: total / steps for name, total in sums.items()}
         if history is not None:
             history.append({"epoch": epoch + 1, **means, "alpha": alpha})
-        log.info("round %d epoch %d: loss %.4f %s (alpha %.3f)", round_index, epoch, means["loss"], terms, alpha)
+        log.info("round %d epoch %d: loss %.4f %s (alpha %.3f)", round_index, epoch + 1, means["loss"], terms, alpha)
     return student.cpu().eval()
 
 
