@@ -50,4 +50,4 @@ if REPORT["enabled"]:
 
 onsuccess:
     print_summary()
-    build_report()
+    print_report_command()
