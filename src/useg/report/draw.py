@@ -170,7 +170,7 @@ def save_png(path: str | Path, image: np.ndarray) -> Path:
     return _save(path, image, format="PNG")
 
 
-def save_jpeg(path: str | Path, image: np.ndarray, quality: int = 88) -> Path:
+def save_jpeg(path: str | Path, image: np.ndarray, quality: int = 85) -> Path:
     """Write an RGB array as a JPEG (photographs: overlays on images), atomically."""
     return _save(path, image, format="JPEG", quality=quality, optimize=True)
 

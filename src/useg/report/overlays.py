@@ -125,7 +125,7 @@ def _class_names(manifest: Path) -> list[str]:
     return read_classes(classes_path)["classes"] if classes_path.exists() else []
 
 
-def method_overlays(columns: dict[str, LabelMaps], n: int, manifest: Path, longest: int = 112) -> np.ndarray:
+def method_overlays(columns: dict[str, LabelMaps], n: int, manifest: Path, longest: int = 96) -> np.ndarray:
     """The same N evaluation images under every method side by side: image | ground truth | one column per
     method, labels in the colour of the class each method's Hungarian matching gave them (black: unmatched),
     with a legend of the classes."""
