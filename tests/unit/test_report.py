@@ -220,6 +220,9 @@ def test_per_class_iou_page_puts_methods_side_by_side_with_each_class_best_in_bo
     assert "<tr><th>car</th><td><b>10.0</b></td><td><b>10.0</b></td></tr>" in first, "a tie: both bold"
     assert "<th>mIoU</th><td>20.0</td><td><b>30.0</b></td>" in first
     assert page.index("<h2>hungarian</h2>") < page.index("<h2>per-image</h2>")
+    probe = json.loads(write_metrics(tmp_path, "probe", 0.9, True).read_text())
+    supervised = per_class_html([a, probe])
+    assert "<h2>linear-probe</h2>" in supervised and supervised.count("<th>probe</th>") == 1, "only the methods scored under it"
 
 
 def test_stage_rows_sum_time_and_take_peak_memory_from_benchmark_files(tmp_path: Path):

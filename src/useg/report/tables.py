@@ -253,19 +253,19 @@ def _html_number(value: float | None, bold: bool) -> str:
 
 
 def per_class_html(metrics: Sequence[Mapping[str, Any]]) -> str:
-    """A standalone HTML page: per protocol, per-class IoU (%) of every method side by side, each class's
-    best in bold, mIoU in the last row."""
-    methods = [m["method"] for m in metrics]
+    """A standalone HTML page: per protocol, per-class IoU (%) of every method scored under it side by side,
+    each class's best in bold, mIoU in the last row."""
     protocols = protocol_order([p for m in metrics for p, block in m["protocols"].items() if "per_class_iou" in block])
     sections = []
     for protocol in protocols:
-        names, table = per_class_table(metrics, protocol)
-        head = "".join(f"<th>{html.escape(m)}</th>" for m in methods)
+        scored = [m for m in metrics if "per_class_iou" in m["protocols"].get(protocol, {})]
+        names, table = per_class_table(scored, protocol)
+        head = "".join(f"<th>{html.escape(m['method'])}</th>" for m in scored)
         body = [
             f"<tr><th>{html.escape(name)}</th>" + "".join(_html_number(v, j in best_of(row)) for j, v in enumerate(row)) + "</tr>"
             for name, row in zip(names, table)
         ]
-        mious = [m["protocols"].get(protocol, {}).get("miou") for m in metrics]
+        mious = [m["protocols"][protocol]["miou"] for m in scored]
         body.append("<tr class=miou><th>mIoU</th>" + "".join(_html_number(v, j in best_of(mious)) for j, v in enumerate(mious)) + "</tr>")
         note = html.escape(PROTOCOL_NOTES.get(protocol, ""))
         sections.append(f"<h2>{html.escape(protocol)}</h2><p>{note}</p>\n<table><tr><th>class</th>{head}</tr>\n" + "\n".join(body) + "\n</table>")
