@@ -60,4 +60,4 @@ if REPORT["enabled"]:
 
 onsuccess:
     print_summary()
-    build_report()
+    print_report_command()

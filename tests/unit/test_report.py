@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import h5py
@@ -16,12 +17,12 @@ from PIL import Image
 from tests.conftest import TINY_BACKBONE, write_image
 from useg.cli import main
 from useg.errors import DataError, StoreError
-from useg.report.draw import bar_chart, blend, legend, line_chart
+from useg.report.draw import bar_chart, blend, legend, line_chart, save_jpeg, text_size, wrap
 from useg.report.export import read_hdf5_attrs
 from useg.report.labelmaps import compare, open_label_maps, summarize
-from useg.report.overlays import overlay_rows, render_overlays
+from useg.report.overlays import method_overlays, overlay_rows, render_overlays
 from useg.report.palette import IGNORE_COLOUR, PALETTE, colour_of, colourize
-from useg.report.tables import comparison_rows, to_csv, to_markdown
+from useg.report.tables import comparison_rows, overview_rst, per_class_html, stage_rows, stages_rst, to_csv, to_markdown
 from useg.stores.base import provenance
 from useg.stores.labelbank import LabelBankWriter
 from useg.stores.predictions import PredictionsWriter
@@ -146,23 +147,133 @@ def test_compare_two_banks_with_a_known_difference(tmp_path: Path):
     assert swapped["agreement"] == 0.0 and swapped["matched_agreement"] == 1.0
 
 
-def test_comparison_table_rows_baseline_markdown_csv(tmp_path: Path):
-    def metrics(method: str, miou: float, supervised: bool = False) -> Path:
-        path = tmp_path / f"{method}.json"
-        result = {"miou": miou, "pixel_accuracy": 0.5}
-        protocols = {"linear-probe": result} if supervised else {"hungarian": result, "overcluster": {**result, "miou": miou + 0.1}}
-        path.write_text(json.dumps({"method": method, "num_clusters": 3, "num_images": 4, "supervised": supervised, "protocols": protocols}))
-        return path
+def write_metrics(tmp_path: Path, method: str, miou: float, supervised: bool = False, iou: dict | None = None) -> Path:
+    """A metrics.json of `method`: hungarian, overcluster (+0.1) and a per-image block, or a supervised linear probe."""
+    path = tmp_path / f"{method}.json"
+    result = {"miou": miou, "pixel_accuracy": 0.5, "per_class_iou": iou or dict.fromkeys(CLASSES, miou)}
+    protocols = (
+        {"linear-probe": result}
+        if supervised
+        else {"hungarian": result, "overcluster": {**result, "miou": miou + 0.1}, "per-image": {**result, "miou": 0.9, "comparable": False}}
+    )
+    metrics = {"method": method, "num_clusters": 3, "num_images": 4, "supervised": supervised, "class_names": CLASSES, "protocols": protocols}
+    path.write_text(json.dumps(metrics))
+    return path
 
-    rows = comparison_rows([metrics("kmeans", 0.2), metrics("transfgu", 0.3), metrics("probe", 0.9, True)])
+
+def test_comparison_table_rows_baseline_markdown_csv(tmp_path: Path):
+    paths = [write_metrics(tmp_path, "kmeans", 0.2), write_metrics(tmp_path, "probe", 0.9, True), write_metrics(tmp_path, "transfgu", 0.3)]
+    rows = comparison_rows(paths)
     assert [(r["method"], r["protocol"]) for r in rows] == [
-        ("kmeans", "hungarian"), ("kmeans", "overcluster"), ("transfgu", "hungarian"), ("transfgu", "overcluster"), ("probe", "linear-probe"),
-    ]  # fmt: skip
-    assert rows[2]["vs baseline"] == pytest.approx(10.0) and rows[0]["vs baseline"] is None and rows[4]["vs baseline"] is None
+        ("kmeans", "hungarian"), ("transfgu", "hungarian"), ("kmeans", "overcluster"), ("transfgu", "overcluster"),
+        ("kmeans", "per-image"), ("transfgu", "per-image"), ("probe", "linear-probe"),
+    ]  # fmt: skip  (grouped by protocol, hungarian first, methods in the given order)
+    assert rows[1]["vs baseline"] == pytest.approx(10.0) and rows[3]["vs baseline"] == pytest.approx(10.0)
+    assert rows[0]["vs baseline"] is None and rows[6]["vs baseline"] is None
+    assert rows[5]["vs baseline"] is None, "per-image matchings are not comparable: no baseline delta"
     md = to_markdown(rows)
     assert md.splitlines()[0].startswith("| method | protocol | mIoU") and "| transfgu | hungarian | 30.00 | 50.00 | +10.00 | no |" in md
+    assert "| transfgu | per-image | 90.00 | 50.00 |  | no |" in md
     parsed = list(csv.DictReader(to_csv(rows).splitlines()))
-    assert len(parsed) == 5 and float(parsed[2]["mIoU"]) == pytest.approx(30.0)
+    assert len(parsed) == 7 and float(parsed[1]["mIoU"]) == pytest.approx(30.0) and parsed[5]["vs baseline"] == ""
+
+
+def rendered_tables(rst: str) -> list[tuple[str, list[list[str]]]]:
+    """(caption, rows of cell HTML) of every table of a reStructuredText page, rendered by docutils."""
+    from docutils.core import publish_parts
+
+    body = publish_parts(rst, writer="html")["html_body"]
+    tables = []
+    for table in re.findall(r"<table.*?</table>", body, re.S):
+        caption = re.search(r"<caption>(.*?)</caption>", table, re.S).group(1)
+        rows = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
+        tables.append((caption, [[re.sub(r"</?p>|\s+", " ", c).strip() for c in row] for row in rows]))
+    return tables
+
+
+def test_front_page_has_one_table_per_protocol_best_in_bold_and_no_figures(tmp_path: Path):
+    paths = [write_metrics(tmp_path, "kmeans", 0.2), write_metrics(tmp_path, "transfgu", 0.3), write_metrics(tmp_path, "probe", 0.9, True)]
+    run = {"dataset": "hand", "kind": "synthetic", "split": "val", "backbone": "vit", "weights": "pretrain", "methods": ["kmeans", "transfgu"]}
+    rst = overview_rst(comparison_rows(paths), run, ["Comparison", "Methods"])
+    assert "data:image" not in rst and ".. image" not in rst, "figures live in their categories only"
+    assert "Comparison_, Methods_" in rst
+    tables = rendered_tables(rst.replace("Comparison_, Methods_", "Comparison, Methods"))  # the targets are Snakemake's
+    assert [caption.split(" ")[0] for caption, _ in tables] == ["hungarian", "overcluster", "per-image", "linear-probe"]
+    hungarian = tables[0][1]
+    assert hungarian[0] == ["method", "mIoU", "pixel acc", "vs kmeans", "K"]
+    assert hungarian[2][:4] == ["<tt class=\"docutils literal\">transfgu</tt>", "<strong>30.00</strong>", "<strong>50.00</strong>", "+10.00"]
+    assert hungarian[1][1] == "20.00", "only the best mIoU is bold"
+    assert tables[2][1][0] == ["method", "mIoU", "pixel acc", "K"], "per-image: no baseline column"
+    assert "upper bound" in tables[3][0]
+    stages = stage_rows({})
+    assert stages == [] and "Time and memory" not in overview_rst(comparison_rows(paths), run, [], stages=stages)
+
+
+def test_per_class_iou_page_puts_methods_side_by_side_with_each_class_best_in_bold(tmp_path: Path):
+    a = json.loads(write_metrics(tmp_path, "kmeans", 0.2, iou={"sky": 0.5, "road": None, "car": 0.1}).read_text())
+    b = json.loads(write_metrics(tmp_path, "transfgu", 0.3, iou={"sky": 0.4, "road": 0.2, "car": 0.1}).read_text())
+    page = per_class_html([a, b])
+    first = page[page.index("<h2>hungarian</h2>") : page.index("<h2>overcluster</h2>")]
+    assert "<th>kmeans</th><th>transfgu</th>" in first
+    assert "<tr><th>sky</th><td><b>50.0</b></td><td>40.0</td></tr>" in first
+    assert "<tr><th>road</th><td>n/a</td><td><b>20.0</b></td></tr>" in first
+    assert "<tr><th>car</th><td><b>10.0</b></td><td><b>10.0</b></td></tr>" in first, "a tie: both bold"
+    assert "<th>mIoU</th><td>20.0</td><td><b>30.0</b></td>" in first
+    assert page.index("<h2>hungarian</h2>") < page.index("<h2>per-image</h2>")
+    probe = json.loads(write_metrics(tmp_path, "probe", 0.9, True).read_text())
+    supervised = per_class_html([a, probe])
+    assert "<h2>linear-probe</h2>" in supervised and supervised.count("<th>probe</th>") == 1, "only the methods scored under it"
+
+
+def test_stage_rows_sum_time_and_take_peak_memory_from_benchmark_files(tmp_path: Path):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    files = {}
+    for name, lines in {"a": ["4.0\t0:00:04\t300.5", "3.0\t0:00:03\t250.0"], "b": ["1.5\t0:00:01\t900.0"], "c": ["9.0\t0:00:09\tNA"]}.items():
+        files[name] = tmp_path / f"{name}.tsv"
+        files[name].write_text(header + "".join(line + "\t1\t1\t1\t0\t0\t50\t1\n" for line in lines))
+    rows = stage_rows({"features": [files["a"], files["b"]], "pretrain": [files["c"]]})
+    assert [r["stage"] for r in rows] == ["pretrain", "features"], "slowest first"
+    assert rows[1] == {"stage": "features", "jobs": 2, "total s": 4.5, "longest s": 3.0, "peak RSS MB": 900.0}, "a file's last run"
+    assert rows[0]["peak RSS MB"] is None
+    table = rendered_tables(stages_rst(rows))[0][1]
+    assert table[2][1:] == ["2", "4.5", "3.0", "900.00"] and table[1][4] == "-"
+
+
+def test_overlays_of_every_method_share_images_and_class_colours(run: Path):
+    labels = np.zeros((4, 10, 15), np.uint16)
+    labels[:, :, 5:10], labels[:, :, 10:] = 2, 1  # label k covers class (0, 2, 1)[k]
+    good = write_predictions(run / "good" / "predictions.zarr", labels)
+    (run / "good" / "metrics.json").write_text(json.dumps({"protocols": {"hungarian": {"matching": {"0": "sky", "1": "car", "2": "road"}}}}))
+    flat = write_predictions(run / "flat" / "predictions.zarr", np.zeros_like(labels))
+    (run / "flat" / "metrics.json").write_text(json.dumps({"protocols": {"hungarian": {"matching": {"0": "road", "1": None, "2": None}}}}))
+    columns = {"good": open_label_maps(good), "flat": open_label_maps(flat)}
+    figure = method_overlays(columns, 3, run / "manifest.csv", longest=60)
+    cell_h, cell_w, pad = 40, 60, 4
+    left = max(text_size(f"img{i}")[0] for i in range(4)) + 2 * pad
+    top = figure.shape[0] - 3 * (cell_h + pad) - pad - legend([(n, colour_of(0)) for n in CLASSES + ["unmatched"]], figure.shape[1], "classes").shape[0]
+    cells = [[figure[top + r * (cell_h + pad) : top + r * (cell_h + pad) + cell_h, left + c * (cell_w + pad) : left + c * (cell_w + pad) + cell_w] for c in range(4)] for r in range(3)]
+    assert figure.shape[1] == left + 4 * (cell_w + pad) + pad, "image | ground truth | good | flat"
+    for row in cells:
+        assert np.array_equal(row[2], row[1]), "a perfect matching draws the ground truth's colours"
+        assert not np.array_equal(row[3], row[1])
+    middle = cells[0][3][:, 20:40].reshape(-1, 3)  # ground truth: road; flat predicts road everywhere
+    assert np.array_equal(middle, cells[0][1][:, 20:40].reshape(-1, 3))
+    other = write_predictions(run / "other" / "predictions.zarr", labels[:2])
+    with pytest.raises(DataError, match=r"other/predictions.zarr: no prediction for img3 \(column other\)"):
+        method_overlays({**columns, "other": open_label_maps(other)}, 2, run / "manifest.csv")
+
+
+def test_column_titles_wrap_at_separators_and_jpeg_is_written(tmp_path: Path):
+    assert wrap("backbone-eval/pretrain/linear-probe", text_size("backbone-eval/")[0]) == ["backbone-eval/", "pretrain/", "linear-probe"]
+    assert wrap("maskdistill-maskrcnn", text_size("maskdistill-")[0]) == ["maskdistill-", "maskrcnn"]
+    assert wrap("kmeans", 10) == ["kmeans"], "a word longer than the width stays whole"
+    image = np.zeros((8, 12, 3), np.uint8)
+    image[:, 6:] = 200
+    path = save_jpeg(tmp_path / "figure.jpg", image)
+    with Image.open(path) as saved:
+        assert saved.format == "JPEG" and saved.size == (12, 8)
+        assert abs(int(np.asarray(saved)[0, 11, 0]) - 200) < 8
+    assert not list(tmp_path.glob(".figure.jpg.tmp-*"))
 
 
 def test_charts_draw_bars_and_lines_in_palette_colours():

@@ -4,9 +4,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 from useg.backbones.sources import is_weight_file, missing_weights_message
@@ -190,19 +187,24 @@ def metrics_targets():
     return [f"{OUT}/{column}/metrics.json" for column in evaluated_columns()]
 
 
-# ---- Report -----------------------------------------------------------------------------------
-# Every evaluated column gets its per-class IoU chart and overlay grid and a row in the comparison
-# table by itself (METHOD_COLUMNS). What a method shows besides, it declares here:
+# ---- Report ----------------------------------------------------------------------------------
+# Every evaluated column gets its per-class IoU chart, a column in the side-by-side overlays and rows in
+# the comparison tables by itself (METHOD_COLUMNS). What a method shows besides, it declares here:
 # REPORT_CURVES: name -> per-epoch train logs (JSON `epochs`: [{epoch, loss...}]) drawn as loss
 # curves in one chart (several logs: the total loss of each, e.g. one per TransFGU round).
+# REPORT_BENCHMARKS: stage -> the benchmark: files of its jobs, summarised on the front page as time and
+# peak memory per stage (useg.report.tables.stage_rows); empty until the rules declare benchmark: files.
 REPORT = config["report"]
 REPORT_DIR = f"{OUT}/report"
 REPORT_FRONT = f"{REPORT_DIR}/overview.rst"
+REPORT_OVERLAYS = f"{REPORT_DIR}/overlays.jpg"
+REPORT_HTML = f"{OUT}/report.html"
 REPORT_CURVES = {
     "croc": [f"{OUT}/croc/train-log.json"],
     "transfgu": [f"{OUT}/transfgu/round-{r}/train-log.json" for r in range(config["transfgu"]["rounds"] + 1)],
     "alignseg": [f"{OUT}/alignseg/train-log.json"],
 }
+REPORT_BENCHMARKS = {}
 
 
 def report_curves():
@@ -212,36 +214,39 @@ def report_curves():
 
 
 def report_figures():
-    """Every figure of the report: per evaluated column its IoU chart and overlays, then the loss curves."""
-    figures = [f"{OUT}/{column}/report/{name}.png" for column in evaluated_columns() for name in ("iou", "overlays")]
+    """Every figure of the report: per evaluated column its IoU chart, the overlays of all columns, the loss curves."""
+    figures = [f"{OUT}/{column}/report/iou.png" for column in evaluated_columns()] + [REPORT_OVERLAYS]
     return figures + [f"{REPORT_DIR}/curves/{name}.png" for name in report_curves()]
 
 
+def report_categories():
+    """The report's result categories, in the order the front page links them."""
+    return ["Comparison", "Overlays", "Methods"] + (["Training"] if report_curves() else [])
+
+
+def report_table_params():
+    """Config slice of the tables and front page: what ran, the categories, a preset's paper row, the benchmarks."""
+    run = {"dataset": DS, "kind": DATASET["kind"], "split": DATASET["eval_split"], "methods": config["methods"]}
+    params = {"run": {**run, "backbone": BACKBONE, "weights": WEIGHTS}, "categories": report_categories()}
+    params.update({"paper": config["paper"]} if "paper" in config else {})
+    return {**params, **({"benchmarks": REPORT_BENCHMARKS} if REPORT_BENCHMARKS else {})}
+
+
 def report_targets():
-    """The comparison table and the report's front page (they need every figure), when the report is on."""
+    """Every report() output and the front page, when the report is on (report.html itself is Snakemake's
+    `--report`)."""
     if not REPORT["enabled"]:
         return []
-    return [f"{REPORT_DIR}/comparison.csv", f"{REPORT_DIR}/comparison.md", REPORT_FRONT]
+    tables = [f"{REPORT_DIR}/comparison.csv", f"{REPORT_DIR}/per-class-iou.html", f"{REPORT_DIR}/comparison.md"]
+    return tables + [REPORT_FRONT] + report_figures()
 
 
-def build_report():
-    """Write results/<dataset>/report.html with `snakemake --report` (same Snakefile, directory and
-    config) and print its path; a failure is reported, never fatal (the results are complete)."""
+def print_report_command():
+    """How to write report.html from this run: Snakemake's `--report` with the run's config files."""
     if not REPORT["enabled"]:
         return
-    html = os.path.abspath(f"{OUT}/report.html")
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(config, fh)
-    cmd = [sys.executable, "-m", "snakemake", "-s", workflow.main_snakefile, "-d", os.getcwd()]
-    cmd += ["--configfile", fh.name, "--report", html]
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True)
-    finally:
-        os.unlink(fh.name)
-    if result.returncode == 0:
-        print(f"  report: {html}")
-    else:
-        print(f"useg: the report could not be written ({' '.join(cmd)}):\n{result.stderr[-2000:]}")
+    configs = "".join(f" --configfile {shlex.quote(str(f))}" for f in workflow.overwrite_configfiles or [])
+    print(f"  report: snakemake --report {REPORT_HTML}{configs}")
 
 
 def transfgu_slice(*keys):

@@ -1,13 +1,12 @@
-"""The report: per evaluated column a per-class IoU chart and an overlay grid, loss curves of what
-was trained, the comparison table of all methods and the report's front page. `snakemake --report`
-(run by the onsuccess hook) collects every output marked with report()."""
+"""The report: per evaluated column a per-class IoU chart, the same images under every column side by side,
+loss curves of what was trained, the comparison tables, the per-class IoU across methods and the front page.
+Snakemake's own `snakemake --report results/<dataset>/report.html` (or `--report ... --report-after-run`
+on the run itself) collects every output marked with report() into one HTML file (docs/report.md)."""
 
 
 rule report_method:
     input:
         metrics=f"{OUT}/{{method}}/metrics.json",
-        predictions=f"{OUT}/{{method}}/predictions.zarr",
-        manifest=f"{OUT}/manifest.csv",
     output:
         iou=report(
             f"{OUT}/{{method}}/report/iou.png",
@@ -16,17 +15,35 @@ rule report_method:
             subcategory="{method}",
             labels={"method": "{method}", "figure": "per-class IoU"},
         ),
-        overlays=report(
-            f"{OUT}/{{method}}/report/overlays.png",
-            caption="../report/overlays.rst",
-            category="Methods",
-            subcategory="{method}",
-            labels={"method": "{method}", "figure": "overlays"},
-        ),
-    params:
-        cfg=lambda w: as_json({"images": REPORT["images"]}),
     log:
         f"{OUT}/logs/report/{{method}}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        CPU_ENV
+    shell:
+        "python -m useg report-method --metrics {input.metrics} --out-iou {output.iou} --log {log}"
+
+
+rule report_overlays:
+    input:
+        predictions=[f"{OUT}/{column}/predictions.zarr" for column in evaluated_columns()],
+        metrics=metrics_targets(),
+        manifest=f"{OUT}/manifest.csv",
+    output:
+        report(
+            REPORT_OVERLAYS,
+            caption="../report/overlays.rst",
+            category="Overlays",
+            labels={"figure": "every column, the same images"},
+        ),
+    params:
+        cfg=as_json({"images": REPORT["images"]}),
+        names=" ".join(shlex.quote(column) for column in evaluated_columns()),
+    log:
+        f"{OUT}/logs/report/overlays.log",
     threads: 1
     resources:
         mem_mb=2000,
@@ -34,8 +51,8 @@ rule report_method:
     conda:
         CPU_ENV
     shell:
-        "python -m useg report-method --params {params.cfg:q} --metrics {input.metrics} --predictions {input.predictions}"
-        " --manifest {input.manifest} --out-iou {output.iou} --out-overlays {output.overlays} --log {log}"
+        "python -m useg report-overlays --params {params.cfg:q} --predictions {input.predictions} --names {params.names}"
+        " --manifest {input.manifest} --out {output} --log {log}"
 
 
 rule report_curve:
@@ -65,19 +82,25 @@ rule report_curve:
 rule report_table:
     input:
         metrics=metrics_targets(),
-        figures=report_figures(),
         paper=paper_files(),
+        benchmarks=[path for paths in REPORT_BENCHMARKS.values() for path in paths],
     output:
         csv=report(
             f"{REPORT_DIR}/comparison.csv",
             caption="../report/comparison.rst",
             category="Comparison",
-            labels={"table": "all methods"},
+            labels={"table": "all methods (CSV)"},
+        ),
+        html=report(
+            f"{REPORT_DIR}/per-class-iou.html",
+            caption="../report/per-class-iou.rst",
+            category="Comparison",
+            labels={"table": "per-class IoU across methods"},
         ),
         md=f"{REPORT_DIR}/comparison.md",
         front=REPORT_FRONT,
     params:
-        cfg=as_json({"dataset": DS, **({"paper": config["paper"]} if "paper" in config else {})}),
+        cfg=as_json(report_table_params()),
         root=lambda w, output: os.path.dirname(os.path.dirname(output.front)),
     log:
         f"{OUT}/logs/report/table.log",
@@ -88,5 +111,5 @@ rule report_table:
     conda:
         CPU_ENV
     shell:
-        "python -m useg report-table --params {params.cfg:q} --metrics {input.metrics} --figures {input.figures}"
-        " --root {params.root} --out-md {output.md} --out-csv {output.csv} --out-rst {output.front} --log {log}"
+        "python -m useg report-table --params {params.cfg:q} --metrics {input.metrics} --root {params.root}"
+        " --out-md {output.md} --out-csv {output.csv} --out-html {output.html} --out-rst {output.front} --log {log}"

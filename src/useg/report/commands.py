@@ -1,6 +1,6 @@
-"""Subcommands `useg report-method`, `report-curve`, `report-table` (the report's figures and tables),
-`useg predict` (an end-to-end model on a folder of images), `useg export` (any store to HDF5) and
-`useg export-imagenet-s` (predictions as ImageNet-S test-server PNGs)."""
+"""Subcommands `useg report-method`, `report-overlays`, `report-curve`, `report-table` (the report's figures
+and tables), `useg predict` (an end-to-end model on a folder of images), `useg export` (any store to HDF5)
+and `useg export-imagenet-s` (predictions as ImageNet-S test-server PNGs)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def run_report_method(args: argparse.Namespace) -> None:
-    """Per-class IoU bar chart (one per protocol, stacked) and the overlay grid of one evaluated method."""
+    """Per-class IoU bar chart of one evaluated method (one per protocol, stacked)."""
     from useg.report.draw import bar_chart, save_png, stack
-    from useg.report.labelmaps import open_label_maps
-    from useg.report.overlays import render_overlays
 
-    params = stage_params(args)
     metrics = json.loads(Path(args.metrics).read_text())
     charts = [
         bar_chart(
@@ -29,11 +26,25 @@ def run_report_method(args: argparse.Namespace) -> None:
             f"{metrics['method']} [{protocol}]: per-class IoU, mIoU {100 * result['miou']:.2f} %",
         )
         for protocol, result in metrics["protocols"].items()
+        if "per_class_iou" in result
     ]
     save_png(args.out_iou, stack(charts))
-    maps = open_label_maps(args.predictions)
-    save_png(args.out_overlays, render_overlays(maps, params.get("images", 6), Path(args.manifest), title=metrics["method"]))
-    log.info("%s: per-class IoU (%d protocols) -> %s, overlays -> %s", metrics["method"], len(charts), args.out_iou, args.out_overlays)
+    log.info("%s: per-class IoU (%d protocols) -> %s", metrics["method"], len(charts), args.out_iou)
+
+
+def run_report_overlays(args: argparse.Namespace) -> None:
+    """The same evaluation images under every evaluated column side by side (JPEG)."""
+    from useg.errors import ConfigError
+    from useg.report.draw import save_jpeg
+    from useg.report.labelmaps import open_label_maps
+    from useg.report.overlays import method_overlays
+
+    params = stage_params(args)
+    if len(args.names) != len(args.predictions):
+        raise ConfigError(f"--names gives {len(args.names)} columns for {len(args.predictions)} --predictions stores: one name per store")
+    columns = {name: open_label_maps(path) for name, path in zip(args.names, args.predictions)}
+    save_jpeg(args.out, method_overlays(columns, params.get("images", 6), Path(args.manifest)))
+    log.info("overlays of %d columns -> %s", len(columns), args.out)
 
 
 def run_report_curve(args: argparse.Namespace) -> None:
@@ -60,20 +71,24 @@ def run_report_curve(args: argparse.Namespace) -> None:
 
 
 def run_report_table(args: argparse.Namespace) -> None:
-    """Comparison table of every metrics.json (Markdown, CSV) and the report's front page (reStructuredText)."""
+    """Comparison table of every metrics.json (Markdown, CSV), the per-class IoU across methods (HTML) and
+    the report's front page (reStructuredText)."""
     from useg.atomic import write_text
-    from useg.report.tables import comparison_rows, overview_rst, paper_markdown, paper_rows, to_csv, to_markdown
+    from useg.report.tables import comparison_rows, overview_rst, paper_markdown, paper_rows, per_class_html, stage_rows, to_csv
+    from useg.report.tables import to_markdown
 
     params = stage_params(args)
     rows = comparison_rows(args.metrics)
     paper = params.get("paper")
-    markdown = to_markdown(rows) + (paper_markdown(paper, paper_rows(paper, args.root)) if paper else "")
-    write_text(args.out_md, markdown)
+    figures = paper_rows(paper, args.root) if paper else []
+    write_text(args.out_md, to_markdown(rows) + (paper_markdown(paper, figures) if paper else ""))
     write_text(args.out_csv, to_csv(rows))
-    figures = [Path(f) for f in args.figures or []]
-    write_text(args.out_rst, overview_rst(rows, figures, Path(args.root), params.get("dataset", ""), paper))
-    print(markdown)
-    log.info("comparison: %d rows, %d figures -> %s, %s, %s", len(rows), len(figures), args.out_md, args.out_csv, args.out_rst)
+    write_text(args.out_html, per_class_html([json.loads(Path(p).read_text()) for p in args.metrics]))
+    stages = stage_rows(params.get("benchmarks", {}))
+    front = overview_rst(rows, params.get("run", {}), params.get("categories", []), paper, figures, stages)
+    write_text(args.out_rst, front)
+    print(Path(args.out_md).read_text())
+    log.info("comparison: %d rows -> %s, %s, %s, %s", len(rows), args.out_md, args.out_csv, args.out_html, args.out_rst)
 
 
 def run_predict(args: argparse.Namespace) -> None:
@@ -111,23 +126,26 @@ def run_export_imagenet_s(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_stage(sub, "report-method", run_report_method, "report: per-class IoU chart and overlay grid of one method")
+    p = add_stage(sub, "report-method", run_report_method, "report: per-class IoU chart of one method")
     p.add_argument("--metrics", required=True)
-    p.add_argument("--predictions", required=True)
-    p.add_argument("--manifest", required=True)
     p.add_argument("--out-iou", required=True)
-    p.add_argument("--out-overlays", required=True)
+
+    p = add_stage(sub, "report-overlays", run_report_overlays, "report: the same images under every method side by side")
+    p.add_argument("--predictions", nargs="+", required=True, help="Predictions stores, one per column")
+    p.add_argument("--names", nargs="+", required=True, help="the columns' names, in the same order")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="JPEG file")
 
     p = add_stage(sub, "report-curve", run_report_curve, "report: training loss curves of a train log")
     p.add_argument("--train-log", nargs="+", required=True)
     p.add_argument("--out", required=True)
 
-    p = add_stage(sub, "report-table", run_report_table, "report: comparison table of all methods and the front page")
+    p = add_stage(sub, "report-table", run_report_table, "report: comparison tables of all methods and the front page")
     p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--figures", nargs="*", default=[])
-    p.add_argument("--root", required=True, help="results/<dataset>: figure names are relative to it")
+    p.add_argument("--root", required=True, help="results/<dataset>: a preset's figures are read under it")
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-html", required=True, help="per-class IoU across methods")
     p.add_argument("--out-rst", required=True)
 
     p = add_stage(sub, "predict", run_predict, "apply a trained end-to-end model to a folder of images")

@@ -1,7 +1,8 @@
-"""Raster drawing with OpenCV/Numpy: overlays, legends, captioned grids, bar and line charts, PNG output."""
+"""Raster drawing with OpenCV/Numpy: overlays, legends, captioned grids, bar and line charts, PNG and JPEG output."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,15 +59,33 @@ def legend(entries: Sequence[tuple[str, tuple[int, int, int]]], width: int, titl
     return canvas
 
 
+def wrap(text: str, width: int, scale: float = 0.4) -> list[str]:
+    """`text` in lines no wider than `width` px where it can be: broken after '/', a part still too wide
+    after '-' or '_'."""
+    pieces = []
+    for part in re.findall(r"[^/]+/?|/", text) or [""]:
+        pieces += [part] if text_size(part, scale)[0] <= width else re.findall(r"[^_-]+[_-]?|[_-]", part)
+    lines = [""]
+    for piece in pieces:
+        if lines[-1] and text_size(lines[-1] + piece, scale)[0] > width:
+            lines.append(piece)
+        else:
+            lines[-1] += piece
+    return lines
+
+
 def grid(cells: list[list[np.ndarray]], column_titles: Sequence[str], row_titles: Sequence[str], pad: int = 4) -> np.ndarray:
-    """Lay out equally sized RGB cells in rows, with a title above each column and before each row."""
+    """Lay out equally sized RGB cells in rows, with a title above each column (wrapped to the column's
+    width) and before each row."""
     h, w = cells[0][0].shape[:2]
     left = max([text_size(t)[0] for t in row_titles] + [0]) + 2 * pad
-    top = 20
+    titles = [wrap(t, w) for t in column_titles]
+    top = 6 + 14 * max([len(t) for t in titles] + [1])
     height, width = top + len(cells) * (h + pad) + pad, left + len(column_titles) * (w + pad) + pad
     canvas = np.full((height, max(width, 1), 3), 255, np.uint8)
-    for c, title in enumerate(column_titles):
-        put_text(canvas, title, left + c * (w + pad), 4)
+    for c, lines in enumerate(titles):
+        for i, line in enumerate(lines):
+            put_text(canvas, line, left + c * (w + pad), 4 + 14 * i)
     for r, row in enumerate(cells):
         y = top + r * (h + pad)
         put_text(canvas, row_titles[r], pad, y + h // 2 - 6)
@@ -147,8 +166,17 @@ def line_chart(
 
 
 def save_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write an RGB array as a PNG, atomically."""
+    """Write an RGB array as a PNG (drawings: charts, label maps), atomically."""
+    return _save(path, image, format="PNG")
+
+
+def save_jpeg(path: str | Path, image: np.ndarray, quality: int = 85) -> Path:
+    """Write an RGB array as a JPEG (photographs: overlays on images), atomically."""
+    return _save(path, image, format="JPEG", quality=quality, optimize=True)
+
+
+def _save(path: str | Path, image: np.ndarray, **options) -> Path:
     path = Path(path)
     with atomic_output(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+        Image.fromarray(image).save(tmp, **options)
     return path

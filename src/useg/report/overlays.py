@@ -1,4 +1,5 @@
-"""Overlay grids: image | label overlay | ground-truth overlay for N images of a label-map store."""
+"""Overlay grids: image | label overlay | ground-truth overlay for N images of a label-map store, and the same
+N images under every method side by side."""
 
 from __future__ import annotations
 
@@ -76,6 +77,22 @@ class OverlayRows:
     with_gt: bool
 
 
+def class_lookup(maps: LabelMaps, class_names: list[str]) -> dict[int, int]:
+    """Label id -> class id of the store's matching (metrics.json beside it); empty without one."""
+    return {label: class_names.index(name) for label, name in (maps.matching() or {}).items() if name in class_names}
+
+
+def label_overlay(image: np.ndarray, labels: np.ndarray, to_class: dict[int, int]) -> np.ndarray:
+    """Labels laid over the image: in their matched class's colour (unmatched: black), else by label id."""
+    shown = _class_map(labels, to_class) if to_class else labels
+    return blend(image, shown, ignore=UNMATCHED if to_class else None)
+
+
+def thumbnail(row: ManifestRow, longest: int) -> np.ndarray:
+    """A manifest row's image, resized to its grid cell."""
+    return cv2.resize(load_rgb(row.path), cell_size(row, longest)[::-1], interpolation=cv2.INTER_AREA)
+
+
 def overlay_rows(maps: LabelMaps, n: int, manifest: Path | None = None, longest: int = 160) -> OverlayRows:
     """Image, label overlay and ground-truth overlay (when the dataset has masks) of N images.
 
@@ -85,18 +102,15 @@ def overlay_rows(maps: LabelMaps, n: int, manifest: Path | None = None, longest:
     """
     manifest = manifest or find_manifest(maps.path)
     rows = read_rows(manifest)
-    classes_path = manifest.parent / "classes.json"
-    class_names = read_classes(classes_path)["classes"] if classes_path.exists() else []
-    to_class = {label: class_names.index(name) for label, name in (maps.matching() or {}).items() if name in class_names}
+    class_names = _class_names(manifest)
+    to_class = class_lookup(maps, class_names)
     picked = pick_rows(len(maps), n)
     with_gt = all(rows[int(maps.index[r])].mask_path for r in picked)
     cells, names = [], []
     for r, labels in zip(picked, maps.read(picked)):
         row = rows[int(maps.index[r])]
-        size = cell_size(row, longest)
-        image = cv2.resize(load_rgb(row.path), size[::-1], interpolation=cv2.INTER_AREA)
-        shown = _class_map(labels, to_class) if to_class else labels
-        cell = [image, blend(image, shown, ignore=UNMATCHED if to_class else None)]
+        image = thumbnail(row, longest)
+        cell = [image, label_overlay(image, labels, to_class)]
         if with_gt:
             cell.append(blend(image, load_mask(row), ignore=255))
         cells.append(cell)
@@ -104,6 +118,37 @@ def overlay_rows(maps: LabelMaps, n: int, manifest: Path | None = None, longest:
     shown_as = {"Predictions": "prediction", "LabelBank": "pseudo labels"}.get(maps.kind, f"{maps.kind} labels")
     columns = ["image", shown_as + (" (matched)" if to_class else ""), "ground truth"][: len(cells[0])]
     return OverlayRows(cells, names, columns, class_names, bool(to_class), with_gt)
+
+
+def _class_names(manifest: Path) -> list[str]:
+    classes_path = manifest.parent / "classes.json"
+    return read_classes(classes_path)["classes"] if classes_path.exists() else []
+
+
+def method_overlays(columns: dict[str, LabelMaps], n: int, manifest: Path, longest: int = 96) -> np.ndarray:
+    """The same N evaluation images under every method side by side: image | ground truth | one column per
+    method, labels in the colour of the class each method's Hungarian matching gave them (black: unmatched),
+    with a legend of the classes."""
+    rows = read_rows(manifest)
+    class_names = _class_names(manifest)
+    first = next(iter(columns.values()))
+    picked = [(first.ids[int(r)], rows[int(first.index[int(r)])]) for r in pick_rows(len(first), n)]
+    with_gt = all(row.mask_path for _, row in picked)
+    images = [thumbnail(row, longest) for _, row in picked]
+    cells = [[image] + ([blend(image, load_mask(row), ignore=255)] if with_gt else []) for image, (_, row) in zip(images, picked)]
+    for name, maps in columns.items():
+        position = {image_id: i for i, image_id in enumerate(maps.ids)}
+        missing = [image_id for image_id, _ in picked if image_id not in position]
+        if missing:
+            raise DataError(f"{maps.path}: no prediction for {missing[0]} (column {name}); every column must predict the evaluation split")
+        to_class = class_lookup(maps, class_names)
+        labels = maps.read(np.array([position[image_id] for image_id, _ in picked]))
+        for cell, image, label_map in zip(cells, images, labels):
+            cell.append(label_overlay(image, label_map, to_class))
+    titles = ["image"] + (["ground truth"] if with_gt else []) + list(columns)
+    table = _uniform(cells, titles, [row.id for _, row in picked])
+    entries = [(name, colour_of(i)) for i, name in enumerate(class_names)] + [("unmatched", IGNORE_COLOUR)]
+    return stack([table, legend(entries, table.shape[1], "classes")])
 
 
 def render_overlays(maps: LabelMaps, n: int, manifest: Path | None = None, longest: int = 160, title: str = "") -> np.ndarray:
