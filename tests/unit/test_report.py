@@ -244,8 +244,8 @@ def test_predict_errors_name_the_problem(tmp_path: Path, transfgu_model: tuple[P
     write_image(folder / "a.png", seed=1)
     (folder / "broken.png").write_bytes(b"junk")
     base = ["predict", "--model", str(model), "--config", str(config), "--images", str(folder), "--out", str(tmp_path / "o")]
-    assert main([*base, "--method", "kmeans"]) == 2
-    assert "no end-to-end model for method 'kmeans'" in capsys.readouterr().err
+    assert main([*base, "--method", "alignseg"]) == 2
+    assert f"{model} is a model of transfgu, not of alignseg: pass --method transfgu" in capsys.readouterr().err
     assert main([*base, "--method", "transfgu"]) == 2
     err = capsys.readouterr().err
     assert "broken.png" in err and "--on-corrupt skip" in err
@@ -267,6 +267,16 @@ def test_inspect_show_and_compare_commands(run: Path, capsys):
     assert Image.open(run / "show.png").size[0] > 3 * 160
     assert main(["inspect", "--compare", str(store), str(other)]) == 0
     assert "changed pixels (A != B): 66.67 %" in capsys.readouterr().out
+
+
+def test_inspect_show_writes_beside_the_store(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    labels = np.zeros((2, 10, 15), np.uint16)
+    stores = [write_predictions(run / m / "predictions.zarr", labels) for m in ("a", "b")]
+    monkeypatch.chdir(tmp_path)  # not the stores' folder
+    for store in stores:
+        assert main(["inspect", str(store), "--show", "2"]) == 0
+        assert (store.parent / "predictions-show.png").is_file()
+    assert not list(tmp_path.glob("*.png")), "nothing lands in the current folder"
 
 
 def test_report_curve_of_several_logs_draws_one_total_loss_each(tmp_path: Path):
