@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.conftest import TINY_BACKBONE, write_image
 from useg.cli import main
-from useg.errors import DataError, StoreError
+from useg.errors import ConfigError, DataError, StoreError
 from useg.report.draw import bar_chart, blend, legend, line_chart
 from useg.report.export import read_hdf5_attrs
 from useg.report.labelmaps import compare, open_label_maps, summarize
@@ -254,6 +254,24 @@ def test_predict_errors_name_the_problem(tmp_path: Path, transfgu_model: tuple[P
     config.write_text(yaml.safe_dump(wide))
     assert main([*base, "--method", "transfgu", "--on-corrupt", "skip"]) == 2
     assert "decodes 64-d patch tokens" in capsys.readouterr().err
+
+
+def test_predict_finds_the_run_from_the_config_not_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from useg.predict import model_path, run_folder
+
+    (tmp_path / "repo" / "configs").mkdir(parents=True)
+    (tmp_path / "repo" / "Snakefile").write_text("")
+    (tmp_path / "run").mkdir()
+    for path in (tmp_path / "repo" / "configs" / "x.yaml", tmp_path / "run" / "c.yaml"):
+        path.write_text("seed: 0\n")
+    config = {"results_dir": "results", "dataset": {"name": "ds"}, "transfgu": {"rounds": 2}}
+    monkeypatch.chdir(tmp_path / "run")
+    in_repo = run_folder(config, [tmp_path / "repo" / "configs" / "x.yaml"], None)
+    assert in_repo == tmp_path / "repo" / "results" / "ds"  # the workflow folder above the config
+    assert run_folder(config, [tmp_path / "run" / "c.yaml"], None) == tmp_path / "run" / "results" / "ds"
+    assert run_folder(config, [tmp_path / "run" / "c.yaml"], tmp_path / "elsewhere") == tmp_path / "elsewhere" / "ds"
+    with pytest.raises(ConfigError, match=r"transfgu/round-2/model.pt does not exist.*--results"):
+        model_path("transfgu", config, in_repo, None)
 
 
 def test_inspect_show_and_compare_commands(run: Path, capsys):
