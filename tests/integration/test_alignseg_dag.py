@@ -36,5 +36,5 @@ def test_alignseg_chain_reports_hungarian_and_per_image(tmp_path: Path, monkeypa
     assert decoder["config"]["prototypes"] == 3 and len(decoder["history"]) == 2
     assert len(json.loads((tmp_path / OUT / "alignseg/train-log.json").read_text())["epochs"]) == 2
     assert "alignseg" in result.stdout and "per-image" in result.stdout
-    assert predict_agreement(tmp_path, "alignseg", "alignseg", monkeypatch) >= 0.999  # docs/measurements.md: predict vs the run
+    assert predict_agreement(tmp_path, "alignseg", "alignseg", monkeypatch) >= 0.999  # docs/measurements.md
     assert_other_methods_model_is_refused(tmp_path, "alignseg", "alignseg/decoder.pt", capsys)

@@ -51,5 +51,5 @@ def test_whole_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
     for source in ("initial", "maskrcnn"):
         assert set(ap[source]) == {"class-agnostic/multi", "class-agnostic/single", "semantic/multi", "semantic/single"}
         assert all(0 <= block["ap"] <= 1 and block["num_instances"] > 0 for block in ap[source].values())
-    assert predict_agreement(tmp_path, "maskdistill", "maskdistill", monkeypatch) >= 0.999  # docs/measurements.md: predict vs the run
+    assert predict_agreement(tmp_path, "maskdistill", "maskdistill", monkeypatch) >= 0.999  # docs/measurements.md
     assert_other_methods_model_is_refused(tmp_path, "maskdistill", "maskdistill/deeplab/model.pt", capsys)

@@ -59,7 +59,7 @@ def test_whole_chain_writes_three_columns(tmp_path: Path, monkeypatch: pytest.Mo
     assert np.array_equal(bank["labels"][:], bank["maps"][:].astype(np.float32).argmax(1))
     for r in (0, 1):
         assert (tmp_path / OUT / f"transfgu/round-{r}/model.pt").is_file()
-    assert predict_agreement(tmp_path, "transfgu", "transfgu", monkeypatch) >= 0.999  # docs/measurements.md: predict vs the run
+    assert predict_agreement(tmp_path, "transfgu", "transfgu", monkeypatch) >= 0.999  # docs/measurements.md
     assert_other_methods_model_is_refused(tmp_path, "transfgu", "transfgu/round-1/model.pt", capsys)
     monkeypatch.chdir(tmp_path)  # the manifest's paths are relative to the run's working directory
     assert_concept_probe_reproduces_the_initial_column(Path(OUT))
