@@ -1,8 +1,9 @@
-"""`useg predict`: a trained end-to-end model applied to a folder of images -> PNG label maps and overlays.
+"""`useg predict`: a trained model applied to a folder of images -> PNG label maps and overlays.
 
-Methods with an end-to-end model (backbone + trained head) register a loader in PREDICTORS as
-"module:function"; the function takes (model path, backbone, device) and returns a module that maps
-normalised images [B, 3, H, W] to per-patch scores [B, K, h, w].
+Every method with a model registers it in PREDICTORS: a loader "module:function" taking (model path,
+backbone, device) and returning a module that maps normalised images [B, 3, H, W] to scores
+[B, K, h, w], and where the run writes that model under <results>/<dataset>. Each model records the
+method that made it (a checkpoint's `method`, a store's `method` attr): another method's model is refused.
 """
 
 from __future__ import annotations
@@ -10,35 +11,59 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import cv2
-import numpy as np
-import torch
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any
 
 from useg.data.images import IMAGE_EXTENSIONS, UnreadableImage, load_rgb, save_label_map
-from useg.data.transforms import normalise, resize_rgb
-from useg.errors import ConfigError, DataError
+from useg.errors import ConfigError, DataError, StoreError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
-# method -> "module:function" loading its end-to-end model. One line per method.
+
+@dataclass(frozen=True)
+class Predictor:
+    """A method's model: its loader ("module:function") and its path in a run, formatted with the config."""
+
+    loader: str
+    model: str
+
+
+# method -> its model. One line per method.
 PREDICTORS = {
-    "transfgu": "useg.methods.transfgu.segmenter:load_predictor",
-    "alignseg": "useg.methods.alignseg.infer:load_predictor",
+    "kmeans": Predictor("useg.methods.kmeans.stages:load_predictor", "kmeans/centroids.zarr"),
+    "transfgu": Predictor("useg.methods.transfgu.segmenter:load_predictor", "transfgu/round-{transfgu[rounds]}/model.pt"),
+    "alignseg": Predictor("useg.methods.alignseg.infer:load_predictor", "alignseg/decoder.pt"),
+    "maskdistill": Predictor("useg.methods.maskdistill.deeplab:load_predictor", "maskdistill/deeplab/model.pt"),
 }
 
-Loader = Callable[[Path, torch.nn.Module, torch.device], torch.nn.Module]
+Loader = Callable[[Path, "torch.nn.Module", "torch.device"], "torch.nn.Module"]
+
+
+def predictor(method: str) -> Predictor:
+    """The registered model of `method`."""
+    if method not in PREDICTORS:
+        raise ConfigError(f"no model for method {method!r}: `useg predict` knows {', '.join(PREDICTORS)}")
+    return PREDICTORS[method]
 
 
 def predictor_loader(method: str) -> Loader:
-    """The registered loader of a method's end-to-end model."""
-    if method not in PREDICTORS:
-        raise ConfigError(f"no end-to-end model for method {method!r}: `useg predict` knows {sorted(PREDICTORS)}")
-    module, function = PREDICTORS[method].split(":")
+    """The function that loads `method`'s model."""
+    module, function = predictor(method).loader.split(":")
     return getattr(importlib.import_module(module), function)
+
+
+def config_files(paths: list[Path]) -> list[Path]:
+    """The run's config files: the given ones, else the embedded demo config.yaml."""
+    from useg.config.layers import DEMO_CONFIG
+
+    for path in paths:
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist: pass the config file(s) the model was trained with")
+    return paths or [DEMO_CONFIG]
 
 
 def merged_config(paths: list[Path]) -> dict[str, Any]:
@@ -46,17 +71,63 @@ def merged_config(paths: list[Path]) -> dict[str, Any]:
     later files over earlier ones; docs/configuration.md)."""
     from useg.config.layers import resolve_config
 
-    for path in paths:
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist: pass the config file(s) the model was trained with")
-    return resolve_config(paths).config
+    return resolve_config(config_files(paths)).config
 
 
-def backbone_weights(config: dict[str, Any], weights: Path | None) -> Path | None:
+def workflow_folder(config_file: Path) -> Path:
+    """Where a config's relative paths start: the nearest folder at or above it holding a Snakefile (the
+    workflow `snakemake --configfile` runs), else the config's own folder (a run's `-d` folder)."""
+    folder = config_file.resolve().parent
+    return next((f for f in (folder, *folder.parents) if (f / "Snakefile").is_file()), folder)
+
+
+def run_folder(config: dict[str, Any], files: list[Path], results: Path | None) -> Path:
+    """<results>/<dataset> of the run: --results, else the config's results_dir from its workflow folder."""
+    root = results if results is not None else workflow_folder(config_files(files)[-1]) / config["results_dir"]
+    return root / config["dataset"]["name"]
+
+
+def model_path(method: str, config: dict[str, Any], run: Path, model: Path | None) -> Path:
+    """--model, else the run's model of `method`; it must exist."""
+    path = model or run / predictor(method).model.format_map(config)
+    if not path.exists():
+        hint = "pass --model, or --results for a run whose results lie elsewhere" if model is None else "check --model"
+        raise ConfigError(f"the {method} model {path} does not exist: run the pipeline with method {method} first, or {hint}")
+    return path
+
+
+def recorded_method(path: Path) -> str | None:
+    """The method a model records: a store's `method` attr (kmeans centroids), a checkpoint's `method` key."""
+    if path.is_dir():
+        import zarr
+
+        try:
+            return zarr.open_group(str(path), mode="r").attrs.get("method")
+        except Exception as exc:  # not a Zarr store
+            raise StoreError(f"{path} is not a model: neither a Zarr store nor a checkpoint file ({exc})") from exc
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # not a torch checkpoint
+        raise StoreError(f"cannot read the model file {path}: {exc}") from exc
+    return state.get("method") if isinstance(state, dict) else None
+
+
+def check_method(path: Path, method: str) -> None:
+    """Refuse a model another method made (or one that records no method), naming both."""
+    found = recorded_method(path)
+    if found is None:
+        raise ConfigError(f"{path} records no method (not a useg model, or written by an older useg): rerun its stage")
+    if found != method:
+        raise ConfigError(f"{path} is a model of {found}, not of {method}: pass --method {found}, or a {method} model")
+
+
+def backbone_weights(config: dict[str, Any], run: Path, weights: Path | None) -> Path | None:
     """The checkpoint a `pretrain` backbone loads: --weights, else the run's croc/checkpoint.pth."""
     if config["backbone"].get("weights") != "pretrain":
         return weights
-    path = weights or Path(config.get("results_dir", "results")) / config["dataset"]["name"] / "croc" / "checkpoint.pth"
+    path = weights or run / "croc" / "checkpoint.pth"
     if not path.exists():
         raise ConfigError(f"backbone.weights is 'pretrain' but {path} does not exist: run the pipeline first or pass --weights")
     return path
@@ -88,7 +159,6 @@ def readable(files: list[Path], on_corrupt: str) -> list[Path]:
     return [p for p in files if p not in bad]
 
 
-@torch.inference_mode()
 def predict_folder(
     model: torch.nn.Module,
     files: list[Path],
@@ -98,6 +168,12 @@ def predict_folder(
     batch_size: int = 8,
 ) -> int:
     """Label maps (at each image's own size) to out/labels/<stem>.png, overlays to out/overlays/<stem>.png."""
+    import cv2
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from useg.data.transforms import normalise, resize_rgb
     from useg.methods.common import scores_to_labels
     from useg.report.draw import blend, legend, save_png, stack
     from useg.report.palette import colour_of
@@ -110,7 +186,8 @@ def predict_folder(
         chunk = files[start : start + batch_size]
         images = [load_rgb(p) for p in chunk]
         batch = torch.stack([normalise(resize_rgb(im, input_size)) for im in images]).to(device)
-        scores = model(batch)
+        with torch.inference_mode():
+            scores = model(batch)
         num_labels = scores.shape[1]
         for path, image, labels in zip(chunk, images, scores_to_labels(scores, input_size)):
             full = cv2.resize(labels.astype(np.int32), image.shape[1::-1], interpolation=cv2.INTER_NEAREST)

@@ -10,6 +10,7 @@ import torch
 import zarr
 
 from tests.integration.dag import check, run_snakemake, tiny_config
+from tests.integration.predict_check import assert_other_methods_model_is_refused, predict_agreement
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +20,7 @@ ALIGNSEG = {
 }  # fmt: skip
 
 
-def test_alignseg_chain_reports_hungarian_and_per_image(tmp_path: Path):
+def test_alignseg_chain_reports_hungarian_and_per_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
     cfg = tiny_config(methods=["alignseg"], features={"shards": 1}, alignseg=ALIGNSEG)
     result = check(run_snakemake(tmp_path, cfg, timeout=900))
     metrics = json.loads((tmp_path / OUT / "alignseg/metrics.json").read_text())
@@ -35,3 +36,5 @@ def test_alignseg_chain_reports_hungarian_and_per_image(tmp_path: Path):
     assert decoder["config"]["prototypes"] == 3 and len(decoder["history"]) == 2
     assert len(json.loads((tmp_path / OUT / "alignseg/train-log.json").read_text())["epochs"]) == 2
     assert "alignseg" in result.stdout and "per-image" in result.stdout
+    assert predict_agreement(tmp_path, "alignseg", "alignseg", monkeypatch) >= 0.999  # docs/measurements.md
+    assert_other_methods_model_is_refused(tmp_path, "alignseg", "alignseg/decoder.pt", capsys)

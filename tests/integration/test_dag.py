@@ -116,3 +116,10 @@ def test_corrupt_image_fails_the_manifest_and_writes_nothing(tmp_path: Path):
 def test_lint_is_clean(tmp_path: Path):
     result = run_snakemake(tmp_path, TINY_CONFIG, "--lint")
     assert result.returncode == 0 and "Congratulations" in result.stdout + result.stderr
+
+
+def test_predict_kmeans_reproduces_the_run(finished_run: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    from tests.integration.predict_check import assert_other_methods_model_is_refused, predict_agreement
+
+    assert predict_agreement(finished_run, "kmeans", "kmeans", monkeypatch) >= 0.999  # docs/measurements.md
+    assert_other_methods_model_is_refused(finished_run, "kmeans", "kmeans/centroids.zarr", capsys)

@@ -10,6 +10,7 @@ import pytest
 import zarr
 
 from tests.integration.dag import check, run_snakemake, tiny_config
+from tests.integration.predict_check import assert_other_methods_model_is_refused, predict_agreement
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,7 @@ MASKDISTILL = {
 COLUMNS = ("maskdistill-initial", "maskdistill-maskrcnn", "maskdistill")
 
 
-def test_whole_chain(tmp_path: Path):
+def test_whole_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
     cfg = tiny_config(methods=["maskdistill"], features={"shards": 1}, maskdistill=MASKDISTILL)
     result = check(run_snakemake(tmp_path, cfg, timeout=1500))
     out = tmp_path / OUT
@@ -50,3 +51,5 @@ def test_whole_chain(tmp_path: Path):
     for source in ("initial", "maskrcnn"):
         assert set(ap[source]) == {"class-agnostic/multi", "class-agnostic/single", "semantic/multi", "semantic/single"}
         assert all(0 <= block["ap"] <= 1 and block["num_instances"] > 0 for block in ap[source].values())
+    assert predict_agreement(tmp_path, "maskdistill", "maskdistill", monkeypatch) >= 0.999  # docs/measurements.md
+    assert_other_methods_model_is_refused(tmp_path, "maskdistill", "maskdistill/deeplab/model.pt", capsys)

@@ -11,6 +11,7 @@ import pytest
 import zarr
 
 from tests.integration.dag import check, run_snakemake, tiny_config
+from tests.integration.predict_check import assert_other_methods_model_is_refused, predict_agreement
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,7 @@ def test_rounds_form_a_chain(tmp_path: Path):
     assert "round-4" not in text
 
 
-def test_whole_chain_writes_three_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_whole_chain_writes_three_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
     result = check(run_snakemake(tmp_path, CONFIG, timeout=1500))
     for column in COLUMNS:
         metrics = json.loads((tmp_path / OUT / column / "metrics.json").read_text())
@@ -58,6 +59,8 @@ def test_whole_chain_writes_three_columns(tmp_path: Path, monkeypatch: pytest.Mo
     assert np.array_equal(bank["labels"][:], bank["maps"][:].astype(np.float32).argmax(1))
     for r in (0, 1):
         assert (tmp_path / OUT / f"transfgu/round-{r}/model.pt").is_file()
+    assert predict_agreement(tmp_path, "transfgu", "transfgu", monkeypatch) >= 0.999  # docs/measurements.md
+    assert_other_methods_model_is_refused(tmp_path, "transfgu", "transfgu/round-1/model.pt", capsys)
     monkeypatch.chdir(tmp_path)  # the manifest's paths are relative to the run's working directory
     assert_concept_probe_reproduces_the_initial_column(Path(OUT))
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from tests.conftest import TINY_BACKBONE, write_image
 from useg.cli import main
-from useg.errors import DataError, StoreError
+from useg.errors import ConfigError, DataError, StoreError
 from useg.report.draw import bar_chart, blend, legend, line_chart, save_jpeg, text_size, wrap
 from useg.report.export import read_hdf5_attrs
 from useg.report.labelmaps import compare, open_label_maps, summarize
@@ -355,8 +355,8 @@ def test_predict_errors_name_the_problem(tmp_path: Path, transfgu_model: tuple[P
     write_image(folder / "a.png", seed=1)
     (folder / "broken.png").write_bytes(b"junk")
     base = ["predict", "--model", str(model), "--config", str(config), "--images", str(folder), "--out", str(tmp_path / "o")]
-    assert main([*base, "--method", "kmeans"]) == 2
-    assert "no end-to-end model for method 'kmeans'" in capsys.readouterr().err
+    assert main([*base, "--method", "alignseg"]) == 2
+    assert f"{model} is a model of transfgu, not of alignseg: pass --method transfgu" in capsys.readouterr().err
     assert main([*base, "--method", "transfgu"]) == 2
     err = capsys.readouterr().err
     assert "broken.png" in err and "--on-corrupt skip" in err
@@ -365,6 +365,24 @@ def test_predict_errors_name_the_problem(tmp_path: Path, transfgu_model: tuple[P
     config.write_text(yaml.safe_dump(wide))
     assert main([*base, "--method", "transfgu", "--on-corrupt", "skip"]) == 2
     assert "decodes 64-d patch tokens" in capsys.readouterr().err
+
+
+def test_predict_finds_the_run_from_the_config_not_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from useg.predict import model_path, run_folder
+
+    (tmp_path / "repo" / "configs").mkdir(parents=True)
+    (tmp_path / "repo" / "Snakefile").write_text("")
+    (tmp_path / "run").mkdir()
+    for path in (tmp_path / "repo" / "configs" / "x.yaml", tmp_path / "run" / "c.yaml"):
+        path.write_text("seed: 0\n")
+    config = {"results_dir": "results", "dataset": {"name": "ds"}, "transfgu": {"rounds": 2}}
+    monkeypatch.chdir(tmp_path / "run")
+    in_repo = run_folder(config, [tmp_path / "repo" / "configs" / "x.yaml"], None)
+    assert in_repo == tmp_path / "repo" / "results" / "ds"  # the workflow folder above the config
+    assert run_folder(config, [tmp_path / "run" / "c.yaml"], None) == tmp_path / "run" / "results" / "ds"
+    assert run_folder(config, [tmp_path / "run" / "c.yaml"], tmp_path / "elsewhere") == tmp_path / "elsewhere" / "ds"
+    with pytest.raises(ConfigError, match=r"transfgu/round-2/model.pt does not exist.*--results"):
+        model_path("transfgu", config, in_repo, None)
 
 
 def test_inspect_show_and_compare_commands(run: Path, capsys):
@@ -378,6 +396,16 @@ def test_inspect_show_and_compare_commands(run: Path, capsys):
     assert Image.open(run / "show.png").size[0] > 3 * 160
     assert main(["inspect", "--compare", str(store), str(other)]) == 0
     assert "changed pixels (A != B): 66.67 %" in capsys.readouterr().out
+
+
+def test_inspect_show_writes_beside_the_store(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    labels = np.zeros((2, 10, 15), np.uint16)
+    stores = [write_predictions(run / m / "predictions.zarr", labels) for m in ("a", "b")]
+    monkeypatch.chdir(tmp_path)  # not the stores' folder
+    for store in stores:
+        assert main(["inspect", str(store), "--show", "2"]) == 0
+        assert (store.parent / "predictions-show.png").is_file()
+    assert not list(tmp_path.glob("*.png")), "nothing lands in the current folder"
 
 
 def test_report_curve_of_several_logs_draws_one_total_loss_each(tmp_path: Path):

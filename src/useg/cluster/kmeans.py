@@ -6,8 +6,12 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
+
+try:
+    import faiss
+except ImportError as exc:  # faiss comes from the `cpu` or the `gpu` extra (docs/install.md)
+    raise ImportError("faiss is not installed: pip install -e '.[cpu]' (faiss-cpu) or -e '.[gpu]' (faiss-gpu)") from exc
 
 from useg.errors import ConfigError
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from useg.cli import add_command
 from useg.errors import ConfigError
 
 
@@ -44,9 +45,9 @@ def run_config(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "config",
-        help="print the fully resolved config of CONFIG files and where each value came from",
+    p = add_command(
+        sub, "config", run_config,
+        "print the fully resolved config of CONFIG files and where each value came from",
         description="Compose CONFIG files as the workflow does (`_base_` files over the schema's defaults, later files "
         "over earlier ones, --set on top; no file: the embedded demo config.yaml), validate it and print it. "
         "Each leaf is annotated with its source: a file, `schema default` or `command line`.",
@@ -55,4 +56,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, like snakemake --config")
     p.add_argument("--format", choices=["annotated", "yaml", "json"], default="annotated")
     p.add_argument("--no-check", action="store_true", help="print without validating against the schema")
-    p.set_defaults(handler=run_config)

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from useg.cli import add_command
+
 log = logging.getLogger("useg")
 
 
@@ -23,15 +25,14 @@ def run_install_profile(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "install-profile",
-        help="install a Snakemake profile (slurm, local) where `snakemake --profile NAME` finds it",
+    p = add_command(
+        sub, "install-profile", run_install_profile,
+        "install a Snakemake profile (slurm, local) where `snakemake --profile NAME` finds it",
         description="Copy profiles/NAME/config.yaml to ~/.config/snakemake/NAME/ ($XDG_CONFIG_HOME honoured).",
     )
-    p.add_argument("name", nargs="?", default="slurm", help="profile to install (default: slurm)")
+    p.add_argument("name", nargs="?", default="slurm", help="profile to install")
     p.add_argument("--partition", help="Slurm partition written into the profile")
     p.add_argument("--account", help="Slurm account written into the profile")
     p.add_argument("--dest", type=Path, help="profiles folder (default: ~/.config/snakemake)")
     p.add_argument("--source", type=Path, help="folder holding the profiles (default: the repository's profiles/)")
     p.add_argument("--force", action="store_true", help="replace an installed profile that differs")
-    p.set_defaults(handler=run_install_profile)

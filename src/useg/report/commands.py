@@ -9,7 +9,7 @@ import json
 import logging
 from pathlib import Path
 
-from useg.cli import add_stage, stage_params
+from useg.cli import add_command, add_run_args, add_stage, stage_params
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +92,25 @@ def run_report_table(args: argparse.Namespace) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> None:
-    """Apply a trained end-to-end model to a folder of images."""
+    """Apply a method's trained model to a folder of images."""
     from useg.backbones import BackboneConfig, build_backbone
-    from useg.predict import backbone_weights, list_images, merged_config, predict_folder, predictor_loader, readable
+    from useg.predict import (
+        backbone_weights, check_method, list_images, merged_config, model_path, predict_folder, predictor_loader,
+        readable, run_folder,
+    )  # fmt: skip
     from useg.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
     config = merged_config(args.config)
     loader = predictor_loader(args.method)
+    run = run_folder(config, args.config, args.results)
+    model = model_path(args.method, config, run, args.model)
+    check_method(model, args.method)
     files = readable(list_images(args.images), args.on_corrupt)
     cfg = BackboneConfig.from_dict(config["backbone"])
-    backbone = build_backbone(cfg, backbone_weights(config, args.weights), seed=config.get("seed", 0))
+    backbone = build_backbone(cfg, backbone_weights(config, run, args.weights), seed=config.get("seed", 0))
     device = resolve_device(args.device)
-    model = loader(args.model, backbone, device)
-    predict_folder(model, files, args.out, cfg.input_size, device, args.batch_size)
+    predict_folder(loader(model, backbone, device), files, args.out, cfg.input_size, device, args.batch_size)
     print(f"label maps: {args.out / 'labels'}\noverlays:   {args.out / 'overlays'}")
 
 
@@ -126,6 +131,8 @@ def run_export_imagenet_s(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from useg.predict import PREDICTORS
+
     p = add_stage(sub, "report-method", run_report_method, "report: per-class IoU chart of one method")
     p.add_argument("--metrics", required=True)
     p.add_argument("--out-iou", required=True)
@@ -148,21 +155,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-html", required=True, help="per-class IoU across methods")
     p.add_argument("--out-rst", required=True)
 
-    p = add_stage(sub, "predict", run_predict, "apply a trained end-to-end model to a folder of images")
-    p.add_argument("--method", required=True, help="method whose model it is (e.g. transfgu)")
-    p.add_argument("--model", type=Path, required=True, help="trained model, e.g. results/<dataset>/transfgu/round-2/model.pt")
-    p.add_argument("--config", type=Path, nargs="+", default=[Path("config.yaml")], help="config file(s) of the run (merged in order)")
-    p.add_argument("--weights", type=Path, help="backbone checkpoint (default for `pretrain`: <results>/<dataset>/croc/checkpoint.pth)")
+    p = add_command(sub, "predict", run_predict, "segment a folder of images with a method's trained model")
+    p.add_argument("--method", required=True, choices=PREDICTORS, help="the method whose model segments the images")
     p.add_argument("--images", type=Path, required=True, help="folder of images")
     p.add_argument("--out", type=Path, required=True, help="output folder: labels/ and overlays/")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--on-corrupt", choices=["error", "skip"], default="error")
+    p.add_argument("--config", type=Path, nargs="+", default=[], help="config file(s) of the run, merged in order "
+                   "(default: the embedded demo config.yaml)")  # fmt: skip
+    p.add_argument("--results", type=Path, help="the run's results folder (default: the config's results_dir, "
+                   "from the folder with the Snakefile at or above the config file, else the config's folder)")  # fmt: skip
+    p.add_argument("--model", type=Path, help="the model (default: the run's, e.g. <results>/<dataset>/kmeans/centroids.zarr)")
+    p.add_argument("--weights", type=Path, help="backbone checkpoint (default for `pretrain`: <results>/<dataset>/croc/checkpoint.pth)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--on-corrupt", choices=["error", "skip"], default="error", help="what an unreadable image does")
+    add_run_args(p)
 
-    p = add_stage(sub, "export", run_export, "export a store (Zarr) to HDF5 with the same layout and attrs")
-    p.add_argument("store", type=Path)
-    p.add_argument("out", type=Path)
-    p.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip")
+    p = add_command(sub, "export", run_export, "export a store (Zarr) to HDF5 with the same layout and attrs")
+    p.add_argument("store", type=Path, help="a store (.zarr folder)")
+    p.add_argument("out", type=Path, help="the HDF5 file to write")
+    p.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip", help="HDF5 compression")
 
     p = add_stage(sub, "export-imagenet-s", run_export_imagenet_s, "predictions as ImageNet-S test-server PNGs (R + 256 G)")
     p.add_argument("--predictions", required=True)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from useg.cli import add_command
 from useg.errors import ConfigError
+
+
+def show_path(store: Path) -> Path:
+    """Where `--show` writes by default: beside the store, <store name>-show.png."""
+    store = store.resolve()
+    return store.parent / f"{store.name.removesuffix('.zarr')}-show.png"
 
 
 def run_inspect(args: argparse.Namespace) -> None:
@@ -31,19 +38,18 @@ def run_inspect(args: argparse.Namespace) -> None:
 
     maps = open_label_maps(args.path)
     print(format_summary(summarize(maps)))
-    out = args.out or Path(f"{args.path.resolve().name.removesuffix('.zarr')}-show.png")
+    out = args.out or show_path(args.path)
     save_png(out, render_overlays(maps, args.show, args.manifest, title=str(args.path)))
     print(f"overlays of {min(args.show, len(maps))} images: {out}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "inspect",
-        help="print a store's layout and provenance; --show N renders overlays, --compare A B compares label maps",
-    )
-    p.add_argument("path", type=Path, nargs="?")
+    p = add_command(
+        sub, "inspect", run_inspect,
+        "print a store's layout and provenance; --show N renders overlays, --compare A B compares label maps",
+    )  # fmt: skip
+    p.add_argument("path", type=Path, nargs="?", help="a store (.zarr folder) written by a stage")
     p.add_argument("--show", type=int, metavar="N", help="render N images as image | labels | ground truth to a PNG")
-    p.add_argument("--out", type=Path, help="PNG written by --show (default: <store name>-show.png)")
+    p.add_argument("--out", type=Path, help="PNG written by --show (default: <store name>-show.png beside the store)")
     p.add_argument("--manifest", type=Path, help="manifest.csv of the run (default: found in the store's parent folders)")
     p.add_argument("--compare", type=Path, nargs=2, metavar=("A", "B"), help="agreement between two label-map stores")
-    p.set_defaults(handler=run_inspect)

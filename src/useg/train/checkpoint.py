@@ -1,5 +1,5 @@
 """Checkpoints written atomically (a killed job never leaves a half file) and read back for resume;
-trained models as {config, state_dict, ...} files read with weights_only (they can never run code)."""
+trained models as {method, config, state_dict, ...} files read with weights_only (they can never run code)."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def load_checkpoint(path: str | Path, config_hash: str | None = None) -> dict[st
     return state
 
 
-def save_model(path: str | Path, config: dict[str, Any], state_dict: dict[str, Any], **extra: Any) -> None:
-    """Write a trained model as {config, state_dict, **extra}, atomically."""
-    save_checkpoint(path, {"config": config, "state_dict": state_dict, **extra})
+def save_model(path: str | Path, method: str, config: dict[str, Any], state_dict: dict[str, Any], **extra: Any) -> None:
+    """Write a trained model as {method, config, state_dict, **extra}, atomically (`useg predict` checks `method`)."""
+    save_checkpoint(path, {"method": method, "config": config, "state_dict": state_dict, **extra})
 
 
 def read_model(path: str | Path, stage: str) -> dict[str, Any]:

@@ -101,7 +101,7 @@ def build_decoder(cfg: DecoderConfig, seed: int) -> PrototypeDecoder:
 
 def save_decoder(model: PrototypeDecoder, path: str | Path, extra: dict[str, Any]) -> None:
     """Write the decoder checkpoint atomically."""
-    save_model(path, asdict(model.cfg), model.state_dict(), **extra)
+    save_model(path, "alignseg", asdict(model.cfg), model.state_dict(), **extra)
 
 
 def load_decoder(path: str | Path) -> PrototypeDecoder:

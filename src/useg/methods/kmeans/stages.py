@@ -2,7 +2,8 @@
 
 Fit: k-means of (L2-normalised) patch tokens of the fit split, trained on a capped uniform
 sample. Predict: every patch's score for every centroid, upsampled bilinearly to the working
-size, arg-max -> label map.
+size, arg-max -> label map. `useg predict --method kmeans` runs the same scoring on the backbone's
+tokens of new images.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from useg.cluster.kmeans import fit_kmeans, l2_normalise, reservoir_sample
+from useg.errors import StoreError
 from useg.methods.common import scores_to_labels
 from useg.stores.base import open_store, write_store
 from useg.stores.features import FeatureStore
@@ -43,7 +45,8 @@ def fit_patch_kmeans(
     sample = reservoir_sample(patch_rows(stores, cfg["normalize"]), total, cfg["max_train_points"], seed)
     log.info("k-means: K=%d on %d of %d patch tokens", k, len(sample), total)
     result = fit_kmeans(sample, k, niter=cfg["niter"], seed=seed, spherical=cfg["normalize"], nredo=cfg["nredo"], key="kmeans.k")
-    with write_store(out_path, CENTROIDS_KIND, prov, k=k, normalize=cfg["normalize"], inertia=result.inertia) as g:
+    attrs = {"method": "kmeans", "k": k, "normalize": cfg["normalize"], "inertia": result.inertia}
+    with write_store(out_path, CENTROIDS_KIND, prov, **attrs) as g:
         g.create_array("centroids", data=result.centroids)
     return result.centroids
 
@@ -54,14 +57,37 @@ def read_centroids(path: str | Path) -> tuple[np.ndarray, bool]:
     return group["centroids"][:], bool(group.attrs["normalize"])
 
 
-def centroid_scores(patches: np.ndarray, centroids: np.ndarray, normalise: bool) -> torch.Tensor:
-    """Score [B, K, h, w] = 2 x.c - |c|^2, i.e. minus the squared distance up to a per-pixel constant."""
-    feats = torch.from_numpy(patches.astype(np.float32))
+def centroid_scores(patches: torch.Tensor, centroids: torch.Tensor, normalise: bool) -> torch.Tensor:
+    """Score [B, K, h, w] of patch tokens [B, h, w, D] = 2 x.c - |c|^2, i.e. minus the squared distance up to a
+    per-pixel constant."""
+    feats = patches.float()
     if normalise:
         feats = torch.nn.functional.normalize(feats, dim=-1)
-    c = torch.from_numpy(centroids)
-    scores = 2 * feats @ c.T - (c * c).sum(dim=1)
+    scores = 2 * feats @ centroids.T - (centroids * centroids).sum(dim=1)
     return scores.permute(0, 3, 1, 2)
+
+
+class CentroidPredictor(torch.nn.Module):
+    """Backbone + centroids: normalised images [B, 3, H, W] -> centroid scores [B, K, h, w], as kmeans_predict."""
+
+    def __init__(self, backbone: torch.nn.Module, centroids: np.ndarray, normalise: bool) -> None:
+        super().__init__()
+        self.backbone, self.normalise = backbone, normalise
+        self.register_buffer("centroids", torch.from_numpy(centroids))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return centroid_scores(self.backbone(images).patches, self.centroids, self.normalise)
+
+
+def load_predictor(path: Path, backbone: torch.nn.Module, device: torch.device) -> CentroidPredictor:
+    """`useg predict` loader: the run's centroids on top of the run's backbone."""
+    centroids, normalise = read_centroids(path)
+    if centroids.shape[1] != backbone.embed_dim:
+        raise StoreError(
+            f"{path} holds {centroids.shape[1]}-d centroids but the configured backbone gives {backbone.embed_dim}-d "
+            "patch tokens: pass the config file(s) the centroids were fitted with"
+        )
+    return CentroidPredictor(backbone, centroids, normalise).to(device).eval()
 
 
 def predict_patch_kmeans(
@@ -80,6 +106,7 @@ def predict_patch_kmeans(
         start = 0
         for store in stores:
             for batch in tqdm(store.batches(batch_size), desc="kmeans predict", unit="batch"):
-                writer.write(start, scores_to_labels(centroid_scores(batch.patches, centroids, normalise), size))
+                scores = centroid_scores(torch.from_numpy(batch.patches), torch.from_numpy(centroids), normalise)
+                writer.write(start, scores_to_labels(scores, size))
                 start += len(batch.index)
     log.info("kmeans: predicted %d images -> %s", len(index), out_path)

@@ -76,6 +76,30 @@ def train_deeplab(
     log.info("deeplab-v3 -> %s", out_path)
 
 
+def load_deeplab(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained DeepLab-v3 (its own backbone included) and its checkpoint's fields."""
+    state, ckpt = load_model(path, KIND)
+    model = build_deeplab(for_rebuild(ckpt["config"]), ckpt["num_labels"], 0)
+    model.load_state_dict(state)
+    return model.eval(), ckpt
+
+
+class DeepLabPredictor(torch.nn.Module):
+    """The final model on normalised images [B, 3, H, W] -> logits [B, K, H, W] (MaskDistill §3.3)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)["out"]
+
+
+def load_predictor(path: Path, backbone: torch.nn.Module, device: torch.device) -> DeepLabPredictor:
+    """`useg predict` loader: the model holds its own backbone, so the run's backbone is not used."""
+    return DeepLabPredictor(load_deeplab(path)[0]).to(device).eval()
+
+
 @torch.inference_mode()
 def predict_deeplab(
     model_path: str | Path,
@@ -88,9 +112,7 @@ def predict_deeplab(
 ) -> None:
     """End-to-end inference per image at the working size: arg-max of the upsampled logits, after a dense
     CRF on their softmax when `crf` is given (the paper's "+CRF" rows)."""
-    state, ckpt = load_model(model_path, KIND)
-    model = build_deeplab(for_rebuild(ckpt["config"]), ckpt["num_labels"], 0)
-    model.load_state_dict(state)
+    model, ckpt = load_deeplab(model_path)
     model = model.to(device).eval()
     size = tuple(ckpt["input_size"])
     index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from useg.backbones.weights import load_state_into, read_state_dict
 from useg.errors import ConfigError
-from useg.train import save_checkpoint
+from useg.train import checkpoint
 
 RESNET_LAYERS = ("conv1", "layer1", "layer2", "layer3", "layer4")
 SMALL_RESNETS = ("resnet18", "resnet34")  # BasicBlock ResNets: torchvision cannot dilate them
@@ -245,7 +245,7 @@ def sgd(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.SGD:
 
 def save_model(path: str | Path, model: nn.Module, kind: str, cfg: dict[str, Any], **extra: Any) -> None:
     """Atomic checkpoint: the architecture config (to rebuild) and the weights."""
-    save_checkpoint(path, {"kind": kind, "config": cfg, "state_dict": model.state_dict(), **extra})
+    checkpoint.save_model(path, "maskdistill", cfg, model.state_dict(), kind=kind, **extra)
 
 
 def load_model(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -206,7 +206,10 @@ def finetune(
         )
     save_checkpoint(
         out_path,
-        {"model": model.cpu().state_dict(), "net_config": net_cfg.__dict__, "k": pseudo["k"], "history": history},
+        {
+            "method": "pass", "model": model.cpu().state_dict(), "net_config": net_cfg.__dict__, "k": pseudo["k"],
+            "history": history,
+        },  # fmt: skip
     )
     return history
 

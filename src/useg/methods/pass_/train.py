@@ -234,7 +234,7 @@ def pretrain(
         log.info("pass epoch %d/%d: %s", epoch + 1, cfg.epochs, ", ".join(f"{k} {v:.4f}" for k, v in sums.items()))
         save_checkpoint(resume_path, {**trainer.state(), "epoch": epoch, "history": history, "config_hash": config_hash})
     wall = time.perf_counter() - began
-    save_checkpoint(out_checkpoint, {"net": trainer.net.state_dict(), "net_config": net_cfg.__dict__})
+    save_checkpoint(out_checkpoint, {"method": "pass", "net": trainer.net.state_dict(), "net_config": net_cfg.__dict__})
     summary = {
         "epochs": history,
         "images": len(images),

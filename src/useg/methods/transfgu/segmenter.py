@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from useg.atomic import atomic_output
 from useg.errors import StoreError, check_choice
+from useg.train.checkpoint import save_model
 
 
 MASK_FORMS = ("release", "paper")
@@ -113,8 +113,7 @@ def build_segmenter(cfg: SegmenterConfig, seed: int) -> Segmenter:
 
 def save_segmenter(model: Segmenter, path: str | Path, extra: dict[str, Any]) -> None:
     """Write the decoder checkpoint atomically."""
-    with atomic_output(path) as tmp:
-        torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), **extra}, tmp)
+    save_model(path, "transfgu", asdict(model.cfg), model.state_dict(), **extra)
 
 
 def load_segmenter(path: str | Path) -> tuple[Segmenter, dict[str, Any]]:
