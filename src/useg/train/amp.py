@@ -47,6 +47,9 @@ class Precision:
             self.scaler.update()
 
 
+FULL_PRECISION = Precision(None, "cpu")  # no autocast, no scaler: plain backward and step on any device
+
+
 def resolve_precision(mode: str, device: torch.device | str) -> Precision:
     """The precision of `amp: mode` on `device` (see the module docstring)."""
     check_choice("amp", mode, AMP_MODES)
