@@ -9,7 +9,7 @@ rule pass_pretrain:
         checkpoint=f"{OUT}/pass/pretrain.pth",
         log=f"{OUT}/pass/pretrain-log.json",
     params:
-        cfg=lambda w: as_json(pass_slice("net", "pretrain", "input_size", "device", "saliency_prior", split=DATASET["train_split"])),
+        cfg=lambda w: as_json(pass_slice("net", "pretrain", "input_size", "resize", "device", "amp", "saliency_prior", split=DATASET["train_split"])),
         resume=f"{OUT}/pass/resume/pretrain.pth",
     log:
         f"{OUT}/logs/pass_pretrain.log",
@@ -33,7 +33,7 @@ rule pass_cluster:
     output:
         f"{OUT}/pass/pseudo-labels.json",
     params:
-        cfg=lambda w: as_json(pass_slice("k", "cluster", "input_size", split=DATASET["train_split"])),
+        cfg=lambda w: as_json(pass_slice("k", "cluster", "input_size", "resize", split=DATASET["train_split"])),
     log:
         f"{OUT}/logs/pass_cluster.log",
     threads: 2
@@ -55,7 +55,7 @@ rule pass_finetune:
     output:
         f"{OUT}/pass/model.pth",
     params:
-        cfg=lambda w: as_json(pass_slice("finetune", "input_size", "device", split=DATASET["train_split"])),
+        cfg=lambda w: as_json(pass_slice("finetune", "input_size", "resize", "device", "amp", split=DATASET["train_split"])),
         resume=f"{OUT}/pass/resume/finetune.pth",
     log:
         f"{OUT}/logs/pass_finetune.log",
@@ -79,7 +79,7 @@ rule pass_threshold:
     output:
         f"{OUT}/pass/tau.json",
     params:
-        cfg=lambda w: as_json(pass_slice("taus", "tau_split", "batch_size", "input_size", eval_split=DATASET["eval_split"])),
+        cfg=lambda w: as_json(pass_slice("taus", "tau_split", "batch_size", "input_size", "resize", eval_split=DATASET["eval_split"])),
     log:
         f"{OUT}/logs/pass_threshold.log",
     threads: 2
@@ -101,7 +101,7 @@ rule pass_predict:
     output:
         directory(f"{OUT}/pass/predictions.zarr"),
     params:
-        cfg=lambda w: as_json(pass_slice("batch_size", "input_size", split=DATASET["eval_split"])),
+        cfg=lambda w: as_json(pass_slice("batch_size", "input_size", "resize", split=DATASET["eval_split"])),
     log:
         f"{OUT}/logs/pass_predict.log",
     threads: 2

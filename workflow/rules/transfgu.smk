@@ -4,7 +4,7 @@ TRAIN = DATASET["train_split"]
 EVAL = DATASET["eval_split"]
 TRANSFGU_TRAIN_KEYS = (
     "decoder", "epochs", "batch_size", "optimiser", "lr", "weight_decay", "grad_clamp", "skip_nonpositive_loss",
-    "losses", "diversity_form", "alpha", "w_div", "w_unc", "augment", "device",
+    "losses", "diversity_form", "alpha", "w_div", "w_unc", "augment", "device", "amp",
 )  # fmt: skip
 TRANSFGU_BANK_KEYS = (
     "gradcam", "gradcam_mass", "gradcam_loss_batch", "zero_other_group", "foreground_only", "t_bg", "bank_batch_size",

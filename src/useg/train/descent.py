@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from useg.errors import check_choice
+from useg.train.amp import FULL_PRECISION, Precision
 from useg.train.optim import weight_decay_groups
 
 OPTIMISERS = ("adam", "adamw")
@@ -19,18 +20,23 @@ def build_optimiser(module: nn.Module, name: str, lr: float, weight_decay: float
 
 
 def descend(
-    optimiser: torch.optim.Optimizer, loss: torch.Tensor, clamp: float | None = None, skip_nonpositive: bool = False
+    optimiser: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    clamp: float | None = None,
+    skip_nonpositive: bool = False,
+    precision: Precision = FULL_PRECISION,
 ) -> bool:
-    """One step on `loss`: each gradient element clamped to ±`clamp` (None: not clamped); with `skip_nonpositive`
-    a loss ≤ 0 takes no step. Returns whether a step was taken."""
+    """One step on `loss` (backward scaled under fp16 `precision`): each unscaled gradient element clamped to
+    ±`clamp` (None: not clamped); with `skip_nonpositive` a loss ≤ 0 takes no step. Returns whether a step was taken."""
     if skip_nonpositive and loss.item() <= 0:
         return False
-    optimiser.zero_grad(set_to_none=True)
-    loss.backward()
-    if clamp is not None:
-        for group in optimiser.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    param.grad.clamp_(-clamp, clamp)
-    optimiser.step()
+    precision.step(optimiser, loss, None if clamp is None else lambda: clamp_gradients(optimiser, clamp))
     return True
+
+
+def clamp_gradients(optimiser: torch.optim.Optimizer, clamp: float) -> None:
+    """Clamp each gradient element of the optimiser's parameters to ±`clamp`."""
+    for group in optimiser.param_groups:
+        for param in group["params"]:
+            if param.grad is not None:
+                param.grad.clamp_(-clamp, clamp)

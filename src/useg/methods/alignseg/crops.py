@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from useg.data.augment import OverlapRule, ViewAugment, global_local_views
+from useg.data.augment import OverlapRule, View, ViewAugment, global_local_views
 
 NO_PHOTOMETRIC = {"flip_p": 0.0, "jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0}
 """Probabilities under `alignseg.augment` overrides: the release neither flips nor colour-augments its crops."""
@@ -43,12 +43,18 @@ class CropBatch:
     local_views: list[Tensor]
 
 
-def make_crop_batch(images: list[np.ndarray], cfg: CropConfig, patch: int, rngs: list[np.random.Generator]) -> CropBatch:
-    """Sample the views of every image (image i draws from rngs[i]) and stack them by crop position."""
-    views = [
-        global_local_views(img, cfg.global_aug, cfg.local_aug, cfg.num_local, cfg.min_overlap, patch, rng, cfg.overlap_rule)
-        for img, rng in zip(images, rngs, strict=True)
-    ]
+def image_crops(cfg: CropConfig, patch: int, image: np.ndarray, rng: np.random.Generator) -> tuple[View, list[View]]:
+    """The global and local views of one image (the input pipeline's sample, drawn in the loader's worker)."""
+    return global_local_views(image, cfg.global_aug, cfg.local_aug, cfg.num_local, cfg.min_overlap, patch, rng, cfg.overlap_rule)
+
+
+def collate_crops(num_local: int, items: list[tuple[int, tuple[View, list[View]]]]) -> CropBatch:
+    """The input pipeline's collate: (index, views) items -> one CropBatch."""
+    return stack_crops([views for _, views in items], num_local)
+
+
+def stack_crops(views: list[tuple[View, list[View]]], num_local: int) -> CropBatch:
+    """Stack the views of a batch by crop position."""
     global_views = torch.stack([g.image for g, _ in views])
-    local_views = [torch.stack([locals_[v].image for _, locals_ in views]) for v in range(cfg.num_local)]
+    local_views = [torch.stack([locals_[v].image for _, locals_ in views]) for v in range(num_local)]
     return CropBatch(global_views, local_views)

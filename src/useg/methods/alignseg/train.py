@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -23,13 +23,14 @@ from useg.atomic import write_json
 from useg.backbones.saliency import attention_mass_mask
 from useg.backbones.vit import ViTBackbone
 from useg.data.augment import OverlapRule
-from useg.data.images import load_rgb_all
+from useg.data.pipeline import EpochBatches, ImageDataset, make_loader
 from useg.errors import ConfigError, DataError
-from useg.methods.alignseg.crops import CropBatch, CropConfig, crop_augment, make_crop_batch
+from useg.methods.alignseg.crops import CropBatch, CropConfig, collate_crops, crop_augment, image_crops
 from useg.methods.alignseg.decoder import Activation, DecoderConfig, Init, PrototypeDecoder, build_decoder, save_decoder, similarity
 from useg.methods.alignseg.losses import LossConfig, Reduction, Source, total_loss
 from useg.methods.alignseg.optim import Schedule, build_optimiser, build_schedule
 from useg.train import check_finite, load_checkpoint, save_checkpoint
+from useg.train.amp import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class AlignSegConfig:
     weight_decay: float = 0.04
     weight_decay_exempt: bool = True
     device: str = "auto"
+    amp: str = "auto"
 
     def __post_init__(self) -> None:
         for key, hint in get_type_hints(AlignSegConfig).items():
@@ -179,10 +181,13 @@ def train_alignseg(
     backbone = backbone.to(device).eval().requires_grad_(False)
     decoder = build_decoder(cfg.decoder(backbone.embed_dim, k), seed).to(device)
     optimiser = build_optimiser(decoder, cfg)
+    precision = resolve_precision(cfg.amp, device)
     batch_size = min(cfg.batch_size, len(image_paths))
     iters = len(image_paths) // batch_size
     lr = build_schedule(cfg, iters)
-    images = load_rgb_all(image_paths, threads)
+    batches = EpochBatches(len(image_paths), batch_size, seed)
+    dataset = ImageDataset(image_paths, partial(image_crops, crops, backbone.patch_size), seed)
+    loader = make_loader(dataset, batches, partial(collate_crops, crops.num_local), threads, device)
     history: list[dict[str, Any]] = []
     start = 0
     state = load_checkpoint(resume_path, config_hash)
@@ -192,20 +197,16 @@ def train_alignseg(
         history, start = state["history"], state["epoch"] + 1
     began = time.perf_counter()
     for epoch in range(start, cfg.epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(len(images))
+        batches.epoch = epoch
         decoder.train()
         totals: dict[str, float] = {}
-        for b in tqdm(range(iters), desc=f"alignseg epoch {epoch + 1}/{cfg.epochs}", unit="step"):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            rngs = [np.random.default_rng([seed, epoch, int(i)]) for i in idx]
-            batch = make_crop_batch([images[i] for i in idx], crops, backbone.patch_size, rngs)
+        for b, batch in enumerate(tqdm(loader, desc=f"alignseg epoch {epoch + 1}/{cfg.epochs}", unit="step")):
             for group in optimiser.param_groups:
                 group["lr"] = float(lr[epoch * iters + b])
-            loss, terms = step_loss(decoder, backbone, batch, cfg, losses, device)
+            with precision.autocast():
+                loss, terms = step_loss(decoder, backbone, batch, cfg, losses, device)
             check_finite(loss, epoch, b, "lower alignseg.lr")
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            precision.step(optimiser, loss)
             for name, value in {"loss": float(loss.detach()), **terms}.items():
                 totals[name] = totals.get(name, 0.0) + value / iters
         history.append({"epoch": epoch + 1, **totals})

@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,13 +27,14 @@ from tqdm import tqdm
 from useg.atomic import write_json
 from useg.backbones.vit import BackboneConfig, ViTBackbone, create_vit
 from useg.data.augment import View, ViewAugment, two_views
-from useg.data.images import load_rgb_all
+from useg.data.pipeline import EpochBatches, ImageDataset, make_loader
 from useg.errors import ConfigError, DataError, check_choice
 from useg.methods.croc.clustering import READINGS, ClusterConfig, Clustering, TokenPrior, multi_head_clustering
 from useg.methods.croc.heads import CrOCHead
 from useg.methods.croc.losses import cluster_centroids, dense_loss, global_loss, mean_norm, total_loss, update_center
 from useg.runtime import resolve_device
 from useg.train import check_finite, cosine_schedule, ema_update, load_checkpoint, save_checkpoint
+from useg.train.amp import resolve_precision
 from useg.train.clip import clip_gradients
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class CrOCConfig(ClusterConfig):
         default_factory=lambda: [{"blur_p": 1.0, "solarize_p": 0.0}, {"blur_p": 0.1, "solarize_p": 0.2}]
     )
     device: str = "auto"
+    amp: str = "auto"
 
     def view_augments(self) -> tuple[ViewAugment, ViewAugment]:
         """Augmentations of view 1 and view 2: `augment_views[i]`, overridden by `augment` (both views)."""
@@ -130,7 +133,16 @@ def make_batch(
     images: list[np.ndarray], augs: tuple[ViewAugment, ViewAugment], patch: int, rngs: list[np.random.Generator]
 ) -> Batch:
     """Stack the two views of every image; coordinates of view 1 then view 2 along the token axis."""
-    pairs: list[tuple[View, View]] = [two_views(img, augs, patch, rng) for img, rng in zip(images, rngs)]
+    return stack_pairs([two_views(img, augs, patch, rng) for img, rng in zip(images, rngs)])
+
+
+def collate_pairs(items: list[tuple[int, tuple[View, View]]]) -> Batch:
+    """The input pipeline's collate: (index, view pair) items -> one Batch."""
+    return stack_pairs([pair for _, pair in items])
+
+
+def stack_pairs(pairs: list[tuple[View, View]]) -> Batch:
+    """Stack view pairs into a Batch; coordinates of view 1 then view 2 along the token axis."""
     first = torch.stack([a.image for a, _ in pairs])
     second = torch.stack([b.image for _, b in pairs])
     coords = torch.stack([torch.cat([a.coords, b.coords]) for a, b in pairs])
@@ -158,6 +170,7 @@ class CrOCTrainer:
         check_choice("croc.centroids", cfg.centroids, READINGS)
         self.cfg, self.seed = cfg, seed
         self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.amp, self.device)
         torch.manual_seed(seed)
         backbone = ViTBackbone(create_vit(backbone_cfg, cfg.drop_path_rate), name=backbone_cfg.name)
         head = CrOCHead(
@@ -244,16 +257,18 @@ class CrOCTrainer:
             group["lr"] = float(self.lr[it])
             if i == 0:
                 group["weight_decay"] = float(self.wd[it])
-        out = self.losses(batch, generator)
+        with self.precision.autocast():
+            out = self.losses(batch, generator)
         check_finite(out.total, it // self.iters_per_epoch, it % self.iters_per_epoch, "lower croc.lr or raise croc.warmup_epochs")
-        self.optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
-        clip_gradients(self.student.parameters(), cfg.clip_grad, cfg.clip_grad_per_parameter)
-        if it < cfg.freeze_last_layer_epochs * self.iters_per_epoch:
-            for layer in (self.student.head.global_last, self.student.head.dense_last):
-                for p in layer.parameters():
-                    p.grad = None
-        self.optimizer.step()
+
+        def clip_and_freeze() -> None:
+            clip_gradients(self.student.parameters(), cfg.clip_grad, cfg.clip_grad_per_parameter)
+            if it < cfg.freeze_last_layer_epochs * self.iters_per_epoch:
+                for layer in (self.student.head.global_last, self.student.head.dense_last):
+                    for p in layer.parameters():
+                        p.grad = None
+
+        self.precision.step(self.optimizer, out.total, clip_and_freeze)
         ema_update(self.teacher, self.student, float(self.mom[it]))
         self.center_global = update_center(self.center_global, out.teacher_global, cfg.center_momentum)
         weight = torch.cat([out.clusters.valid, out.clusters.valid])
@@ -287,7 +302,9 @@ def pretrain(
     augs = cfg.view_augments()
     if augs[0].size[0] % patch or augs[0].size[1] % patch:
         raise ConfigError(f"croc.view_size {list(augs[0].size)} must be a multiple of the patch size {patch}")
-    images = load_rgb_all(image_paths, threads)
+    batches = EpochBatches(len(image_paths), batch_size, seed)
+    dataset = ImageDataset(image_paths, partial(two_views, augs=augs, patch=patch), seed)
+    loader = make_loader(dataset, batches, collate_pairs, threads, trainer.device)
     history: list[dict[str, Any]] = []
     start = 0
     state = load_checkpoint(resume_path, config_hash)
@@ -296,16 +313,12 @@ def pretrain(
         history, start = state["history"], state["epoch"] + 1
     began = time.perf_counter()
     for epoch in range(start, cfg.epochs):
-        rng = np.random.default_rng([seed, epoch])
         generator = torch.Generator().manual_seed(seed * 100003 + epoch)
         torch.manual_seed(seed * 100003 + epoch)  # the student's drop-path masks, the same after a resume
-        order = rng.permutation(len(images))
+        batches.epoch = epoch
         losses, ks = [], Counter()
         trainer.student.train()
-        for b in tqdm(range(iters), desc=f"croc epoch {epoch + 1}/{cfg.epochs}", unit="step"):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            rngs = [np.random.default_rng([seed, epoch, int(i)]) for i in idx]
-            batch = make_batch([images[i] for i in idx], augs, patch, rngs)
+        for b, batch in enumerate(tqdm(loader, desc=f"croc epoch {epoch + 1}/{cfg.epochs}", unit="step")):
             out = trainer.step(batch, epoch * iters + b, generator)
             losses.append((out["loss"], out["global"], out["dense"]))
             ks.update(out["k"])

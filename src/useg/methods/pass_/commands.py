@@ -39,6 +39,8 @@ def run_pretrain(args: argparse.Namespace) -> None:
         params["seed"],
         cfg["device"],
         args.threads,
+        cfg["resize"],
+        cfg["amp"],
     )
 
 
@@ -67,6 +69,7 @@ def run_cluster(args: argparse.Namespace) -> None:
         prov,
         classes.get("ignore_index", 255),
         args.threads,
+        cfg["resize"],
     )
 
 
@@ -97,6 +100,8 @@ def run_finetune(args: argparse.Namespace) -> None:
         config_hash(params),
         cfg["device"],
         args.threads,
+        cfg["resize"],
+        cfg["amp"],
     )
 
 
@@ -129,6 +134,7 @@ def run_threshold(args: argparse.Namespace) -> None:
         args.out,
         prov,
         args.threads,
+        cfg["resize"],
     )
 
 
@@ -147,7 +153,8 @@ def run_predict(args: argparse.Namespace) -> None:
         tau = json.load(fh)["tau"]
     rows = split_rows(read_manifest(args.manifest), params["split"])
     prov = provenance("pass-predict", params, params["seed"])
-    predict(args.model, rows, tau, _size(params), params["pass"]["batch_size"], args.out, prov, args.threads)
+    cfg = params["pass"]
+    predict(args.model, rows, tau, _size(params), cfg["batch_size"], args.out, prov, args.threads, cfg["resize"])
 
 
 def register(sub: argparse._SubParsersAction) -> None:

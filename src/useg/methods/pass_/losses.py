@@ -21,8 +21,8 @@ from useg.methods.common import roi_crop
 def swav_codes(scores: Tensor, eps: float, iters: int) -> Tensor:
     """Codes Q [n, P] with equipartition over the prototypes, rows summing to 1 (SwAV, Sinkhorn-Knopp)."""
     n, p = scores.shape
-    r = torch.full((1, n), 1.0 / n)
-    c = torch.full((1, p), 1.0 / p)
+    r = torch.full((1, n), 1.0 / n, device=scores.device)
+    c = torch.full((1, p), 1.0 / p, device=scores.device)
     return sinkhorn(-scores.detach().float()[None], r, c, lam=1.0 / eps, iters=iters)[0] * n
 
 
@@ -82,7 +82,7 @@ def box_in_view(box: tuple[float, float, float, float], crop: Crop, grid: tuple[
 
 def unflip(z: Tensor, crops: list[Crop]) -> Tensor:
     """Features of flipped views mirrored back, so feature columns follow the original frame."""
-    flips = torch.tensor([c.flip for c in crops])
+    flips = torch.tensor([c.flip for c in crops], device=z.device)
     return torch.where(flips[:, None, None, None], z.flip(3), z)
 
 

@@ -6,8 +6,9 @@ threshold tau (step 4), tau chosen on a held-out split.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,17 @@ from tqdm import tqdm
 from useg.atomic import write_json
 from useg.cluster.kmeans import assign, fit_kmeans, l2_normalise
 from useg.data.augment import ViewAugment, make_view
-from useg.data.images import load_rgb_all
+from useg.data.pipeline import EpochBatches, ImageDataset, Resize, make_loader, ordered_loader, stack_images
 from useg.data.labels import load_mask
 from useg.data.manifest import ManifestRow
-from useg.data.transforms import normalise, resize_labels
+from useg.data.transforms import resize_labels
 from useg.errors import DataError
 from useg.eval.imagenet_s import ImageNetSEvaluator, nmi
 from useg.methods.pass_.model import NetConfig, PASSNet, SegmentationNet
 from useg.runtime import resolve_device
 from useg.stores.predictions import PredictionsWriter
 from useg.train import check_finite, cosine_schedule, load_checkpoint, save_checkpoint
+from useg.train.amp import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +51,19 @@ def load_pass_net(path: str | Path) -> tuple[PASSNet, NetConfig]:
     return net.eval(), cfg
 
 
-def image_batches(images: list[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
-    """Normalised image tensors [B, 3, H, W] in order."""
-    for start in range(0, len(images), batch_size):
-        yield torch.stack([normalise(img) for img in images[start : start + batch_size]])
+Batches = Iterable[tuple[np.ndarray, torch.Tensor]]  # (manifest positions, normalised images) from the pipeline
+
+
+def view_image(aug: ViewAugment, image: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """The fine-tuning sample: one random resized crop of the working image [3, H, W]."""
+    return make_view(image, aug, 1, rng).image
 
 
 @torch.no_grad()
-def pooled_features(net: PASSNet, images: list[np.ndarray], batch_size: int) -> np.ndarray:
+def pooled_features(net: PASSNet, batches: Batches) -> np.ndarray:
     """Image-level features z^ [N, L]: the pixel-attention weighted average of z (Sec. 3.1 step 2)."""
     out = []
-    for batch in tqdm(image_batches(images, batch_size), desc="pass features", unit="batch"):
+    for _, batch in tqdm(batches, desc="pass features", unit="batch"):
         z = net.trunk(batch)
         out.append((net.pixel_attention(z) * z).mean(dim=(2, 3)).numpy())
     return np.concatenate(out).astype(np.float32)
@@ -93,12 +97,12 @@ def cluster_images(
     prov: dict[str, Any],
     ignore: int,
     threads: int = 1,
+    resize: Resize = "squash",
 ) -> dict[str, Any]:
     """k-means of the pooled image features into K pseudo categories; NMI vs the images' classes when known."""
     net, _ = load_pass_net(checkpoint)
-    feats = l2_normalise(
-        pooled_features(net, load_rgb_all([r.path for r in rows], threads, input_size), cfg["batch_size"])
-    )
+    batches = ordered_loader([r.path for r in rows], input_size, cfg["batch_size"], threads, resize)
+    feats = l2_normalise(pooled_features(net, batches))
     result = fit_kmeans(feats, k, niter=cfg["niter"], seed=seed, spherical=True, nredo=cfg["nredo"], key="pass.k")
     labels, _ = assign(feats, result.centroids)
     out = {
@@ -142,6 +146,8 @@ def finetune(
     config_hash: str,
     device: str = "auto",
     threads: int = 1,
+    resize: Resize = "squash",
+    amp: str = "auto",
 ) -> list[dict[str, float]]:
     """Train trunk + 1x1 conv head with cross-entropy on the image pseudo labels (Sec. 3.1 step 3)."""
     by_id = dict(zip(pseudo["ids"], pseudo["labels"]))
@@ -150,17 +156,20 @@ def finetune(
         raise DataError(f"no pseudo label for {len(missing)} train images, e.g. {missing[:3]}: rerun pass-cluster")
     torch.manual_seed(seed)
     dev = resolve_device(device)
+    precision = resolve_precision(amp, dev)
     pretrained, net_cfg = load_pass_net(checkpoint)
     model = SegmentationNet(net_cfg, pseudo["k"])
     model.trunk.load_state_dict(pretrained.trunk.state_dict())
     model.to(dev)
-    images = load_rgb_all([r.path for r in rows], threads, input_size)
     targets = torch.tensor([by_id[r.id] for r in rows])
     batch_size = min(cfg.batch_size, len(rows))
     iters = len(rows) // batch_size
     lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     aug = ViewAugment(size=input_size, scale=tuple(cfg.crop_scale or (0.5, 1.0)), blur_p=0.0, solarize_p=0.0)
+    batches = EpochBatches(len(rows), batch_size, seed)
+    dataset = ImageDataset([r.path for r in rows], partial(view_image, aug), seed, input_size, resize)
+    loader = make_loader(dataset, batches, stack_images, threads, dev)
     history, start = [], 0
     state = load_checkpoint(resume_path, config_hash)
     if state is not None:
@@ -168,22 +177,17 @@ def finetune(
         optimizer.load_state_dict(state["optimizer"])
         history, start = state["history"], state["epoch"] + 1
     for epoch in range(start, cfg.epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(len(rows))
+        batches.epoch = epoch
         model.train()
         total, correct = 0.0, 0
-        for b in tqdm(range(iters), desc=f"pass finetune {epoch + 1}/{cfg.epochs}", unit="step"):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            batch = torch.stack(
-                [make_view(images[i], aug, 1, np.random.default_rng([seed, epoch, int(i)])).image for i in idx]
-            )
+        for b, (idx, batch) in enumerate(tqdm(loader, desc=f"pass finetune {epoch + 1}/{cfg.epochs}", unit="step")):
             for group in optimizer.param_groups:
                 group["lr"] = float(lr[epoch * iters + b])
-            logits = model(batch.to(dev))
-            loss = F.cross_entropy(logits, targets[idx].to(dev))
+            with precision.autocast():
+                logits = model(batch.to(dev))
+                loss = F.cross_entropy(logits, targets[idx].to(dev))
             check_finite(loss, epoch, b, "lower pass.finetune.lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            precision.step(optimizer, loss)
             total += float(loss.detach()) / iters
             correct += int((logits.argmax(1).cpu() == targets[idx]).sum())
         history.append({"epoch": epoch + 1, "loss": total, "pseudo_label_accuracy": correct / (iters * batch_size)})
@@ -223,11 +227,12 @@ def load_segmentation_net(path: str | Path) -> SegmentationNet:
 
 
 @torch.no_grad()
-def cams(model: SegmentationNet, images: list[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
-    """CAMs [B, C, H, W] at the working size, ReLU'd and divided by each image's maximum (in [0, 1])."""
-    for batch in image_batches(images, batch_size):
+def cams(model: SegmentationNet, batches: Batches) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Per batch: the positions and the CAMs [B, C, H, W] at the working size, ReLU'd and divided by each
+    image's maximum (in [0, 1])."""
+    for index, batch in batches:
         y = F.interpolate(model.cam(batch), size=batch.shape[2:], mode="bilinear", align_corners=False).relu()
-        yield y / y.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+        yield index, y / y.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
 
 
 def cam_labels(cam: torch.Tensor, tau: float) -> np.ndarray:
@@ -247,6 +252,7 @@ def choose_threshold(
     out_path: str | Path,
     prov: dict[str, Any],
     threads: int = 1,
+    resize: Resize = "squash",
 ) -> float:
     """tau maximising the imagenet-s mIoU on a held-out split (never the evaluation split)."""
     if any(not r.mask_path for r in rows):
@@ -254,14 +260,12 @@ def choose_threshold(
     model = load_segmentation_net(model_path)
     k = model.head.out_channels
     evaluators = [ImageNetSEvaluator(len(class_names), k + 1, ignore) for _ in taus]
-    images = load_rgb_all([r.path for r in rows], threads, input_size)
-    start = 0
-    for cam in tqdm(cams(model, images, batch_size), desc="pass threshold", unit="batch"):
-        gts = [load_mask(r) for r in rows[start : start + len(cam)]]
+    batches = ordered_loader([r.path for r in rows], input_size, batch_size, threads, resize)
+    for index, cam in tqdm(cams(model, batches), desc="pass threshold", unit="batch"):
+        gts = [load_mask(rows[i]) for i in index]
         for tau, ev in zip(taus, evaluators):
             for gt, labels in zip(gts, cam_labels(cam, tau)):
                 ev.add(gt, resize_labels(labels, gt.shape))
-        start += len(cam)
     sweep = []
     for tau, ev in zip(taus, evaluators):
         r = ev.result(class_names)
@@ -281,16 +285,15 @@ def predict(
     out_path: str | Path,
     prov: dict[str, Any],
     threads: int = 1,
+    resize: Resize = "squash",
 ) -> None:
     """Label maps of an evaluation split: 0 = background, 1..C = pseudo categories."""
     model = load_segmentation_net(model_path)
-    images = load_rgb_all([r.path for _, r in rows], threads, input_size)
+    batches = ordered_loader([r.path for _, r in rows], input_size, batch_size, threads, resize)
     index = np.array([i for i, _ in rows])
     with PredictionsWriter(
         out_path, index, [r.id for _, r in rows], input_size, model.head.out_channels + 1, "pass", prov
     ) as writer:
-        start = 0
-        for cam in tqdm(cams(model, images, batch_size), desc="pass predict", unit="batch"):
-            writer.write(start, cam_labels(cam, tau))
-            start += len(cam)
+        for positions, cam in tqdm(cams(model, batches), desc="pass predict", unit="batch"):
+            writer.write(int(positions[0]), cam_labels(cam, tau))
     log.info("pass: predicted %d images with tau %.2f -> %s", len(rows), tau, out_path)

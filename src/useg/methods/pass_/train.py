@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from useg.atomic import write_json
-from useg.data.augment import Crop, View, ViewAugment, make_view
-from useg.data.images import load_rgb_all
+from useg.data.augment import Crop, View, ViewAugment, two_views
+from useg.data.pipeline import EpochBatches, ImageDataset, Resize, make_loader
 from useg.errors import ConfigError, DataError
 from useg.methods.common import roi_crop
 from useg.methods.pass_.losses import EmbeddingQueue, overlap_features, swapped_pair, swav_codes, unflip
@@ -30,6 +31,7 @@ from useg.methods.pass_.model import NetConfig, PASSNet
 from useg.runtime import resolve_device
 from useg.stores.features import FeatureStore
 from useg.train import check_finite, cosine_schedule, load_checkpoint, save_checkpoint
+from useg.train.amp import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,11 @@ def attention_priors(stores: list[FeatureStore], rows: list[int]) -> np.ndarray:
     return np.stack([maps[r] for r in rows])
 
 
+def collate_pairs(items: list[tuple[int, tuple[View, View]]]) -> tuple[np.ndarray, tuple[list[View], list[View]]]:
+    """The input pipeline's collate: (index, view pair) items -> the indices and the first and second views."""
+    return np.array([i for i, _ in items], np.int64), ([a for _, (a, _) in items], [b for _, (_, b) in items])
+
+
 def view_prior(prior: Tensor, crops: list[Crop], frame: tuple[int, int], grid: tuple[int, int]) -> Tensor:
     """The saliency prior [B, 1, gh, gw] of full images cropped (and flipped) like the views
     (crop boxes in pixels of the `frame`-sized images)."""
@@ -108,9 +115,12 @@ class Step:
 class PASSTrainer:
     """PASSNet, optimiser and schedules of one run."""
 
-    def __init__(self, net_cfg: NetConfig, cfg: PretrainConfig, iters_per_epoch: int, seed: int, device: str) -> None:
+    def __init__(
+        self, net_cfg: NetConfig, cfg: PretrainConfig, iters_per_epoch: int, seed: int, device: str, amp: str = "auto"
+    ) -> None:
         torch.manual_seed(seed)
         self.cfg, self.device = cfg, resolve_device(device)
+        self.precision = resolve_precision(amp, self.device)
         self.net = PASSNet(net_cfg).to(self.device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.iters_per_epoch = iters_per_epoch
@@ -170,13 +180,15 @@ class PASSTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = float(self.lr[it])
         epoch = it // self.iters_per_epoch
-        out = self.losses(views, prior, frame, epoch)
+        with self.precision.autocast():
+            out = self.losses(views, prior, frame, epoch)
         check_finite(out.total, epoch, it % self.iters_per_epoch, "lower pass.pretrain.lr")
-        self.optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
-        if epoch < self.cfg.freeze_prototypes_epochs:
-            self.net.prototypes.weight.grad = None
-        self.optimizer.step()
+
+        def freeze_prototypes() -> None:
+            if epoch < self.cfg.freeze_prototypes_epochs:
+                self.net.prototypes.weight.grad = None
+
+        self.precision.step(self.optimizer, out.total, freeze_prototypes)
         return out
 
 
@@ -193,8 +205,11 @@ def pretrain(
     seed: int,
     device: str = "auto",
     threads: int = 1,
+    resize: Resize = "squash",
+    amp: str = "auto",
 ) -> dict[str, Any]:
-    """Train PASSNet on the images (priors [N, h, w] in [0, 1], or None); write the network and a log."""
+    """Train PASSNet on the images (priors [N, h, w] in [0, 1], or None) fitted to `input_size` by `resize`;
+    write the network and a log."""
     if not image_paths:
         raise DataError("PASS pretraining needs images: the train split of the manifest is empty")
     aug = cfg.view_augment()
@@ -202,8 +217,10 @@ def pretrain(
         raise ConfigError(f"pass.pretrain.view_size {list(aug.size)} must be a multiple of pass.net.output_stride")
     batch_size = min(cfg.batch_size, len(image_paths))
     iters = len(image_paths) // batch_size
-    trainer = PASSTrainer(net_cfg, cfg, iters, seed, device)
-    images = load_rgb_all(image_paths, threads, input_size)
+    trainer = PASSTrainer(net_cfg, cfg, iters, seed, device, amp)
+    batches = EpochBatches(len(image_paths), batch_size, seed)
+    sample = partial(two_views, augs=(aug, aug), patch=net_cfg.output_stride)
+    loader = make_loader(ImageDataset(image_paths, sample, seed, input_size, resize), batches, collate_pairs, threads, trainer.device)
     prior_t = None if priors is None else torch.from_numpy(priors.astype(np.float32))[:, None]
     history: list[dict[str, Any]] = []
     start = 0
@@ -213,20 +230,10 @@ def pretrain(
         history, start = state["history"], state["epoch"] + 1
     began = time.perf_counter()
     for epoch in range(start, cfg.epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(len(images))
+        batches.epoch = epoch
         sums: dict[str, float] = {}
         trainer.net.train()
-        for b in tqdm(range(iters), desc=f"pass epoch {epoch + 1}/{cfg.epochs}", unit="step"):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            rngs = [np.random.default_rng([seed, epoch, int(i)]) for i in idx]
-            pairs = [
-                (
-                    make_view(images[i], aug, net_cfg.output_stride, r),
-                    make_view(images[i], aug, net_cfg.output_stride, r),
-                )
-                for i, r in zip(idx, rngs)
-            ]
-            views = ([a for a, _ in pairs], [b for _, b in pairs])
+        for b, (idx, views) in enumerate(tqdm(loader, desc=f"pass epoch {epoch + 1}/{cfg.epochs}", unit="step")):
             out = trainer.step(views, None if prior_t is None else prior_t[idx], input_size, epoch * iters + b)
             for k, v in {"loss": float(out.total.detach()), **out.parts}.items():
                 sums[k] = sums.get(k, 0.0) + v / iters
@@ -237,11 +244,11 @@ def pretrain(
     save_checkpoint(out_checkpoint, {"method": "pass", "net": trainer.net.state_dict(), "net_config": net_cfg.__dict__})
     summary = {
         "epochs": history,
-        "images": len(images),
+        "images": len(image_paths),
         "steps_per_epoch": iters,
         "resumed_from_epoch": start,
         "wall_seconds_this_run": wall,
     }
     write_json(out_log, summary)
-    log.info("pass: %d epochs on %d images in %.1f s -> %s", cfg.epochs, len(images), wall, out_checkpoint)
+    log.info("pass: %d epochs on %d images in %.1f s -> %s", cfg.epochs, len(image_paths), wall, out_checkpoint)
     return summary

@@ -17,6 +17,7 @@ from useg.data.augment import normalise_images
 from useg.data.manifest import ManifestRow
 from useg.methods.common import load_images, scores_to_labels
 from useg.train import LossGuard
+from useg.train.amp import resolve_precision
 from useg.train.descent import build_optimiser, descend
 from useg.methods.transfgu.augment import training_views, view_augment
 from useg.methods.transfgu.gradcam import LabelConfig, pseudo_label_maps
@@ -109,6 +110,7 @@ def train_round(
     num_labels = maps.shape[1]
     student = build_segmenter(SegmenterConfig(backbone.embed_dim, num_labels, **cfg["decoder"]), seed).to(device)
     optimiser = build_optimiser(student, cfg["optimiser"], cfg["lr"], cfg["weight_decay"])
+    precision = resolve_precision(cfg.get("amp", "auto"), device)
     torch.manual_seed(seed * 1000 + round_index)  # the decoder's dropout draws
     generator = torch.Generator().manual_seed(seed * 1000 + round_index)
     out_size, out_grid = half_size(tuple(images.shape[-2:]), backbone.patch_size)
@@ -124,14 +126,15 @@ def train_round(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             views, crop_maps = training_views(images[idx], maps[idx], out_size, out_grid, augment, rng)
-            with torch.no_grad():
-                patches = backbone(views.to(device)).patches
-                labels = crop_maps.to(device).argmax(dim=1)
-            logits, classes = student(patches)
-            negatives = shuffled_labels(labels, num_labels, generator)
-            loss, terms = total_loss(logits, classes, labels, negatives, alpha, losses)
+            with precision.autocast():
+                with torch.no_grad():
+                    patches = backbone(views.to(device)).patches
+                    labels = crop_maps.to(device).argmax(dim=1)
+                logits, classes = student(patches)
+                negatives = shuffled_labels(labels, num_labels, generator)
+                loss, terms = total_loss(logits, classes, labels, negatives, alpha, losses)
             guard.check(loss, epoch, step)
-            stepped = descend(optimiser, loss, cfg["grad_clamp"], cfg["skip_nonpositive_loss"])
+            stepped = descend(optimiser, loss, cfg["grad_clamp"], cfg["skip_nonpositive_loss"], precision)
             step += 1
             values = {"loss": loss.item(), **{f"loss_{k}": v for k, v in terms.items()}, "skipped": float(not stepped)}
             for name, value in values.items():

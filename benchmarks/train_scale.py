@@ -1,0 +1,172 @@
+"""Peak RSS of the training stages' input path at growing N, and loader vs model rates.
+
+For every N (synthetic shapes images) and training stage (CrOC, PASS pretraining, AlignSeg), a
+fresh process builds the stage's dataset, loader and trainer exactly as the stage does and runs a
+fixed number of steps; its peak RSS (VmHWM) is reported beside that of decoding the whole split
+into memory, the path the stages took before the input pipeline. Then, on the same batches, the
+loader's images/s with 0, 1 and 2 workers and the model's own step rate.
+
+    nice python benchmarks/train_scale.py --sizes 1000 5000 20000 --out benchmarks/results/train_scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import subprocess
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from useg.data.augment import two_views
+from useg.data.pipeline import EpochBatches, ImageDataset, make_loader
+from useg.data.synthetic import ShapesConfig, write_shapes_dataset
+
+STEPS, BATCH, SIZE = 4, 8, 48
+TINY_ARCH = dict(model="vit_tiny_patch16_224", patch_size=8, embed_dim=64, depth=2, num_heads=2, input_size=(32, 32))
+TINY_CROC = dict(epochs=1, batch_size=BATCH, warmup_epochs=0, k_start=4, sinkhorn_iters=20, head_hidden_dim=32,
+                 head_bottleneck_dim=16, head_global_dim=64, head_dense_dim=32, view_size=[32, 32], device="cpu")  # fmt: skip
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def croc_stage(paths: list[str], threads: int):
+    """CrOC's trainer and loader, as `useg.methods.croc.train.pretrain` builds them."""
+    from useg.backbones.vit import BackboneConfig
+    from useg.methods.croc.train import CrOCConfig, CrOCTrainer, collate_pairs
+
+    cfg = CrOCConfig(**TINY_CROC)
+    trainer = CrOCTrainer(cfg, BackboneConfig(**TINY_ARCH), len(paths) // BATCH, 0)
+    dataset = ImageDataset(paths, partial(two_views, augs=cfg.view_augments(), patch=8), 0)
+    loader = make_loader(dataset, EpochBatches(len(paths), BATCH, 0), collate_pairs, threads)
+    generator = torch.Generator().manual_seed(0)
+    return loader, lambda it, batch: trainer.step(batch, it, generator)
+
+
+def pass_stage(paths: list[str], threads: int):
+    """PASS pretraining's trainer and loader, as `useg.methods.pass_.train.pretrain` builds them."""
+    from useg.methods.pass_.model import NetConfig
+    from useg.methods.pass_.train import PASSTrainer, PretrainConfig, collate_pairs
+
+    net_cfg = NetConfig(arch="tiny", width=8, output_stride=8, projector_hidden=16, projector_dim=8, prototypes=6)
+    cfg = PretrainConfig(batch_size=BATCH, view_size=[32, 32], overlap_size=2)
+    trainer = PASSTrainer(net_cfg, cfg, len(paths) // BATCH, 0, "cpu")
+    aug = cfg.view_augment()
+    dataset = ImageDataset(paths, partial(two_views, augs=(aug, aug), patch=8), 0, (SIZE, SIZE))
+    loader = make_loader(dataset, EpochBatches(len(paths), BATCH, 0), collate_pairs, threads)
+    return loader, lambda it, batch: trainer.step(batch[1], None, (SIZE, SIZE), it)
+
+
+def alignseg_stage(paths: list[str], threads: int):
+    """AlignSeg's decoder step and loader, as `useg.methods.alignseg.train.train_alignseg` builds them."""
+    from useg.backbones import BackboneConfig, build_backbone
+    from useg.methods.alignseg.crops import collate_crops, image_crops
+    from useg.methods.alignseg.decoder import build_decoder
+    from useg.methods.alignseg.optim import build_optimiser
+    from useg.methods.alignseg.train import AlignSegConfig, step_loss
+
+    cfg = AlignSegConfig(k=3, heads=2, global_size=[32, 32], local_size=[16, 16], batch_size=BATCH, attention_blur=0.0)
+    backbone = build_backbone(BackboneConfig(**TINY_ARCH), seed=0).eval().requires_grad_(False)
+    decoder = build_decoder(cfg.decoder(64, 3), 0)
+    optimiser, crops, losses = build_optimiser(decoder, cfg), cfg.crops(), cfg.loss()
+    dataset = ImageDataset(paths, partial(image_crops, crops, 8), 0)
+    loader = make_loader(dataset, EpochBatches(len(paths), BATCH, 0), partial(collate_crops, crops.num_local), threads)
+
+    def step(_: int, batch) -> None:
+        loss, _ = step_loss(decoder, backbone, batch, cfg, losses, torch.device("cpu"))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    return loader, step
+
+
+STAGES = {"croc": croc_stage, "pass": pass_stage, "alignseg": alignseg_stage}
+
+
+def run_stage(stage: str, paths: list[str], threads: int, queue: mp.Queue) -> None:
+    """In a fresh process: STEPS steps of `stage`; report the peak RSS."""
+    torch.set_num_threads(1)
+    loader, step = STAGES[stage](paths, threads)
+    for it, batch in enumerate(loader):
+        if it == STEPS:
+            break
+        step(it, batch)
+    queue.put(peak_rss_mb())
+
+
+def run_load_all(paths: list[str], queue: mp.Queue) -> None:
+    """In a fresh process: the whole split decoded into memory (the path before the pipeline)."""
+    from useg.data.images import load_rgb_all
+
+    images = load_rgb_all(paths)
+    queue.put((peak_rss_mb(), len(images)))
+
+
+def in_process(target, *args):
+    """Run `target(*args, queue)` in a fresh spawned process and return what it reports."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    out = queue.get()
+    proc.join()
+    return out
+
+
+def rates(stage: str, paths: list[str]) -> dict[str, float]:
+    """Images/s of the loader alone with 0, 1, 2 workers and of the model's steps on the same batches."""
+    out = {}
+    for threads in (1, 2, 3):
+        loader, step = STAGES[stage](paths, threads)
+        batches, began = [], time.perf_counter()
+        for batch in loader:
+            batches.append(batch)
+            if len(batches) == 2 * STEPS:
+                break
+        out[f"loader_{threads - 1}_workers"] = len(batches) * BATCH / (time.perf_counter() - began)
+    began = time.perf_counter()
+    for it, batch in enumerate(batches):
+        step(it, batch)
+    out["model"] = len(batches) * BATCH / (time.perf_counter() - began)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
+    parser.add_argument("--out", default="benchmarks/results/train_scale.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    result = {"commit": commit, "machine": platform.processor() or platform.machine(), "steps": STEPS, "batch": BATCH,
+              "image_size": SIZE, "rss_mb": {}, "rates_images_per_s": {}}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sorted(args.sizes):
+            root = write_shapes_dataset(ShapesConfig(num_train=n, num_val=1, image_size=SIZE), Path(tmp) / f"n{n}")
+            paths = sorted(str(p) for p in (root / "images").glob("*.png"))[:n]
+            row = {stage: in_process(run_stage, stage, paths, 1) for stage in STAGES}
+            row["decode_whole_split"] = in_process(run_load_all, paths)[0]
+            result["rss_mb"][str(n)] = row
+            print(n, {k: round(v, 1) for k, v in row.items()}, flush=True)
+            if n == min(args.sizes):
+                result["rates_images_per_s"] = {stage: rates(stage, paths) for stage in STAGES}
+                print(result["rates_images_per_s"], flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

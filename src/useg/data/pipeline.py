@@ -1,0 +1,159 @@
+"""The one input pipeline of every stage that reads images: a `torch.utils.data` Dataset over image
+paths that decodes, resizes and samples views inside the loader's workers, and a DataLoader factory.
+
+Deterministic for any number of workers and across resumes: an epoch's order is a permutation drawn
+from (seed, epoch), batch b is positions [b * B, (b + 1) * B) of it (the last partial batch is
+dropped), and every sample's augmentation draws from its own generator seeded by (seed, epoch,
+index). Only a batch (times the prefetch depth) is ever in memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from useg.data.images import load_rgb
+from useg.data.transforms import normalise, resize_rgb
+from useg.errors import check_choice
+
+Resize = Literal["squash", "crop", "pad"]
+RESIZES = ("squash", "crop", "pad")
+SampleFn = Callable[..., Any]  # sample(image, rng=generator)
+
+
+def fit_image(image: np.ndarray, size: tuple[int, int], mode: Resize = "squash") -> np.ndarray:
+    """An HxWx3 image at `size` (h, w): `squash` resizes both sides; `crop` keeps the aspect ratio, scales
+    the short side to cover `size` and cuts the centre; `pad` scales the long side to fit and pads with zeros."""
+    check_choice("resize", mode, RESIZES)
+    if mode == "squash":
+        return resize_rgb(image, size)
+    height, width = image.shape[:2]
+    pick = max if mode == "crop" else min
+    scale = pick(size[0] / height, size[1] / width)
+    scaled = resize_rgb(image, (max(1, math.ceil(height * scale - 1e-6)), max(1, math.ceil(width * scale - 1e-6))))
+    if mode == "crop":
+        top, left = (scaled.shape[0] - size[0]) // 2, (scaled.shape[1] - size[1]) // 2
+        return np.ascontiguousarray(scaled[top : top + size[0], left : left + size[1]])
+    bottom, right = size[0] - scaled.shape[0], size[1] - scaled.shape[1]
+    return cv2.copyMakeBorder(scaled, bottom // 2, bottom - bottom // 2, right // 2, right - right // 2, cv2.BORDER_CONSTANT)
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one sample's augmentation in one epoch."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+class ImageDataset(Dataset):
+    """Items (epoch, index) -> (index, sample(image, generator)): image `index` decoded (and fitted to
+    `size` when given) with the sample function run on it, all inside the worker."""
+
+    def __init__(
+        self, paths: Sequence[str], sample: SampleFn, seed: int, size: tuple[int, int] | None = None, resize: Resize = "squash"
+    ) -> None:
+        check_choice("resize", resize, RESIZES)
+        self.paths, self.sample, self.seed, self.size, self.resize = list(paths), sample, seed, size, resize
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, index: int) -> np.ndarray:
+        """Image `index` as HxWx3 uint8, at the working size when one is set."""
+        image = load_rgb(self.paths[index])
+        return image if self.size is None else fit_image(image, self.size, self.resize)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[int, Any]:
+        epoch, index = item
+        return index, self.sample(self.image(index), rng=sample_rng(self.seed, epoch, index))
+
+
+@dataclass
+class EpochBatches(Sampler[list[tuple[int, int]]]):
+    """Batches of (epoch, index) of one epoch, from batch `start` on; with `world` > 1 processes each
+    takes its `rank`-th share of every global batch (the configured batch is the global batch)."""
+
+    size: int
+    batch_size: int
+    seed: int
+    epoch: int = 0
+    start: int = 0
+    shuffle: bool = True
+    drop_last: bool = True
+    rank: int = 0
+    world: int = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.world:
+            raise ValueError(f"the batch size {self.batch_size} must be a multiple of the {self.world} processes")
+
+    def __len__(self) -> int:
+        whole = self.size // self.batch_size if self.drop_last else -(-self.size // self.batch_size)
+        return max(0, whole - self.start)
+
+    def order(self) -> np.ndarray:
+        """The epoch's order of the images: a permutation drawn from (seed, epoch), or 0..N-1."""
+        if not self.shuffle:
+            return np.arange(self.size)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = self.order()
+        share = self.batch_size // self.world
+        for b in range(self.start, self.start + len(self)):
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield [(self.epoch, int(i)) for i in batch[self.rank * share : (self.rank + 1) * share]]
+
+
+def loader_workers(threads: int) -> int:
+    """Worker processes for a job with `threads` threads: one thread stays with the training process."""
+    return max(0, int(threads) - 1)
+
+
+def _one_thread(_: int) -> None:
+    """Workers decode and augment on one thread each (the job's threads are the workers)."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def make_loader(
+    dataset: ImageDataset,
+    batches: EpochBatches,
+    collate: Callable[[list[tuple[int, Any]]], Any],
+    threads: int = 1,
+    device: torch.device | str = "cpu",
+) -> DataLoader:
+    """A DataLoader over `batches` of `dataset` with `threads - 1` persistent workers, pinned memory on CUDA."""
+    workers = loader_workers(threads)
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.device(device).type == "cuda",
+        worker_init_fn=_one_thread if workers else None,
+    )
+
+
+def normalised(image: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+    """The sample of stages without augmentation: the image normalised with ImageNet statistics [3, H, W]."""
+    return normalise(image)
+
+
+def stack_images(items: list[tuple[int, Any]]) -> tuple[np.ndarray, torch.Tensor]:
+    """Collate (index, image tensor) items: the indices [B] and the stacked images [B, 3, H, W]."""
+    return np.array([i for i, _ in items], np.int64), torch.stack([x for _, x in items])
+
+
+def ordered_loader(
+    paths: Sequence[str], size: tuple[int, int], batch_size: int, threads: int = 1, resize: Resize = "squash"
+) -> DataLoader:
+    """Batches (indices, normalised images [B, 3, H, W]) of every image in order, at the working size."""
+    batches = EpochBatches(len(paths), batch_size, 0, shuffle=False, drop_last=False)
+    return make_loader(ImageDataset(paths, normalised, 0, size, resize), batches, stack_images, threads)
