@@ -48,6 +48,10 @@ if REPORT["enabled"]:
     report: os.path.abspath(REPORT_FRONT)
 
 
+onstart:
+    check_slurm_profile()
+
+
 onsuccess:
     print_summary()
     build_report()

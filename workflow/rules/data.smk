@@ -8,6 +8,8 @@ rule synthesize:
         cfg=lambda w: as_json({"synthetic": DATASET["synthetic"], "seed": config["seed"]}),
     log:
         f"{OUT}/logs/synthesize.log",
+    benchmark:
+        f"{OUT}/benchmarks/synthesize.tsv",
     threads: 1
     resources:
         mem_mb=1000,
@@ -29,6 +31,8 @@ rule manifest:
         min_size=config["backbone"]["patch_size"] or 16,
     log:
         f"{OUT}/logs/manifest.log",
+    benchmark:
+        f"{OUT}/benchmarks/manifest.tsv",
     threads: 1
     resources:
         mem_mb=2000,

@@ -2,6 +2,13 @@
 was trained, the comparison table of all methods and the report's front page. `snakemake --report`
 (run by the onsuccess hook) collects every output marked with report()."""
 
+# Seconds of work each: on a cluster they run on the submitting node instead of one sbatch each.
+localrules:
+    report_method,
+    report_curve,
+    report_table,
+
+
 
 rule report_method:
     input:
@@ -27,6 +34,8 @@ rule report_method:
         cfg=lambda w: as_json({"images": REPORT["images"]}),
     log:
         f"{OUT}/logs/report/{{method}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/report_method/{{method}}.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -52,6 +61,8 @@ rule report_curve:
         cfg=lambda w: as_json({"name": w.curve}),
     log:
         f"{OUT}/logs/report/curve-{{curve}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/report_curve/{{curve}}.tsv",
     threads: 1
     resources:
         mem_mb=1000,
@@ -81,6 +92,8 @@ rule report_table:
         root=lambda w, output: os.path.dirname(os.path.dirname(output.front)),
     log:
         f"{OUT}/logs/report/table.log",
+    benchmark:
+        f"{OUT}/benchmarks/report_table.tsv",
     threads: 1
     resources:
         mem_mb=1000,
