@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from snakemake.benchmark import BenchmarkRecord, write_benchmark_records
 
+from useg.cli import main
 from useg.report.benchmarks import benchmark_markdown, benchmark_rows, benchmark_stage, write_benchmark_csv
 
 
@@ -56,3 +57,12 @@ def test_a_file_outside_a_benchmarks_folder_or_without_the_header_is_refused(tmp
     other.write_text("a\tb\n1\t2\n")
     with pytest.raises(ValueError, match=r"features.tsv: not a Snakemake benchmark file"):
         benchmark_rows([other])
+
+
+def test_useg_benchmarks_prints_the_table_and_names_an_empty_folder(tmp_path: Path, capsys):
+    root = tmp_path / "benchmarks"
+    write_job(root / "features/vit-val-0.tsv", 4.0, 200.0, 3.0)
+    assert main(["benchmarks", str(root), "--out-csv", str(tmp_path / "stages.csv")]) == 0
+    assert "| features | 1 | 4.0 | 3.0 | 200 |" in capsys.readouterr().out
+    assert (tmp_path / "stages.csv").read_text().splitlines()[0] == "stage,jobs,time s,cpu time s,max RSS MB"
+    assert main(["benchmarks", str(tmp_path / "empty")]) == 2
