@@ -58,6 +58,10 @@ if REPORT["enabled"]:
     report: os.path.abspath(REPORT_FRONT)
 
 
+onstart:
+    check_slurm_profile()
+
+
 onsuccess:
     print_summary()
     print_report_command()

@@ -13,6 +13,7 @@ import zarr
 
 from tests.conftest import make_folder_dataset
 from tests.integration.dag import TINY_CONFIG, check, mtimes, run_snakemake, tiny_config
+from useg.report.benchmarks import benchmark_rows
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +52,13 @@ def test_outputs_exist_and_validate(finished_run: Path):
     assert metrics["num_images"] == 6 and metrics["method"] == "kmeans" and hungarian["protocol"] == "hungarian"
     assert 0 < hungarian["miou"] <= 1 and len(hungarian["per_class_iou"]) == 7
     assert np.sum(metrics["confusion"]) == 6 * 32 * 32, "every ground-truth pixel is counted once"
+
+
+def test_every_job_wrote_its_benchmark_file(finished_run: Path):
+    rows = benchmark_rows(sorted((finished_run / OUT / "benchmarks").rglob("*.tsv")))
+    jobs = {row["stage"]: row["jobs"] for row in rows}
+    assert jobs == {"synthesize": 1, "manifest": 1, "features": 4, "kmeans_fit": 1, "kmeans_predict": 1, "evaluate": 1, "total": 9}
+    assert all(row["time s"] > 0 for row in rows)
 
 
 def test_second_run_does_nothing(workdir: Path):

@@ -1,4 +1,5 @@
-"""The tiny DAG through `--profile profiles/slurm` on a real Slurm cluster (tests/slurm/up.sh)."""
+"""The tiny DAG through `--profile profiles/slurm` on a real Slurm cluster (tests/slurm/up.sh), and
+the shipped profile's placeholder partitions refused before anything is submitted."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.integration.conftest import SHARDED_CONFIG, assert_same_artifacts
-from tests.integration.dag import check, snakemake_command
+from tests.integration.dag import check, snakemake_command, tiny_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -57,7 +58,7 @@ def cluster_state() -> str:
 def test_dag_runs_through_slurm_and_equals_the_local_run(slurm: None, tmp_path: Path, reference_run: Path):
     workdir = tmp_path / "slurm"
     profiles = ["--profile", str(REPO / "profiles/slurm"), "--profile", str(REPO / "tests/slurm/profile")]
-    cmd, env = snakemake_command(workdir, SHARDED_CONFIG, *profiles)
+    cmd, env = snakemake_command(workdir, SHARDED_CONFIG, "--workflow-profile", "none", *profiles)
     run = subprocess.run(["timeout", "-k", "30", "900", *cmd], env=env, capture_output=True, text=True)
     if run.returncode != 0:
         print(cluster_state())  # shown by pytest beside the failure: pending reasons, node state
@@ -66,6 +67,7 @@ def test_dag_runs_through_slurm_and_equals_the_local_run(slurm: None, tmp_path: 
     submitted = dict(SUBMITTED.findall(result.stdout + result.stderr))
     print("Slurm job ids:", " ".join(submitted))
     assert len(submitted) == 9, "every job but `all`: synthesize, manifest, 2x2 features, fit, predict, evaluate"
+    assert "Auto-selected partition 'debug'" in result.stdout + result.stderr, "routed by the partition config"
     for job_id, log in submitted.items():
         assert Path(log).is_file() and Path(log).name == f"{job_id}.log", "the Slurm job wrote its log"
     states = subprocess.run(
@@ -74,3 +76,13 @@ def test_dag_runs_through_slurm_and_equals_the_local_run(slurm: None, tmp_path: 
     ).stdout  # fmt: skip
     assert dict(line.split() for line in states.splitlines()) == dict.fromkeys(submitted, "COMPLETED")
     assert_same_artifacts(workdir, reference_run)
+
+
+def test_placeholder_partitions_stop_the_run_before_any_submission(slurm: None, tmp_path: Path):
+    cmd, env = snakemake_command(tmp_path, tiny_config(), "--workflow-profile", "none", "--profile", str(REPO / "profiles/slurm"))
+    result = subprocess.run(["timeout", "-k", "30", "300", *cmd], env=env, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "CHANGE_ME_PARTITION" in output and "CHANGE_ME_GPU_PARTITION" in output and "CHANGE_ME_ACCOUNT" in output
+    assert "useg install-profile slurm --partition" in output, "the message says how to fill them in"
+    assert not SUBMITTED.findall(output) and not (tmp_path / "results").exists(), "nothing was submitted or run"

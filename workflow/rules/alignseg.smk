@@ -15,11 +15,13 @@ rule alignseg_train:
         weights=weights_option,
     log:
         f"{OUT}/logs/alignseg/train.log",
+    benchmark:
+        f"{OUT}/benchmarks/alignseg_train.tsv",
     threads: 1  # small-op training runs fastest on one CPU thread (README "Everyday use"); --set-threads to change
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:
@@ -37,11 +39,13 @@ rule alignseg_predict:
         cfg=lambda w: as_json({"device": config["alignseg"]["device"], "seed": config["seed"]}),
     log:
         f"{OUT}/logs/alignseg/predict.log",
+    benchmark:
+        f"{OUT}/benchmarks/alignseg_predict.tsv",
     threads: 2
     resources:
         mem_mb=4000,
         runtime=by_input_size(30, 10),
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:

@@ -12,6 +12,8 @@ rule backbone_kmeans_fit:
         cfg=lambda w: as_json({"kmeans": config["kmeans"], "seed": config["seed"]}),
     log:
         f"{OUT}/logs/backbone-eval/{{variant}}/kmeans_fit.log",
+    benchmark:
+        f"{OUT}/benchmarks/backbone_kmeans_fit/{{variant}}.tsv",
     threads: 2
     resources:
         mem_mb=4000,
@@ -33,6 +35,8 @@ rule backbone_kmeans_predict:
         cfg=lambda w: as_json({"seed": config["seed"]}),
     log:
         f"{OUT}/logs/backbone-eval/{{variant}}/kmeans_predict.log",
+    benchmark:
+        f"{OUT}/benchmarks/backbone_kmeans_predict/{{variant}}.tsv",
     threads: 2
     resources:
         mem_mb=4000,
@@ -56,6 +60,8 @@ rule linear_probe:
         cfg=lambda w: as_json({"probe": config["backbone_eval"]["probe"], "seed": config["seed"]}),
     log:
         f"{OUT}/logs/backbone-eval/{{variant}}/linear_probe.log",
+    benchmark:
+        f"{OUT}/benchmarks/linear_probe/{{variant}}.tsv",
     threads: 2
     resources:
         mem_mb=4000,

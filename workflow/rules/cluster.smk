@@ -11,6 +11,8 @@ rule kmeans_fit:
         cfg=lambda w: as_json({"kmeans": config["kmeans"], "seed": config["seed"]}),
     log:
         f"{OUT}/logs/kmeans_fit.log",
+    benchmark:
+        f"{OUT}/benchmarks/kmeans_fit.tsv",
     threads: 2
     resources:
         mem_mb=kmeans_fit_mem,
@@ -32,6 +34,8 @@ rule kmeans_predict:
         cfg=lambda w: as_json({"seed": config["seed"]}),
     log:
         f"{OUT}/logs/kmeans_predict.log",
+    benchmark:
+        f"{OUT}/benchmarks/kmeans_predict.tsv",
     threads: 2
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,

@@ -425,3 +425,41 @@ def kmeans_fit_mem(wildcards, attempt):
     width = config["backbone"]["embed_dim"] or 1024
     sample_mb = config["kmeans"]["max_train_points"] * width * 4 / 2**20
     return int((2000 + 3 * sample_mb) * attempt)
+
+
+# ---- Execution: GPUs, Slurm placeholders --------------------------------------------------------
+
+
+def gpu_request(wildcards):
+    """The `gpu` resource of the stages that use a GPU where there is one (1 on a cluster, where the
+    job is routed to a GPU partition, or on a machine with an NVIDIA device), else 0: on a CPU-only
+    machine profiles/default's `gpu` limit would otherwise run these jobs one at a time."""
+    from useg.profiles.gpus import has_nvidia_gpu
+
+    return 1 if workflow.non_local_exec or has_nvidia_gpu() else 0
+
+
+def resource_values(resources, where):
+    """The raw values of a Snakemake resource mapping, keyed `<where>.<name>`."""
+    return {f"{where}.{name}": resource.raw for name, resource in (resources or {}).items()}
+
+
+def check_slurm_profile():
+    """On the Slurm executor: stop before any submission while the profile still names a placeholder
+    partition or account, and warn when profiles/default's one-GPU limit caps the cluster's GPU jobs."""
+    if workflow.executor_plugin is None or workflow.executor_plugin.name != "slurm":
+        return
+    from useg.profiles.install import check_slurm_placeholders
+
+    settings = workflow.resource_settings
+    values = resource_values(settings.default_resources, "default-resources")
+    for rule, resources in settings.overwrite_resources.items():
+        values |= resource_values(resources, f"set-resources.{rule}")
+    check_slurm_placeholders(values, getattr(workflow.executor_settings, "partition_config", None))
+    gpu_limit = settings.resources.get("gpu")
+    if str(getattr(gpu_limit, "raw", gpu_limit)) == "1":
+        print(
+            "useg: the `gpu=1` limit of profiles/default runs one GPU job at a time on the cluster: "
+            "pass --workflow-profile profiles/slurm (or --workflow-profile none with --profile slurm)",
+            file=sys.stderr,
+        )

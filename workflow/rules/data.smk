@@ -8,6 +8,8 @@ rule synthesize:
         cfg=lambda w: as_json({"synthetic": DATASET["synthetic"], "seed": config["seed"]}),
     log:
         f"{OUT}/logs/synthesize.log",
+    benchmark:
+        f"{OUT}/benchmarks/synthesize.tsv",
     threads: 1
     resources:
         mem_mb=1000,
@@ -30,6 +32,8 @@ rule manifest:
         fingerprint=dataset_fingerprint_param(),
     log:
         f"{OUT}/logs/manifest.log",
+    benchmark:
+        f"{OUT}/benchmarks/manifest.tsv",
     threads: 1
     resources:
         mem_mb=2000,

@@ -12,6 +12,8 @@ rule evaluate:
         cfg=lambda w: as_json(evaluate_params(w.method)),
     log:
         f"{OUT}/logs/evaluate-{{method}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/evaluate/{{method}}.tsv",
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=lambda w, attempt: 2000 * attempt,
@@ -35,6 +37,8 @@ rule imagenet_s_export:
         split_dir=export_split_dir_option(),
     log:
         f"{OUT}/logs/imagenet-s-export-{{method}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/imagenet_s_export/{{method}}.tsv",
     threads: 1
     resources:
         mem_mb=lambda w, attempt: 2000 * attempt,

@@ -19,11 +19,13 @@ rule features:
         weights=weights_option,
     log:
         f"{OUT}/logs/features/{{features}}/{{split}}-{{shard}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/features/{{features}}-{{split}}-{{shard}}.tsv",
     threads: 2
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=per_shard_runtime(10),
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:

@@ -17,11 +17,13 @@ rule maskdistill_masks:
         weights=weights_option,
     log:
         f"{OUT}/logs/maskdistill/masks-{{split}}-{{shard}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_masks/{{split}}-{{shard}}.tsv",
     threads: 2
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=per_shard_runtime(10),
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:
@@ -41,6 +43,8 @@ rule maskdistill_clusters:
         cfg=lambda w: as_json(maskdistill_slice("k", "normalize", "niter", "nredo")),
     log:
         f"{OUT}/logs/maskdistill/clusters.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_clusters.tsv",
     threads: 2
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
@@ -62,6 +66,8 @@ rule maskdistill_initial:
         cfg=lambda w: as_json({"seed": config["seed"]}),
     log:
         f"{OUT}/logs/maskdistill/initial.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_initial.tsv",
     threads: 1
     resources:
         mem_mb=lambda w, attempt: 2000 * attempt,
@@ -86,11 +92,13 @@ rule maskdistill_maskrcnn:
         weights=weights_option,
     log:
         f"{OUT}/logs/maskdistill/maskrcnn.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_maskrcnn.tsv",
     threads: 1  # small-op training runs fastest on one CPU thread (README "Everyday use"); --set-threads to change
     resources:
         mem_mb=lambda w, attempt: 8000 * attempt,
         runtime=lambda w, attempt: 720 * attempt,
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:
@@ -111,11 +119,13 @@ rule maskdistill_candidates:
         shards=config["features"]["shards"],
     log:
         f"{OUT}/logs/maskdistill/candidates-{{split}}-{{shard}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_candidates/{{split}}-{{shard}}.tsv",
     threads: 2
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=per_shard_runtime(20),
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:
@@ -133,6 +143,8 @@ rule maskdistill_labels:
         cfg=lambda w: as_json(maskdistill_slice("tau")),
     log:
         f"{OUT}/logs/maskdistill/labels-{{split}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_labels/{{split}}.tsv",
     threads: 1
     resources:
         mem_mb=lambda w, attempt: 2000 * attempt,
@@ -152,6 +164,8 @@ rule maskdistill_bank_predict:
         cfg=lambda w: as_json({"seed": config["seed"]}),
     log:
         f"{OUT}/logs/maskdistill/bank-predict.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_bank_predict.tsv",
     threads: 1
     resources:
         mem_mb=lambda w, attempt: 2000 * attempt,
@@ -174,11 +188,13 @@ rule maskdistill_deeplab:
         weights=weights_option,
     log:
         f"{OUT}/logs/maskdistill/deeplab.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_deeplab.tsv",
     threads: 2
     resources:
         mem_mb=lambda w, attempt: 8000 * attempt,
         runtime=lambda w, attempt: 720 * attempt,
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:
@@ -197,11 +213,13 @@ rule maskdistill_predict:
         split=DATASET["eval_split"],
     log:
         f"{OUT}/logs/maskdistill/predict.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_predict.tsv",
     threads: 2
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=lambda w, attempt: 60 * attempt,
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:
@@ -220,6 +238,8 @@ rule maskdistill_crf:
         split=DATASET["eval_split"],
     log:
         f"{OUT}/logs/maskdistill/crf.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_crf.tsv",
     threads: 2
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
@@ -246,6 +266,8 @@ rule maskdistill_ap:
         cfg=lambda w: as_json({"split": DATASET["eval_split"], "seed": config["seed"]}),
     log:
         f"{OUT}/logs/maskdistill/ap.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_ap.tsv",
     threads: 1
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,

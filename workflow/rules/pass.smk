@@ -13,11 +13,13 @@ rule pass_pretrain:
         resume=f"{OUT}/pass/resume/pretrain.pth",
     log:
         f"{OUT}/logs/pass_pretrain.log",
+    benchmark:
+        f"{OUT}/benchmarks/pass_pretrain.tsv",
     threads: 2
     resources:
         mem_mb=8000,
         runtime=24 * 60,
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:
@@ -36,6 +38,8 @@ rule pass_cluster:
         cfg=lambda w: as_json(pass_slice("k", "cluster", "input_size", "resize", split=DATASET["train_split"])),
     log:
         f"{OUT}/logs/pass_cluster.log",
+    benchmark:
+        f"{OUT}/benchmarks/pass_cluster.tsv",
     threads: 2
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
@@ -59,11 +63,13 @@ rule pass_finetune:
         resume=f"{OUT}/pass/resume/finetune.pth",
     log:
         f"{OUT}/logs/pass_finetune.log",
+    benchmark:
+        f"{OUT}/benchmarks/pass_finetune.tsv",
     threads: 2
     resources:
         mem_mb=8000,
         runtime=12 * 60,
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:
@@ -82,6 +88,8 @@ rule pass_threshold:
         cfg=lambda w: as_json(pass_slice("taus", "tau_split", "batch_size", "input_size", "resize", eval_split=DATASET["eval_split"])),
     log:
         f"{OUT}/logs/pass_threshold.log",
+    benchmark:
+        f"{OUT}/benchmarks/pass_threshold.tsv",
     threads: 2
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
@@ -104,11 +112,13 @@ rule pass_predict:
         cfg=lambda w: as_json(pass_slice("batch_size", "input_size", "resize", split=DATASET["eval_split"])),
     log:
         f"{OUT}/logs/pass_predict.log",
+    benchmark:
+        f"{OUT}/benchmarks/pass_predict.tsv",
     threads: 2
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=60,
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:

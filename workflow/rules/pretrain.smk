@@ -12,11 +12,13 @@ rule pretrain:
         resume=f"{OUT}/croc/resume/last.pth",
     log:
         f"{OUT}/logs/pretrain.log",
+    benchmark:
+        f"{OUT}/benchmarks/pretrain.tsv",
     threads: 2
     resources:
         mem_mb=8000,
         runtime=24 * 60,
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:

@@ -3,6 +3,13 @@ loss curves of what was trained, the comparison tables, the per-class IoU across
 Snakemake's own `snakemake --report results/<dataset>/report.html` (or `--report ... --report-after-run`
 on the run itself) collects every output marked with report() into one HTML file (docs/report.md)."""
 
+# Seconds of work each: on a cluster they run on the submitting node instead of one sbatch each.
+localrules:
+    report_method,
+    report_curve,
+    report_table,
+
+
 
 rule report_method:
     input:
@@ -17,6 +24,8 @@ rule report_method:
         ),
     log:
         f"{OUT}/logs/report/{{method}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/report_method/{{method}}.tsv",
     threads: 1
     resources:
         mem_mb=1000,
@@ -69,6 +78,8 @@ rule report_curve:
         cfg=lambda w: as_json({"name": w.curve}),
     log:
         f"{OUT}/logs/report/curve-{{curve}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/report_curve/{{curve}}.tsv",
     threads: 1
     resources:
         mem_mb=1000,
@@ -104,6 +115,8 @@ rule report_table:
         root=lambda w, output: os.path.dirname(os.path.dirname(output.front)),
     log:
         f"{OUT}/logs/report/table.log",
+    benchmark:
+        f"{OUT}/benchmarks/report_table.tsv",
     threads: 1
     resources:
         mem_mb=1000,

@@ -27,11 +27,13 @@ rule transfgu_crops:
         weights=weights_option,
     log:
         f"{OUT}/logs/transfgu/crops-{{split}}-{{shard}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/transfgu_crops/{{split}}-{{shard}}.tsv",
     threads: 2
     resources:
         mem_mb=4000,
         runtime=120,
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:
@@ -50,6 +52,8 @@ rule transfgu_concepts:
         cfg=lambda w: as_json(transfgu_slice("k", "k_fg", "foreground_prior", "foreground_only", "niter", "nredo")),
     log:
         f"{OUT}/logs/transfgu/concepts.log",
+    benchmark:
+        f"{OUT}/benchmarks/transfgu_concepts.tsv",
     threads: 2
     resources:
         mem_mb=4000,
@@ -79,11 +83,13 @@ rule transfgu_bank:
         weights=weights_option,
     log:
         f"{OUT}/logs/transfgu/bank-{{split}}-{{shard}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/transfgu_bank/{{split}}-{{shard}}.tsv",
     threads: 2
     resources:
         mem_mb=4000,
         runtime=120,
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:
@@ -107,11 +113,13 @@ rule transfgu_train:
         weights=weights_option,
     log:
         f"{OUT}/logs/transfgu/train-round-{{round}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/transfgu_train/{{round}}.tsv",
     threads: 1  # small-op training runs fastest on one CPU thread (README "Everyday use"); --set-threads to change
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:
@@ -129,6 +137,8 @@ rule transfgu_initial:
         cfg=lambda w: as_json({"seed": config["seed"]}),
     log:
         f"{OUT}/logs/transfgu/initial.log",
+    benchmark:
+        f"{OUT}/benchmarks/transfgu_initial.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -151,11 +161,13 @@ rule transfgu_predict:
         cfg=lambda w: as_json(transfgu_slice("device")),
     log:
         f"{OUT}/logs/transfgu/predict-{{method}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/transfgu_predict/{{method}}.tsv",
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=1,
+        gpu=gpu_request,
     conda:
         GPU_ENV
     shell:

@@ -130,6 +130,20 @@ def run_export_imagenet_s(args: argparse.Namespace) -> None:
     export_imagenet_s(args.predictions, read_manifest(args.manifest), args.out, args.matching, args.split_dir)
 
 
+def run_benchmarks(args: argparse.Namespace) -> None:
+    """Print the per-stage time and memory table of a run's benchmark files (and write it as CSV)."""
+    from useg.errors import DataError
+    from useg.report.benchmarks import benchmark_markdown, benchmark_rows, write_benchmark_csv
+
+    paths = sorted(Path(args.benchmarks).rglob("*.tsv"))
+    if not paths:
+        raise DataError(f"{args.benchmarks}: no benchmark files (*.tsv); run the workflow first (results/<dataset>/benchmarks/)")
+    rows = benchmark_rows(paths)
+    print(benchmark_markdown(rows), end="")
+    if args.out_csv:
+        write_benchmark_csv(rows, args.out_csv)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from useg.predict import PREDICTORS
 
@@ -154,6 +168,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-html", required=True, help="per-class IoU across methods")
     p.add_argument("--out-rst", required=True)
+
+    p = add_command(sub, "benchmarks", run_benchmarks, "time (s), CPU time (s), max RSS (MB) and jobs per stage of a run")
+    p.add_argument("benchmarks", type=Path, help="a run's benchmark folder, results/<dataset>/benchmarks")
+    p.add_argument("--out-csv", type=Path, help="also write the table as CSV")
 
     p = add_command(sub, "predict", run_predict, "segment a folder of images with a method's trained model")
     p.add_argument("--method", required=True, choices=PREDICTORS, help="the method whose model segments the images")
