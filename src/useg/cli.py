@@ -49,7 +49,7 @@ COMMAND_MODULES = (
 
 
 # The commands a user types, in the order `useg --help` lists them; every other command is a stage.
-USER_COMMANDS = ("inspect", "predict", "export", "config", "install-profile")
+USER_COMMANDS = ("inspect", "predict", "export", "config", "benchmarks", "install-profile")
 
 
 class DefaultsFormatter(argparse.HelpFormatter):

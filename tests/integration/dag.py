@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,10 @@ def mtimes(root: Path, paths: list[str]) -> dict[str, float]:
         path = root / rel
         out[rel] = (path / "zarr.json" if path.is_dir() else path).stat().st_mtime_ns
     return out
+
+
+def copy_run(finished_run: Path, tmp_path: Path) -> Path:
+    """A private copy of a finished run, its inputs included (mtimes and Snakemake metadata preserved)."""
+    target = tmp_path / "copy"
+    shutil.copytree(finished_run, target, symlinks=True)
+    return target

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import TINY_BACKBONE, make_folder_dataset, write_image, write_mask
-from tests.integration.dag import check, mtimes, run_snakemake, tiny_config
+from tests.integration.dag import check, copy_run, mtimes, run_snakemake, tiny_config
 from useg.backbones.vit import BackboneConfig, create_vit
 
 pytestmark = pytest.mark.integration
@@ -51,9 +50,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def workdir(finished_run: Path, tmp_path: Path) -> Path:
     """A private copy of the finished run, its dataset and weights (mtimes and metadata preserved)."""
-    target = tmp_path / "copy"
-    shutil.copytree(finished_run, target, symlinks=True)
-    return target
+    return copy_run(finished_run, tmp_path)
 
 
 def rerun(workdir: Path) -> tuple[dict[str, float], dict[str, float], dict]:

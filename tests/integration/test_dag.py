@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 import zarr
 
 from tests.conftest import make_folder_dataset
-from tests.integration.dag import TINY_CONFIG, check, mtimes, run_snakemake, tiny_config
+from tests.integration.dag import TINY_CONFIG, check, copy_run, mtimes, run_snakemake, tiny_config
 from useg.report.benchmarks import benchmark_rows
 
 pytestmark = pytest.mark.integration
@@ -35,9 +34,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def workdir(finished_run: Path, tmp_path: Path) -> Path:
     """A private copy of the finished run (mtimes and Snakemake metadata preserved)."""
-    target = tmp_path / "copy"
-    shutil.copytree(finished_run, target, symlinks=True)
-    return target
+    return copy_run(finished_run, tmp_path)
 
 
 def test_outputs_exist_and_validate(finished_run: Path):
