@@ -38,3 +38,35 @@ def test_unknown_config_key_is_reported_in_a_few_lines_naming_it(tmp_path: Path)
     text = result.stdout + result.stderr
     assert "invalid configuration: config: Additional properties are not allowed ('bogus_key' was unexpected)" in text
     assert len(text.splitlines()) < 10, "neither the schema nor the whole config is printed"
+
+
+def test_pass_k_above_the_train_images_fails_when_the_dag_is_built(tmp_path: Path):
+    root = make_folder_dataset(tmp_path / "ds", count=4, classes=3)  # 3 train images, 1 val
+    result = run_snakemake(tmp_path / "run", folder_config(root, methods=["pass"], **{"pass": {"k": 5}}), "-n")
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "pass.k = 5 pseudo categories need at least 5 images to cluster, but the train split 'train' lists 3" in text
+    assert "set pass.k to at most 3" in text
+    assert not (tmp_path / "run/results").exists()
+
+
+def test_pass_default_k_from_the_classes_is_checked_against_the_train_images(tmp_path: Path):
+    root = make_folder_dataset(tmp_path / "ds", count=3, classes=6)  # K = 5 foreground classes, 2 train images
+    result = run_snakemake(tmp_path / "run", folder_config(root, methods=["pass"]), "-n")
+    assert result.returncode != 0
+    assert "pass.k is not set, so K = 5 foreground classes, and pseudo categories need at least 5 images" in result.stdout + result.stderr
+
+
+def test_pass_without_k_or_classes_fails_when_the_dag_is_built(tmp_path: Path):
+    root = make_folder_dataset(tmp_path / "ds", count=4, classes=3)
+    (root / "classes.txt").unlink()
+    result = run_snakemake(tmp_path / "run", folder_config(root, methods=["pass"]), "-n")
+    assert result.returncode != 0
+    assert f"pass.k is not set and {root / 'classes.txt'} lists 0 class(es), giving K = -1, fewer than the 2" in result.stdout + result.stderr
+
+
+def test_pass_k_above_the_synthetic_train_split_fails_when_the_dag_is_built(tmp_path: Path):
+    result = run_snakemake(tmp_path, tiny_config(methods=["pass"], **{"pass": {"k": 9}}), "-n")
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "pass.k = 9 pseudo categories need at least 9 images to cluster, but the train split 'train' lists 8" in text

@@ -1,5 +1,6 @@
 """Paths, config slices and helpers shared by every rule file."""
 
+import functools
 import json
 import os
 import re
@@ -50,12 +51,25 @@ def dataset_root():
     return DATASET["root"]
 
 
-def dataset_fingerprint_param():
-    """The manifest's `fingerprint` param: the user's folder's content (path, size, mtime of every
-    file), so any edit in it reruns the manifest; none for the synthetic set, an output of the DAG."""
+@functools.cache
+def folder_fingerprint(root):
+    """useg.data.fingerprint of `root`, once per process: Snakemake expands the manifest's params at
+    the DAG build and again before running it (the recorded value is then the earlier one, so an
+    edit made meanwhile reruns the manifest next time)."""
     from useg.data.fingerprint import dataset_fingerprint
 
-    return "" if DATASET["kind"] == "synthetic" else dataset_fingerprint(DATASET["root"])
+    return dataset_fingerprint(root)
+
+
+def dataset_fingerprint_param(wildcards):
+    """The manifest's `fingerprint` param: the user's folder's content (path, size, mtime of every
+    file), so any edit in it reruns the manifest; none for the synthetic set, an output of the DAG.
+    A params function: Snakemake calls it only for the manifest job (its rerun check and its run)
+    in the main process, never while parsing; "" in a job's own Snakemake process (a cluster job,
+    exec mode remote), which is forced and records no params."""
+    if DATASET["kind"] == "synthetic" or workflow.remote_exec or workflow.subprocess_exec:
+        return ""
+    return folder_fingerprint(DATASET["root"])
 
 
 # Methods whose K defaults to the class count: (its config section, classes left out of K, the
@@ -66,6 +80,7 @@ DEFAULT_K = {
     "transfgu": ("transfgu", 0, 2),
     "alignseg": ("alignseg", 0, 2),
     "maskdistill": ("maskdistill", 1, 1),
+    "pass": ("pass", 1, 2),
 }
 
 
@@ -85,6 +100,49 @@ def check_default_k():
 
 
 check_default_k()
+
+
+def dataset_classes():
+    """Class names the manifest will list (background first), or None when only the stage can tell."""
+    if DATASET["kind"] == "synthetic":
+        from useg.data.synthetic import ShapesConfig
+
+        return list(ShapesConfig(**DATASET["synthetic"]).class_names())
+    path = Path(DATASET["root"]) / "classes.txt"
+    if DATASET["kind"] == "folder" and path.exists():
+        return [line for line in path.read_text().splitlines() if line.strip()]
+    return None
+
+
+def split_size(split):
+    """Images of `split` before the manifest checks them; None for the benchmark kinds (not counted)."""
+    if DATASET["kind"] == "synthetic":
+        key = {"train": "num_train", "val": "num_val", "heldout": "num_heldout"}.get(split)
+        return DATASET["synthetic"][key] if key else 0
+    if DATASET["kind"] == "folder":
+        from useg.data.folder import split_size as folder_split_size
+
+        return folder_split_size(DATASET["root"], split)
+    return None
+
+
+def check_pass_k():
+    """Fail when PASS's K (pass.k, else the foreground classes) exceeds the train images it clusters."""
+    if "pass" not in config["methods"]:
+        return
+    classes, split = dataset_classes(), DATASET["train_split"]
+    k = config["pass"]["k"] or (len(classes) - 1 if classes is not None else None)
+    images = split_size(split)
+    if k is None or images is None or k <= images:
+        return
+    source = f"pass.k = {k}" if config["pass"]["k"] else f"pass.k is not set, so K = {k} foreground classes, and"
+    raise ValueError(
+        f"{source} pseudo categories need at least {k} images to cluster, but the train split {split!r} "
+        f"lists {images}: set pass.k to at most {images} or add train images"
+    )
+
+
+check_pass_k()
 
 
 # --- benchmark dataset kinds (manifest config slice) ---

@@ -29,7 +29,7 @@ rule manifest:
     params:
         cfg=lambda w: as_json(manifest_config()),
         min_size=config["backbone"]["patch_size"] or 16,
-        fingerprint=dataset_fingerprint_param(),
+        fingerprint=dataset_fingerprint_param,
     log:
         f"{OUT}/logs/manifest.log",
     benchmark:

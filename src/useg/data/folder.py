@@ -82,18 +82,34 @@ def _optional(folder: Path, stem: str) -> Path | None:
     return candidate if candidate.exists() else None
 
 
-def list_folder_dataset(root: str | Path) -> DatasetListing:
-    """List a folder dataset; fails with a clear message when the layout is wrong."""
-    root = Path(root)
-    images_dir = root / "images"
-    if not images_dir.is_dir():
-        raise DataError(f"{root}: no images/ folder. A folder dataset needs images/ (and optional masks/).")
+def image_stems(images_dir: Path) -> dict[str, Path]:
+    """stem -> path of every image file of `images_dir`, sorted; two images sharing a stem are an error."""
     files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     stems: dict[str, Path] = {}
     for path in files:
         if path.stem in stems:
             raise DataError(f"two images share the stem {path.stem!r}: {stems[path.stem]} and {path}")
         stems[path.stem] = path
+    return stems
+
+
+def split_size(root: str | Path, split: str) -> int:
+    """Images of a folder dataset listed in `split` (by splits.csv, else train), before the manifest checks them."""
+    images_dir = Path(root) / "images"
+    if not images_dir.is_dir():
+        return 0
+    stems = image_stems(images_dir)
+    splits = read_splits(Path(root) / "splits.csv", set(stems))
+    return sum(splits.get(stem, DEFAULT_SPLIT) == split for stem in stems)
+
+
+def list_folder_dataset(root: str | Path) -> DatasetListing:
+    """List a folder dataset; fails with a clear message when the layout is wrong."""
+    root = Path(root)
+    images_dir = root / "images"
+    if not images_dir.is_dir():
+        raise DataError(f"{root}: no images/ folder. A folder dataset needs images/ (and optional masks/).")
+    stems = image_stems(images_dir)
     splits = read_splits(root / "splits.csv", set(stems))
     records = [
         ImageRecord(

@@ -29,7 +29,7 @@ from useg.methods.alignseg.crops import CropBatch, CropConfig, collate_crops, cr
 from useg.methods.alignseg.decoder import Activation, DecoderConfig, Init, PrototypeDecoder, build_decoder, save_decoder, similarity
 from useg.methods.alignseg.losses import LossConfig, Reduction, Source, total_loss
 from useg.methods.alignseg.optim import Schedule, build_optimiser, build_schedule
-from useg.train import check_finite, load_checkpoint, save_checkpoint
+from useg.train import LossGuard, load_checkpoint, save_checkpoint
 from useg.train.amp import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def train_alignseg(
         decoder.load_state_dict(state["decoder"])
         optimiser.load_state_dict(state["optimiser"])
         history, start = state["history"], state["epoch"] + 1
-    began = time.perf_counter()
+    began, guard = time.perf_counter(), LossGuard("lower alignseg.lr")
     for epoch in range(start, cfg.epochs):
         batches.epoch = epoch
         decoder.train()
@@ -205,7 +205,7 @@ def train_alignseg(
                 group["lr"] = float(lr[epoch * iters + b])
             with precision.autocast():
                 loss, terms = step_loss(decoder, backbone, batch, cfg, losses, device)
-            check_finite(loss, epoch, b, "lower alignseg.lr")
+            guard.check(loss, epoch, b)
             precision.step(optimiser, loss)
             for name, value in {"loss": float(loss.detach()), **terms}.items():
                 totals[name] = totals.get(name, 0.0) + value / iters

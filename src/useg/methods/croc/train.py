@@ -33,7 +33,7 @@ from useg.methods.croc.clustering import READINGS, ClusterConfig, Clustering, To
 from useg.methods.croc.heads import CrOCHead
 from useg.methods.croc.losses import cluster_centroids, dense_loss, global_loss, mean_norm, total_loss, update_center
 from useg.runtime import resolve_device
-from useg.train import check_finite, cosine_schedule, ema_update, load_checkpoint, save_checkpoint
+from useg.train import LossGuard, cosine_schedule, ema_update, load_checkpoint, save_checkpoint
 from useg.train.amp import resolve_precision
 from useg.train.clip import clip_gradients
 
@@ -193,6 +193,7 @@ class CrOCTrainer:
         self.lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters_per_epoch, cfg.warmup_epochs)
         self.wd = cosine_schedule(cfg.weight_decay, cfg.weight_decay_end, cfg.epochs, iters_per_epoch)
         self.mom = cosine_schedule(cfg.momentum, cfg.momentum_end, cfg.epochs, iters_per_epoch)
+        self.guard = LossGuard("lower croc.lr or raise croc.warmup_epochs")
 
     def state(self) -> dict[str, Any]:
         return {
@@ -259,7 +260,7 @@ class CrOCTrainer:
                 group["weight_decay"] = float(self.wd[it])
         with self.precision.autocast():
             out = self.losses(batch, generator)
-        check_finite(out.total, it // self.iters_per_epoch, it % self.iters_per_epoch, "lower croc.lr or raise croc.warmup_epochs")
+        self.guard.check(out.total, it // self.iters_per_epoch, it % self.iters_per_epoch)
 
         def clip_and_freeze() -> None:
             clip_gradients(self.student.parameters(), cfg.clip_grad, cfg.clip_grad_per_parameter)

@@ -18,7 +18,7 @@ from useg.methods.maskdistill.models import build_deeplab, for_rebuild, load_mod
 from useg.postprocess.crf import CRFConfig, dense_crf
 from useg.stores.labelbank import LabelBank
 from useg.stores.predictions import PredictionsWriter
-from useg.train import check_finite
+from useg.train import LossGuard
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def train_deeplab(
     epochs, batch_size = cfg["epochs"], min(cfg["batch_size"], len(images))
     per_epoch = max(1, len(images) // batch_size)  # whole batches only (BatchNorm needs > 1 sample)
     log.info("deeplab-v3 (%s): %s, %d images, %d epochs", cfg["backbone"], num_parameters(model), len(images), epochs)
+    guard = LossGuard("lower maskdistill.deeplab.lr")
     for epoch in tqdm(range(epochs), desc="deeplab-v3", unit="epoch"):
         for group in optimiser.param_groups:
             group["lr"] = step_lr(cfg["lr"], epoch, epochs, 0, [cfg["lr_step"]])
@@ -67,7 +68,7 @@ def train_deeplab(
             flips = torch.rand(len(idx), generator=generator) < 0.5
             x, y = torch.where(flips[:, None, None, None], x.flip(-1), x), torch.where(flips[:, None, None], y.flip(-1), y)
             loss = hard_pixel_ce(model(x.to(device))["out"], y.to(device), cfg["hard_fraction"])
-            check_finite(loss, epoch, step, "lower maskdistill.deeplab.lr")
+            guard.check(loss, epoch, step)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -16,7 +16,7 @@ from useg.methods.common import load_images
 from useg.methods.maskdistill.models import build_maskrcnn, for_rebuild, inference_size, num_parameters, save_model, sgd, step_lr
 from useg.stores.candidates import write_candidates
 from useg.stores.maskbank import MaskBank
-from useg.train import check_finite
+from useg.train import LossGuard
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def train_maskrcnn(
     total, batch_size = cfg["iterations"], min(cfg["batch_size"], len(keep))
     log.info("mask r-cnn: %s, %d pseudo-labelled images, %d iterations", num_parameters(model), len(keep), total)
     order = torch.randperm(len(keep), generator=generator)
-    cursor = 0
+    cursor, guard = 0, LossGuard("lower maskdistill.maskrcnn.lr")
     for it in tqdm(range(total), desc="mask r-cnn", unit="it"):
         if cursor + batch_size > len(order):
             order, cursor = torch.randperm(len(keep), generator=generator), 0
@@ -79,7 +79,7 @@ def train_maskrcnn(
         pairs = [flip(images[i], targets[i]) if f else (images[i], targets[i]) for i, f in zip(idx, flips)]
         losses = model([p[0].to(device) for p in pairs], [{k: v.to(device) for k, v in p[1].items()} for p in pairs])
         loss = sum(losses.values())
-        check_finite(loss, 0, it, "lower maskdistill.maskrcnn.lr")
+        guard.check(loss, 0, it)
         for group in optimiser.param_groups:
             group["lr"] = step_lr(cfg["lr"], it, total, cfg["warmup_iters"], cfg["steps"])
         optimiser.zero_grad(set_to_none=True)

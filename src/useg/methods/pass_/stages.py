@@ -29,7 +29,7 @@ from useg.eval.imagenet_s import ImageNetSEvaluator, nmi
 from useg.methods.pass_.model import NetConfig, PASSNet, SegmentationNet
 from useg.runtime import resolve_device
 from useg.stores.predictions import PredictionsWriter
-from useg.train import check_finite, cosine_schedule, load_checkpoint, save_checkpoint
+from useg.train import LossGuard, cosine_schedule, load_checkpoint, save_checkpoint
 from useg.train.amp import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ def finetune(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start = state["history"], state["epoch"] + 1
+    guard = LossGuard("lower pass.finetune.lr")
     for epoch in range(start, cfg.epochs):
         batches.epoch = epoch
         model.train()
@@ -186,7 +187,7 @@ def finetune(
             with precision.autocast():
                 logits = model(batch.to(dev))
                 loss = F.cross_entropy(logits, targets[idx].to(dev))
-            check_finite(loss, epoch, b, "lower pass.finetune.lr")
+            guard.check(loss, epoch, b)
             precision.step(optimizer, loss)
             total += float(loss.detach()) / iters
             correct += int((logits.argmax(1).cpu() == targets[idx]).sum())

@@ -30,7 +30,7 @@ from useg.methods.pass_.losses import EmbeddingQueue, overlap_features, swapped_
 from useg.methods.pass_.model import NetConfig, PASSNet
 from useg.runtime import resolve_device
 from useg.stores.features import FeatureStore
-from useg.train import check_finite, cosine_schedule, load_checkpoint, save_checkpoint
+from useg.train import LossGuard, cosine_schedule, load_checkpoint, save_checkpoint
 from useg.train.amp import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,7 @@ class PASSTrainer:
         self.iters_per_epoch = iters_per_epoch
         self.lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters_per_epoch, cfg.warmup_epochs)
         self.queue = EmbeddingQueue(cfg.queue_length, 2, net_cfg.projector_dim, self.device)
+        self.guard = LossGuard("lower pass.pretrain.lr")
 
     def state(self) -> dict[str, Any]:
         """Everything a resumed run needs: network, optimiser and the SwAV queue."""
@@ -182,7 +183,7 @@ class PASSTrainer:
         epoch = it // self.iters_per_epoch
         with self.precision.autocast():
             out = self.losses(views, prior, frame, epoch)
-        check_finite(out.total, epoch, it % self.iters_per_epoch, "lower pass.pretrain.lr")
+        self.guard.check(out.total, epoch, it % self.iters_per_epoch)
 
         def freeze_prototypes() -> None:
             if epoch < self.cfg.freeze_prototypes_epochs:
