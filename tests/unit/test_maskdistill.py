@@ -288,3 +288,19 @@ def test_one_object_class_gives_a_single_cluster_that_mask_rcnn_trains_on(tmp_pa
     (tmp_path / "classes.json").write_text('{"classes": ["animal"], "things": [], "ignore_index": 255}')
     with pytest.raises(ConfigError, match="maskdistill.k is not set and the dataset has fewer than 2 classes"):
         num_clusters(None, str(tmp_path / "classes.json"))
+
+
+def test_single_setting_keeps_only_the_top_detection_of_an_image_without_ground_truth():
+    empty = Instances(np.zeros((0, 20, 20), bool), np.zeros(0, np.int64))
+    dets = Instances(np.stack([square(0, 5, 20), square(10, 20, 20), square(5, 9, 20)]), np.array([1, 1, 1]), np.array([0.2, 0.9, 0.5]))
+    gt, det = single_object(empty, dets)
+    assert len(gt.classes) == 0 and det.scores.tolist() == [0.9] and det.masks[0].sum() == square(10, 20, 20).sum()
+    # Hand-made set: one image with its instance found (score 0.6), one without ground truth whose three
+    # detections all outscore it. Kept whole, they rank first as false positives and AP drops to 1/4
+    # (precision 1/4 at the only recall step); one false positive above it leaves precision 1/2.
+    hit = Instances(square(0, 10, 20)[None].astype(bool), np.array([1]))
+    found = Instances(square(0, 10, 20)[None], np.array([1]), np.array([0.6]))
+    dets = Instances(dets.masks, dets.classes, np.array([0.7, 0.9, 0.8]))
+    pairs = [single_object(hit, found), single_object(empty, dets)]
+    assert mask_ap([p[0] for p in pairs], [p[1] for p in pairs])["ap50"] == pytest.approx(0.5, abs=0.01)
+    assert mask_ap([hit, empty], [found, dets])["ap50"] == pytest.approx(0.25, abs=0.01)
