@@ -14,11 +14,15 @@ from useg.methods.maskdistill.aggregate import confident_labels
 from useg.methods.maskdistill.ap import Instances, mask_ap, single_object
 from useg.methods.maskdistill.deeplab import hard_pixel_ce
 from useg.methods.maskdistill.masks import (
+    MaskRule,
     cls_affinity,
     mask_box,
+    mass_set,
     object_masks,
     patch_affinity,
     proposals,
+    rule_masks,
+    source_component,
     top_k_count,
     upsample_masks,
 )
@@ -288,3 +292,73 @@ def test_one_object_class_gives_a_single_cluster_that_mask_rcnn_trains_on(tmp_pa
     (tmp_path / "classes.json").write_text('{"classes": ["animal"], "things": [], "ignore_index": 255}')
     with pytest.raises(ConfigError, match="maskdistill.k is not set and the dataset has fewer than 2 classes"):
         num_clusters(None, str(tmp_path / "classes.json"))
+
+
+def test_single_setting_keeps_only_the_top_detection_of_an_image_without_ground_truth():
+    empty = Instances(np.zeros((0, 20, 20), bool), np.zeros(0, np.int64))
+    dets = Instances(np.stack([square(0, 5, 20), square(10, 20, 20), square(5, 9, 20)]), np.array([1, 1, 1]), np.array([0.2, 0.9, 0.5]))
+    gt, det = single_object(empty, dets)
+    assert len(gt.classes) == 0 and det.scores.tolist() == [0.9] and det.masks[0].sum() == square(10, 20, 20).sum()
+    # Hand-made set: one image with its instance found (score 0.6), one without ground truth whose three
+    # detections all outscore it. Kept whole, they rank first as false positives and AP drops to 1/4
+    # (precision 1/4 at the only recall step); one false positive above it leaves precision 1/2.
+    hit = Instances(square(0, 10, 20)[None].astype(bool), np.array([1]))
+    found = Instances(square(0, 10, 20)[None], np.array([1]), np.array([0.6]))
+    dets = Instances(dets.masks, dets.classes, np.array([0.7, 0.9, 0.8]))
+    pairs = [single_object(hit, found), single_object(empty, dets)]
+    assert mask_ap([p[0] for p in pairs], [p[1] for p in pairs])["ap50"] == pytest.approx(0.5, abs=0.01)
+    assert mask_ap([hit, empty], [found, dets])["ap50"] == pytest.approx(0.25, abs=0.01)
+
+
+def test_connected_component_keeps_the_island_of_the_source_patch():
+    masks = torch.zeros(2, 4, 5, dtype=torch.bool)
+    masks[:, 0:2, 0:2] = True  # island one (top left)
+    masks[:, 2:4, 3:5] = True  # island two (bottom right), touching island one only diagonally at no point
+    masks[:, 1, 2] = True  # joins island one 4-connectedly
+    source = torch.tensor([0, 3 * 5 + 4])  # image 0: in island one, image 1: in island two
+    kept = source_component(masks.reshape(2, -1), source, (4, 5)).reshape(2, 4, 5)
+    one, two = torch.zeros(4, 5, dtype=torch.bool), torch.zeros(4, 5, dtype=torch.bool)
+    one[0:2, 0:2], one[1, 2], two[2:4, 3:5] = True, True, True
+    assert torch.equal(kept[0], one) and torch.equal(kept[1], two)
+    diagonal = torch.zeros(1, 3, 3, dtype=torch.bool)
+    diagonal[0, 0, 0] = diagonal[0, 1, 1] = True  # diagonal neighbours are not connected (4-connectivity)
+    assert source_component(diagonal.reshape(1, -1), torch.tensor([0]), (3, 3)).sum() == 1
+
+
+def test_release_a_cls_first_five_of_six_heads_and_half_mass():
+    # Six heads; q_CLS . k_j = head value h_j; head 5 (the last) is huge and must be left out.
+    values = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0, 0.0]]).expand(5, 6)
+    values = torch.cat([values, torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 100.0]])])  # [6 heads, 6 patches]
+    q = torch.zeros(1, 6, 7, 1)
+    q[0, :, 0, 0] = 1.0
+    k = torch.zeros(1, 6, 7, 1)
+    k[0, :, 1:, 0] = values
+    a_cls = cls_affinity(q, k, cls_heads=-1)
+    assert torch.allclose(a_cls, torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0, 0.0]]))
+    assert torch.allclose(cls_affinity(q, k, cls_heads=5), a_cls)
+    assert torch.allclose(cls_affinity(q, k)[0, 5], torch.tensor(100 / 6))
+    # sum 10; ascending cumulative shares 0, 0, .1, .3, .6, 1 -> above 1 - 0.5 keeps the patches of 4 and 3
+    assert mass_set(a_cls, 0.5).tolist() == [[True, True, False, False, False, False]]
+    with pytest.raises(ConfigError, match="maskdistill.cls_heads 7"):
+        cls_affinity(q, k, cls_heads=7)
+    with pytest.raises(ConfigError, match="maskdistill.cls_heads -6"):
+        cls_affinity(q, k, cls_heads=-6)
+
+
+def test_half_mass_zeroes_a_cls_before_the_top_k_proposals():
+    # Two patches hold the top half of a_CLS; with top 40 % of 5 patches = 2 proposals, the mass set and P
+    # agree, and a patch with a_CLS 2.9 but outside the mass set cannot enter P through the zeroing.
+    q = torch.zeros(1, 1, 6, 2)
+    q[0, 0, 0] = torch.tensor([1.0, 0.0])
+    k = torch.zeros(1, 1, 6, 2)
+    k[0, 0, 1:, 0] = torch.tensor([5.0, 4.0, 2.9, 0.1, 0.0])
+    k[0, 0, 1:, 1] = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0])
+    plain, _ = rule_masks(q, k, 1, (1, 5), MaskRule(topk=0.4))
+    release, _ = rule_masks(q, k, 1, (1, 5), MaskRule(topk=0.4, cls_mass=0.5))
+    assert plain.tolist() == release.tolist() == [[True, True, True, True, False]]
+    # Below the mass set every patch ties at zero, so the rest of P goes to the lowest indices, not to the
+    # next-largest a_CLS: a_CLS [3, -.5, -.4, -.3, -.2] keeps only patch 0 (ascending shares end at -.875, 1).
+    a_cls = torch.tensor([[3.0, -0.5, -0.4, -0.3, -0.2]])
+    assert mass_set(a_cls, 0.5).tolist() == [[True, False, False, False, False]]
+    assert proposals(a_cls, 0.6).tolist() == [[True, False, False, True, True]]
+    assert proposals(a_cls * mass_set(a_cls, 0.5), 0.6).tolist() == [[True, True, True, False, False]]

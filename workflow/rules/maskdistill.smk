@@ -11,7 +11,7 @@ rule maskdistill_masks:
         directory(f"{MD}/masks/{{split}}/shard-{{shard}}.zarr"),
     params:
         cfg=lambda w: as_json(
-            {"backbone": config["backbone"], **maskdistill_slice("topk", "background", "batch_size", "device")}
+            {"backbone": config["backbone"], **maskdistill_slice("topk", "cls_heads", "cls_mass", "connected", "background", "batch_size", "device")}
         ),
         shards=config["features"]["shards"],
         weights=weights_option,

@@ -58,19 +58,19 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def single_object(gt: Instances, det: Instances) -> tuple[Instances, Instances]:
     """`single` setting: the most confident detection and the instance with the largest box IoU to it
-    (without a detection, the largest instance, which then counts as missed)."""
+    (without a detection, the largest instance, which then counts as missed; without an instance, the
+    most confident detection alone, which then counts as a false positive, as the release's evaluation)."""
+    if len(det.classes):
+        top = int(np.argmax(det.scores))
+        det = Instances(det.masks[top : top + 1], det.classes[top : top + 1], det.scores[top : top + 1])
     if not len(gt.classes):
         return gt, det
     if not len(det.classes):
         keep = int(gt.masks.reshape(len(gt.masks), -1).sum(1).argmax())
-        return Instances(gt.masks[keep : keep + 1], gt.classes[keep : keep + 1]), det
-    top = int(np.argmax(det.scores))
-    box = mask_box(det.masks[top])
-    keep = int(np.argmax([box_iou(box, mask_box(m)) for m in gt.masks]))
-    return (
-        Instances(gt.masks[keep : keep + 1], gt.classes[keep : keep + 1]),
-        Instances(det.masks[top : top + 1], det.classes[top : top + 1], det.scores[top : top + 1]),
-    )
+    else:
+        box = mask_box(det.masks[0])
+        keep = int(np.argmax([box_iou(box, mask_box(m)) for m in gt.masks]))
+    return Instances(gt.masks[keep : keep + 1], gt.classes[keep : keep + 1]), det
 
 
 def mask_ap(gts: list[Instances], dets: list[Instances]) -> dict[str, float]:

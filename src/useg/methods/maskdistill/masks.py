@@ -1,28 +1,81 @@
-"""Object mask distillation from the last block's q and k (MaskDistill §3.2, eq. 1–2)."""
+"""Object mask distillation from the last block's q and k (MaskDistill §3.2, eq. 1–2), with the release's
+three extras as switches (`MaskRule`): a_CLS over the first heads only, a_CLS kept on its top-mass set,
+and the connected component of the source patch."""
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from tqdm import tqdm
 
 from useg.backbones.extract import input_batches
 from useg.backbones.vit import ViTBackbone
 from useg.data.manifest import ManifestRow
+from useg.errors import ConfigError
 from useg.stores.maskbank import MaskBankWriter
 
 log = logging.getLogger(__name__)
 
 
-def cls_affinity(q: torch.Tensor, k: torch.Tensor, prefix: int = 1) -> torch.Tensor:
-    """a_CLS = mean over heads of q_CLS · k_Iᵀ, q/k [B, H, T, d] -> [B, N] (MaskDistill eq. 1)."""
+@dataclass(frozen=True)
+class MaskRule:
+    """The mask rule's settings: top-k fraction, a_CLS heads (n > 0: the first n, n < 0: all but the last |n|,
+    None: all), a_CLS mass kept (None: all) and whether only the source patch's connected component stays."""
+
+    topk: float = 0.4
+    cls_heads: int | None = None
+    cls_mass: float | None = None
+    connected: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> MaskRule:
+        """The rule of a `maskdistill` config section."""
+        return cls(cfg["topk"], cfg["cls_heads"], cfg["cls_mass"], cfg["connected"])
+
+
+def head_subset(num_heads: int, cls_heads: int | None) -> slice:
+    """The heads a_CLS averages: the first n (n > 0), all but the last |n| (n < 0), or all (None)."""
+    if cls_heads is not None and (cls_heads == 0 or abs(cls_heads) >= num_heads + (cls_heads > 0)):
+        raise ConfigError(
+            f"maskdistill.cls_heads {cls_heads} leaves no head or asks for more than the backbone's {num_heads}:"
+            f" use 1..{num_heads}, -1..-{num_heads - 1} or null (all heads)"
+        )
+    return slice(None, cls_heads)
+
+
+def cls_affinity(q: torch.Tensor, k: torch.Tensor, prefix: int = 1, cls_heads: int | None = None) -> torch.Tensor:
+    """a_CLS = mean over heads of q_CLS · k_Iᵀ, q/k [B, H, T, d] -> [B, N] (MaskDistill eq. 1); `cls_heads`
+    selects the heads (the release averages the first 5 of ViT-S's 6)."""
+    heads = head_subset(q.shape[1], cls_heads)
+    q, k = q[:, heads], k[:, heads]
     return torch.einsum("bhd,bhnd->bn", q[:, :, 0], k[:, :, prefix:]) / q.shape[1]
+
+
+def mass_set(a_cls: torch.Tensor, mass: float) -> torch.Tensor:
+    """Boolean [B, N]: the largest a_CLS values that hold the top `mass` of its sum (DINO's attention
+    threshold, as the release applies it to a_CLS: values sorted ascending, kept where the normalised
+    cumulative sum exceeds 1 − mass)."""
+    values, order = torch.sort(a_cls, dim=1)
+    cumulative = torch.cumsum(values / values.sum(dim=1, keepdim=True), dim=1)
+    return torch.zeros_like(a_cls, dtype=torch.bool).scatter_(1, order, cumulative > 1 - mass)
+
+
+def source_component(masks: torch.Tensor, source: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Masks [B, N] cut to the 4-connected component that holds each source patch (LOST; the release's
+    `scipy.ndimage.label`); a source outside its mask selects the background component, as the release does."""
+    out = []
+    for mask, s in zip(masks.reshape(len(masks), *grid).cpu().numpy(), source.tolist()):
+        labels = ndimage.label(mask)[0]
+        out.append(labels == labels[s // grid[1], s % grid[1]])
+    return torch.from_numpy(np.stack(out).reshape(len(out), -1)).to(masks.device)
 
 
 def patch_affinity(k: torch.Tensor, prefix: int = 1) -> torch.Tensor:
@@ -53,6 +106,15 @@ def object_masks(a_cls: torch.Tensor, affinity: torch.Tensor, fraction: float) -
     return summed > 0, source
 
 
+def rule_masks(q: torch.Tensor, k: torch.Tensor, prefix: int, grid: tuple[int, int], rule: MaskRule) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks [B, N] and sources [B] of the last block's q/k [B, H, T, d] under `rule` (§3.2 and the release's extras)."""
+    a_cls = cls_affinity(q, k, prefix, rule.cls_heads)
+    if rule.cls_mass is not None:
+        a_cls = a_cls * mass_set(a_cls, rule.cls_mass)
+    masks, source = object_masks(a_cls, patch_affinity(k, prefix), rule.topk)
+    return (source_component(masks, source, grid) if rule.connected else masks), source
+
+
 def upsample_masks(masks: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """Patch masks [B, N] -> pixel masks [B, H, W] by nearest-neighbour upsampling."""
     grid_masks = masks.reshape(len(masks), 1, *grid).float()
@@ -79,15 +141,12 @@ def masked_images(images: torch.Tensor, masks: torch.Tensor, background: str) ->
 
 
 @torch.inference_mode()
-def distill_batch(
-    backbone: ViTBackbone, images: torch.Tensor, fraction: float, background: str
-) -> dict[str, np.ndarray]:
+def distill_batch(backbone: ViTBackbone, images: torch.Tensor, rule: MaskRule, background: str) -> dict[str, np.ndarray]:
     """Object masks, boxes, sources and masked-image CLS tokens of one batch."""
     last = backbone.depth - 1
     out = backbone(images, qkv_blocks=(last,))
     q, k, _ = out.qkv[last]
-    prefix = backbone.num_prefix_tokens
-    masks, source = object_masks(cls_affinity(q, k, prefix), patch_affinity(k, prefix), fraction)
+    masks, source = rule_masks(q, k, backbone.num_prefix_tokens, out.grid, rule)
     pixels = upsample_masks(masks, out.grid, tuple(images.shape[-2:]))
     cls = backbone(masked_images(images, pixels, background)).cls
     return {
@@ -111,12 +170,13 @@ def build_mask_bank(
     backbone = backbone.to(device).eval()
     grid = backbone.grid_for(*input_size)
     index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
+    rule = MaskRule.from_config(cfg)
     attrs = {"input_size": list(input_size), "patch_size": backbone.patch_size, "topk": cfg["topk"], "background": cfg["background"]}
     covered, start = 0.0, 0
     with MaskBankWriter(out_path, index, ids, grid, backbone.embed_dim, prov, **attrs) as writer:
         batches = input_batches([row for _, row in rows], input_size, cfg["batch_size"], 1)
         for images in tqdm(batches, desc=f"object masks {Path(out_path).name}", unit="batch"):
-            batch = distill_batch(backbone, images.to(device), cfg["topk"], cfg["background"])
+            batch = distill_batch(backbone, images.to(device), rule, cfg["background"])
             writer.write(start, **batch)
             covered += float(batch["masks"].mean(axis=(1, 2)).sum())
             start += len(images)
