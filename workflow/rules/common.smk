@@ -84,12 +84,18 @@ DEFAULT_K = {
 }
 
 
+def folder_classes():
+    """The class names of the folder dataset's classes.txt, or None when it has none."""
+    path = Path(DATASET["root"]) / "classes.txt"
+    return [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else None
+
+
 def check_default_k():
     """Fail when a configured method's K is unset and the folder dataset's classes.txt gives too few."""
     if DATASET["kind"] != "folder" or not DATASET["root"]:
         return
     path = Path(DATASET["root"]) / "classes.txt"
-    classes = [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    classes = folder_classes() or []
     for method in config["methods"]:
         section, left_out, smallest = DEFAULT_K.get(method, (None, 0, 0))
         if section and not config[section]["k"] and len(classes) - left_out < smallest:
@@ -108,10 +114,7 @@ def dataset_classes():
         from useg.data.synthetic import ShapesConfig
 
         return list(ShapesConfig(**DATASET["synthetic"]).class_names())
-    path = Path(DATASET["root"]) / "classes.txt"
-    if DATASET["kind"] == "folder" and path.exists():
-        return [line for line in path.read_text().splitlines() if line.strip()]
-    return None
+    return folder_classes() if DATASET["kind"] == "folder" else None
 
 
 def split_size(split):

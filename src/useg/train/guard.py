@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 
 import torch
 
@@ -12,10 +11,9 @@ from useg.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
-# A loss this many times its start (the first step's on the untrained model, or the median of the
-# first steps; at least 1, so that a loss starting near 0 may grow to the usual scale) has diverged:
-# a stable loss decreases from its start, a too-high learning rate overshoots it by orders of
-# magnitude and may stay finite.
+# A loss this many times its start (the first step's, on the untrained model; at least 1, so that
+# a loss starting near 0 may grow to the usual scale) has diverged: a stable loss decreases from its
+# start, a too-high learning rate overshoots it by orders of magnitude and may stay finite.
 DIVERGENCE_FACTOR = 100.0
 
 RESUME_NOTE = (
@@ -39,30 +37,22 @@ def check_finite(loss: torch.Tensor | float, epoch: int, step: int, hint: str = 
 
 
 class LossGuard:
-    """check_finite, and the divergence rule: fail when a loss exceeds DIVERGENCE_FACTOR times the
-    reference r = max(|median of the first `reference_steps` losses|, 1), a run that trains on with
-    finite but exploded losses. Until those steps are in, r is the median of the losses so far, and
-    each loss is checked against the r of the losses before it."""
+    """check_finite, and the divergence rule: fail when the loss exceeds DIVERGENCE_FACTOR times its
+    start max(|first loss|, 1), a run that trains on with finite but exploded losses."""
 
-    def __init__(self, hint: str, factor: float = DIVERGENCE_FACTOR, reference_steps: int = 1) -> None:
-        self.hint, self.factor, self.reference_steps = hint, factor, reference_steps
-        self.first: list[float] = []
-
-    @property
-    def reference(self) -> float:
-        """r = max(|median of the first losses|, 1): a loss starting near 0 may grow to the usual scale."""
-        return max(abs(statistics.median(self.first)), 1.0)
+    def __init__(self, hint: str, factor: float = DIVERGENCE_FACTOR) -> None:
+        self.hint, self.factor = hint, factor
+        self.start: float | None = None
 
     def check(self, loss: torch.Tensor | float, epoch: int, step: int) -> None:
-        """Raise TrainingError when the loss is non-finite or over `factor` times the reference."""
+        """Raise TrainingError when the loss is non-finite or far above its start."""
         check_finite(loss, epoch, step, self.hint)
         value = _value(loss)
-        if self.first and value > self.factor * self.reference:
+        if self.start is None:
+            self.start = max(abs(value), 1.0)
+            log.info("loss guard: reference %.4g, training stops above %.4g", self.start, self.factor * self.start)
+        if value > self.factor * self.start:
             raise TrainingError(
                 f"the training loss reached {value:.4g} at epoch {epoch + 1}, step {step + 1}, over "
-                f"{self.factor:g} times its start ({self.reference:.4g}): training diverged. Try to {self.hint}. {RESUME_NOTE}"
+                f"{self.factor:g} times its start ({self.start:.4g}): training diverged. Try to {self.hint}. {RESUME_NOTE}"
             )
-        if len(self.first) < self.reference_steps:
-            self.first.append(value)
-            if len(self.first) == self.reference_steps:
-                log.info("loss guard: reference %.4g, training stops above %.4g", self.reference, self.factor * self.reference)
