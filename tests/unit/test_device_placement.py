@@ -137,7 +137,7 @@ def test_transfgu_round_teacher_and_prediction_batch(tmp_path, tiny_backbone_cfg
 
 
 def test_maskdistill_deeplab_and_mask_rcnn(tmp_path):
-    from tests.unit.test_maskdistill import TINY_RCNN, square
+    from tests.unit.test_maskdistill import TINY_DEEPLAB, TINY_RCNN, square
     from useg.methods.maskdistill.deeplab import hard_pixel_ce, predict_deeplab, train_deeplab
     from useg.methods.maskdistill.maskrcnn import build_maskrcnn, load_maskrcnn, predict_candidates
     from useg.methods.maskdistill.models import save_model
@@ -147,8 +147,7 @@ def test_maskdistill_deeplab_and_mask_rcnn(tmp_path):
     labels = np.random.default_rng(0).integers(0, 3, (2, 32, 32))
     with LabelBankWriter(tmp_path / "b.zarr", np.arange(2), [r.id for r in rows], 3, (32, 32), PROV, with_maps=False, input_size=[32, 32]) as w:
         w.write(0, None, labels, labels > 0)
-    cfg = {"backbone": "resnet18", "weights": "random", "frozen_stages": 0, "epochs": 1, "batch_size": 2, "lr": 0.01,
-           "lr_step": 0.5, "momentum": 0.9, "weight_decay": 1e-4, "hard_fraction": 0.2}  # fmt: skip
+    cfg = TINY_DEEPLAB
     target = {"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0]]), "labels": torch.tensor([2]), "masks": torch.from_numpy(square(4, 20, 32))[None]}
     with DeviceGuard():
         train_deeplab(rows, LabelBank([tmp_path / "b.zarr"]), cfg, 0, tmp_path / "deeplab.pt", DEVICE)

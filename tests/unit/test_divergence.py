@@ -10,7 +10,7 @@ import torch
 
 from tests.unit.test_croc import TINY_ARCH, TINY_CROC
 from tests.unit.test_device_placement import feature_store, write_rgb
-from tests.unit.test_maskdistill import TINY_RCNN
+from tests.unit.test_maskdistill import TINY_DEEPLAB, TINY_RCNN
 from useg.errors import TrainingError
 from useg.stores import provenance
 
@@ -109,8 +109,7 @@ def test_deeplab_at_an_absurd_lr_fails_naming_its_key(tmp_path):
     labels = np.random.default_rng(0).integers(0, 3, (4, 32, 32))
     with LabelBankWriter(tmp_path / "b.zarr", np.arange(4), [r.id for r in rows], 3, (32, 32), PROV, with_maps=False, input_size=[32, 32]) as w:
         w.write(0, None, labels, labels > 0)
-    cfg = {"backbone": "resnet18", "weights": "random", "frozen_stages": 0, "epochs": 6, "batch_size": 2, "lr": ABSURD_LR,
-           "lr_step": 0.5, "momentum": 0.9, "weight_decay": 0.0, "hard_fraction": 0.2}  # fmt: skip
+    cfg = {**TINY_DEEPLAB, "epochs": 6, "lr": ABSURD_LR, "weight_decay": 0.0}
     with diverges(r"maskdistill\.deeplab\.lr"):
         train_deeplab(rows, LabelBank([tmp_path / "b.zarr"]), cfg, 0, tmp_path / "deeplab.pt", torch.device("cpu"))
     assert not (tmp_path / "deeplab.pt").exists()

@@ -156,7 +156,12 @@ def test_step_lr_warmup_and_steps():
 TINY_RCNN = {
     "backbone": "resnet18", "weights": "random", "trainable_layers": 5, "fpn_channels": 16, "head_dim": 32,
     "proposals": 50, "roi_batch_size": 16, "train_scales": [0.75, 1.0], "min_score": 0.0, "max_candidates": 5,
-    "anchor_top": 0.64,
+    "anchor_top": 0.64, "norm": "batch",
+}  # fmt: skip
+TINY_DEEPLAB = {
+    "backbone": "resnet18", "weights": "random", "norm": "batch", "frozen_stages": 0, "epochs": 1, "batch_size": 2,
+    "lr": 0.01, "lr_step": 0.5, "momentum": 0.9, "weight_decay": 1e-4, "hard_fraction": 0.2, "input_size": None,
+    "rotate": 5.0, "scale": [0.75, 1.25],
 }  # fmt: skip
 
 
@@ -180,8 +185,7 @@ def test_maskrcnn_one_iteration_and_inference():
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_large"])
 def test_deeplab_one_iteration(backbone):
-    cfg = {"backbone": backbone, "weights": "random", "frozen_stages": 0}
-    model = build_deeplab(cfg, 4, seed=0).train()
+    model = build_deeplab({**TINY_DEEPLAB, "backbone": backbone}, 4, seed=0).train()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     out = model(torch.randn(2, 3, 32, 32))["out"]
     assert out.shape == (2, 4, 32, 32)
@@ -448,8 +452,7 @@ def test_crf_round_labels_are_the_final_models_crf_predictions_and_train_deeplab
     prov = provenance("t", {}, seed=0)
     with LabelBankWriter(tmp_path / "b.zarr", np.arange(4), [r.id for r in rows], 3, (32, 32), prov, with_maps=False, input_size=[32, 32]) as w:
         w.write(0, None, labels, labels < 2)
-    cfg = {"backbone": "resnet18", "weights": "random", "frozen_stages": 0, "epochs": 1, "batch_size": 2, "lr": 0.01,
-           "lr_step": 0.5, "momentum": 0.9, "weight_decay": 1e-4, "hard_fraction": 0.2}  # fmt: skip
+    cfg = TINY_DEEPLAB
     train_deeplab(rows, LabelBank([tmp_path / "b.zarr"]), cfg, 0, tmp_path / "deeplab.pt", torch.device("cpu"))
     crf, indexed = CRFConfig(iterations=2, window=3), list(enumerate(rows))
     crf_label_bank(tmp_path / "deeplab.pt", indexed, tmp_path / "crf.zarr", prov, torch.device("cpu"), crf)
@@ -459,3 +462,68 @@ def test_crf_round_labels_are_the_final_models_crf_predictions_and_train_deeplab
     assert np.array_equal(bank.read("labels"), predicted) and np.array_equal(bank.read("foreground"), predicted != 2)
     train_deeplab(rows, bank, cfg, 0, tmp_path / "deeplab-crf.pt", torch.device("cpu"))
     assert (tmp_path / "deeplab-crf.pt").exists()
+
+
+def test_frozen_stages_keep_their_batchnorm_statistics_and_the_rest_trains(tmp_path: Path):
+    import torchvision
+    from torchvision.ops import FrozenBatchNorm2d
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")  # a weights file made here
+    model = build_deeplab({**TINY_DEEPLAB, "weights": str(tmp_path / "r18.pth"), "frozen_stages": 3}, 3, seed=0).train()
+    body = model.backbone
+    frozen = [body.bn1, *[m for stage in (body.layer1, body.layer2) for m in stage.modules()]]
+    assert isinstance(body.bn1, FrozenBatchNorm2d) and not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen)
+    assert not any(p.requires_grad for name in ("conv1", "layer1", "layer2") for p in getattr(body, name).parameters())
+    trained_bn = next(m for m in body.layer3.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = {k: v.clone() for k, v in body.state_dict().items()}
+    loss = hard_pixel_ce(model(torch.randn(2, 3, 32, 32))["out"], torch.randint(0, 3, (2, 32, 32)), 0.2)
+    loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    after = body.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("bn1.", "layer1.", "layer2.")))
+    assert trained_bn.weight.requires_grad and not torch.equal(before["layer3.0.bn1.running_mean"], after["layer3.0.bn1.running_mean"])
+    rebuilt = build_deeplab({**TINY_DEEPLAB, "weights": str(tmp_path / "r18.pth"), "frozen_stages": 3}, 3, seed=1)
+    rebuilt.load_state_dict(model.state_dict())  # a saved model rebuilds with the same layout
+
+
+def test_scale_rotate_keeps_image_and_labels_aligned_and_fills_background():
+    from useg.data.transforms import scale_rotate
+
+    labels = np.full((40, 40), 3, np.uint8)
+    labels[10:30, 12:28] = 1
+    image = np.where(labels[..., None] == 1, 200, 50).astype(np.uint8).repeat(3, axis=2)
+    warped, moved = scale_rotate(image, labels, degrees=5.0, scale=0.75, fill_label=3)
+    inside = moved == 1
+    assert 0.5 < inside.mean() / (labels == 1).mean() < 0.65  # the square's area shrinks by 0.75^2
+    bright = warped[..., 0] > 125
+    assert (bright == inside).mean() > 0.98  # image and labels moved together
+    assert moved[0, 0] == 3 and warped[0, 0].tolist() == [0, 0, 0]  # outside the zoomed-out image: background, black
+
+
+def test_deeplab_samples_flip_image_and_labels_together_and_repeat_for_the_same_generator():
+    from useg.methods.maskdistill.deeplab import SegmentationAugment, augmented_pair
+
+    labels = np.zeros((16, 16), np.uint8)
+    labels[:, :4] = 1
+    image = np.where(labels[..., None] == 1, 255, 0).astype(np.uint8).repeat(3, axis=2)
+    no_warp = SegmentationAugment(degrees=0.0, scale=(1.0, 1.0))
+    outs = [augmented_pair(image, labels, np.random.default_rng(s), (16, 16), no_warp, 2) for s in range(8)]
+    for x, y in outs:
+        assert torch.equal(x[0] > 0, y == 1)  # bright pixels are the label-1 pixels, flipped or not
+    assert {bool(y[0, 0] == 1) for _, y in outs} == {True, False}  # some samples flipped, some not
+    a, b = (augmented_pair(image, labels, np.random.default_rng(5), (8, 8), SegmentationAugment(), 2) for _ in range(2))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[1].shape == (8, 8)
+
+
+def test_deeplab_trains_at_its_own_input_size(tmp_path: Path):
+    from tests.unit.test_device_placement import write_rgb
+    from useg.methods.maskdistill.deeplab import load_deeplab, train_deeplab
+    from useg.stores.labelbank import LabelBank, LabelBankWriter
+
+    rows = write_rgb(tmp_path, 4, size=32)
+    labels = np.random.default_rng(0).integers(0, 3, (4, 32, 32))
+    with LabelBankWriter(tmp_path / "b.zarr", np.arange(4), [r.id for r in rows], 3, (32, 32), provenance("t", {}, seed=0),
+                         with_maps=False, input_size=[32, 32], background_label=2) as w:  # fmt: skip
+        w.write(0, None, labels, labels < 2)
+    train_deeplab(rows, LabelBank([tmp_path / "b.zarr"]), {**TINY_DEEPLAB, "input_size": [24, 24]}, 0, tmp_path / "d.pt", torch.device("cpu"), threads=2)
+    assert load_deeplab(tmp_path / "d.pt")[1]["input_size"] == [24, 24]

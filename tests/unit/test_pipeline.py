@@ -80,3 +80,24 @@ def test_ordered_loader_gives_every_image_once_at_the_working_size(paths):
     seen = [(index, images.shape) for index, images in ordered_loader(paths, (16, 24), 4, threads=2, resize="crop")]
     assert [i for index, _ in seen for i in index] == list(range(10))
     assert seen[-1][1] == (2, 3, 16, 24)
+
+
+def test_loader_workers_start_after_a_parallel_opencv_call_in_the_parent(tmp_path):
+    import subprocess
+    import sys
+
+    script = f"""
+import numpy as np, torch
+from PIL import Image
+from useg.data.pipeline import EpochBatches, ImageDataset, make_loader, normalised
+from useg.data.transforms import scale_rotate
+scale_rotate(np.zeros((40, 40, 3), np.uint8), np.zeros((40, 40), np.uint8), 5.0, 0.75, 0)  # cv2's parallel warpAffine
+paths = []
+for i in range(4):
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(f"{tmp_path}/{{i}}.png")
+    paths.append(f"{tmp_path}/{{i}}.png")
+loader = make_loader(ImageDataset(paths, normalised, 0, (24, 24)), EpochBatches(4, 2, 0), lambda items: len(items), threads=2)
+print(sum(loader))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "4", done.stderr[-2000:]

@@ -182,11 +182,14 @@ PAPER_VALUES: list[tuple[str, dict[str, Any], str]] = [
                          "maskdistill.deeplab.epochs": 45, "maskdistill.deeplab.batch_size": 16,
                          "maskdistill.deeplab.lr": 0.002, "maskdistill.deeplab.lr_step": 0.889,
                          "maskdistill.deeplab.weight_decay": 1e-4, "maskdistill.deeplab.hard_fraction": 0.2,
-                         "maskdistill.deeplab.frozen_stages": 2, "maskdistill.maskrcnn.lr": 0.02,
+                         "maskdistill.deeplab.frozen_stages": 3, "maskdistill.deeplab.input_size": [512, 512],
+                         "maskdistill.deeplab.rotate": 5.0, "maskdistill.deeplab.scale": [0.75, 1.25],
+                         "maskdistill.maskrcnn.lr": 0.02,
                          "maskdistill.maskrcnn.iterations": 24000, "maskdistill.maskrcnn.steps": [0.8333, 0.9167],
                          "maskdistill.maskrcnn.warmup_iters": 100, "maskdistill.maskrcnn.batch_size": 16},
      "MaskDistill §4.1 (ViT-S/16, short side 640, top-40 %, tau 0.9, DeepLab 45 epochs, batch 16, 2e-3 -> 2e-4 "
-     "after 40, top-20 % pixels, two stages frozen), §A.1 (Mask R-CNN lr 0.02, steps 20k/22k of 24k, 100 warm-up)"),
+     "after 40, top-20 % pixels), §A.3 (flips and ScaleNRotate), §A.1 (Mask R-CNN lr 0.02, steps 20k/22k of 24k, "
+     "100 warm-up); the release's DeepLab: stem, layer1 and layer2 frozen, 512 x 512"),
     ("maskdistill/voc", {"paper.results": [["maskdistill-initial", "hungarian-iou", "miou", 39.0],
                                            ["maskdistill-maskrcnn", "hungarian-iou", "miou", 42.0],
                                            ["maskdistill", "hungarian-iou", "miou", 45.8],

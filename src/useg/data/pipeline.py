@@ -23,6 +23,11 @@ from useg.data.images import load_rgb
 from useg.data.transforms import normalise, resize_rgb
 from useg.errors import check_choice
 
+# OpenCV's pthreads pool does not survive fork: a process that ran a parallel cv2 call (warpAffine,
+# for one) and then forks its loader workers deadlocks them. The workers are the parallelism of every
+# stage that decodes and augments, so OpenCV stays on one thread in every process that loads images.
+cv2.setNumThreads(1)
+
 Resize = Literal["squash", "crop", "pad"]
 RESIZES = ("squash", "crop", "pad")
 SampleFn = Callable[..., Any]  # sample(image, rng=generator)
@@ -71,6 +76,22 @@ class ImageDataset(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> tuple[int, Any]:
         epoch, index = item
         return index, self.sample(self.image(index), rng=sample_rng(self.seed, epoch, index))
+
+
+class LabelledDataset(ImageDataset):
+    """Items (epoch, index) -> (index, sample(image, labels(index), generator)): an image with its label map,
+    both read inside the worker (the trainers on pseudo-label banks)."""
+
+    def __init__(
+        self, paths: Sequence[str], labels: Callable[[int], np.ndarray], sample: SampleFn, seed: int,
+        size: tuple[int, int] | None = None, resize: Resize = "squash",
+    ) -> None:  # fmt: skip
+        super().__init__(paths, sample, seed, size, resize)
+        self.labels = labels
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[int, Any]:
+        epoch, index = item
+        return index, self.sample(self.image(index), self.labels(index), rng=sample_rng(self.seed, epoch, index))
 
 
 @dataclass

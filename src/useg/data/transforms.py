@@ -35,3 +35,13 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if labels.shape == (height, width):
         return labels
     return cv2.resize(labels.astype(np.uint16), (width, height), interpolation=cv2.INTER_NEAREST).astype(labels.dtype)
+
+
+def scale_rotate(image: np.ndarray, labels: np.ndarray, degrees: float, scale: float, fill_label: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate by `degrees` and zoom by `scale` about the centre, same size (the ScaleNRotate of DeepLab
+    trainers): the image bicubic with black outside, the label map nearest with `fill_label` outside."""
+    height, width = labels.shape
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, scale)
+    warped = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_CUBIC, borderValue=(0, 0, 0))
+    kept = cv2.warpAffine(labels.astype(np.uint16), matrix, (width, height), flags=cv2.INTER_NEAREST, borderValue=int(fill_label))
+    return warped, kept.astype(labels.dtype)

@@ -74,6 +74,7 @@ class ShardedStore:
     KIND = ""
 
     def __init__(self, paths: list[str | Path]) -> None:
+        self.paths = [str(p) for p in paths]
         self.groups = [open_store(p, self.KIND) for p in paths]
         self.attrs = dict(self.groups[0].attrs)
         self.index: np.ndarray = np.concatenate([g["index"][:] for g in self.groups])
@@ -85,6 +86,29 @@ class ShardedStore:
     def read(self, name: str) -> np.ndarray:
         """One per-image array of every shard, concatenated."""
         return np.concatenate([g[name][:] for g in self.groups])
+
+
+class ShardedRows:
+    """Row i of one per-image array over the shards' concatenation, read on demand: picklable, each loader
+    worker opens the shards itself, so a training stage reads one batch of labels at a time."""
+
+    def __init__(self, paths: list[str], name: str) -> None:
+        self.paths, self.name = list(paths), name
+        self._arrays: list[zarr.Array] | None = None
+        self._starts = np.zeros(0, np.int64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"paths": self.paths, "name": self.name}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["paths"], state["name"])
+
+    def __call__(self, position: int) -> np.ndarray:
+        if self._arrays is None:
+            self._arrays = [zarr.open_group(p, mode="r")[self.name] for p in self.paths]
+            self._starts = np.cumsum([0] + [a.shape[0] for a in self._arrays])
+        shard = int(np.searchsorted(self._starts, position, side="right")) - 1
+        return self._arrays[shard][position - self._starts[shard]]
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:

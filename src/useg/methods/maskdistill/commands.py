@@ -146,7 +146,7 @@ def run_deeplab(args: argparse.Namespace) -> None:
     bank = LabelBank([args.bank])
     manifest = read_manifest(args.manifest)
     rows, cfg = [manifest[i] for i in bank.index], model_config(params, "deeplab")
-    train_deeplab(rows, bank, cfg, params["seed"], args.out, _device(params), args.weights)
+    train_deeplab(rows, bank, cfg, params["seed"], args.out, _device(params), args.weights, args.threads)
 
 
 def run_predict(args: argparse.Namespace) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +14,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from useg.data.manifest import ManifestRow
 from useg.data.augment import normalise_images
+from useg.data.manifest import ManifestRow
+from useg.data.pipeline import EpochBatches, LabelledDataset, make_loader
+from useg.data.transforms import normalise, resize_labels, scale_rotate
 from useg.methods.common import load_images
 from useg.methods.maskdistill.models import build_deeplab, for_rebuild, load_model, num_parameters, save_model, sgd, step_lr
 from useg.postprocess.crf import CRFConfig, dense_crf
+from useg.stores.base import ShardedRows
 from useg.stores.labelbank import LabelBank, LabelBankWriter
 from useg.stores.predictions import PredictionsWriter
 from useg.train import LossGuard
@@ -38,6 +43,39 @@ def hard_pixel_ce(logits: torch.Tensor, target: torch.Tensor, fraction: float, i
     return valid.topk(count, sorted=False).values.mean()
 
 
+@dataclass(frozen=True)
+class SegmentationAugment:
+    """DeepLab-v3's training augmentation (§A.3 after Van Gansbeke et al. 2021): a horizontal flip with
+    probability 1/2, then a rotation uniform in ±`degrees` and a zoom uniform in `scale` (ScaleNRotate)."""
+
+    degrees: float = 5.0
+    scale: tuple[float, float] = (0.75, 1.25)
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> SegmentationAugment:
+        """The augmentation of a `maskdistill.deeplab` section."""
+        return cls(float(cfg["rotate"]), tuple(cfg["scale"]))  # type: ignore[arg-type]
+
+
+def augmented_pair(
+    image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, size: tuple[int, int], augment: SegmentationAugment, background: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training sample: the image (already at `size`) and its label map resized to `size`, flipped and
+    scale-rotated together, outside pixels background; returns (normalised image [3, H, W], labels [H, W])."""
+    labels = resize_labels(labels, size)
+    if rng.random() < 0.5:
+        image, labels = image[:, ::-1], labels[:, ::-1]
+    degrees = rng.uniform(-augment.degrees, augment.degrees)
+    scale = rng.uniform(*augment.scale)
+    image, labels = scale_rotate(np.ascontiguousarray(image), np.ascontiguousarray(labels), degrees, scale, background)
+    return normalise(image), torch.from_numpy(labels.astype(np.int64))
+
+
+def stack_pairs(items: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Collate (index, (image, labels)) items into images [B, 3, H, W] and labels [B, H, W]."""
+    return torch.stack([x for _, (x, _) in items]), torch.stack([y for _, (_, y) in items])
+
+
 def train_deeplab(
     rows: list[ManifestRow],
     bank: LabelBank,
@@ -46,29 +84,30 @@ def train_deeplab(
     out_path: str | Path,
     device: torch.device,
     weights: str | None = None,
+    threads: int = 1,
 ) -> None:
-    """Train DeepLab-v3 on the bank's labels: SGD (momentum 0.9), lr ×0.1 after `lr_step` of the epochs, flips (§4.1).
+    """Train DeepLab-v3 on the bank's labels, streamed through the input pipeline: SGD (momentum 0.9), lr ×0.1
+    after `lr_step` of the epochs, flips and ScaleNRotate (§4.1, A.3); at `input_size` (null: the bank's size).
     `weights`: checkpoint of a `pretrain` pipeline ViT (deeplab.backbone: vit)."""
-    size = tuple(bank.attrs["input_size"])
-    images = normalise_images(load_images(rows, size))
-    targets = torch.from_numpy(bank.read("labels").astype(np.int64))
-    model = build_deeplab(cfg, bank.num_labels, seed, weights).to(device).train()
+    size = tuple(cfg["input_size"] or bank.attrs["input_size"])
+    background = int(bank.attrs.get("background_label", bank.num_labels - 1))
+    sample = partial(augmented_pair, size=size, augment=SegmentationAugment.from_config(cfg), background=background)
+    dataset = LabelledDataset([row.path for row in rows], ShardedRows(bank.paths, "labels"), sample, seed, size)
+    batch_size = min(cfg["batch_size"], len(rows))
+    batches = EpochBatches(len(rows), batch_size, seed)  # whole batches only (BatchNorm needs > 1 sample)
+    loader = make_loader(dataset, batches, stack_pairs, threads, device)
+    model = build_deeplab(cfg, bank.num_labels, seed, weights).to(device)
     optimiser = sgd(model, cfg)
-    generator = torch.Generator().manual_seed(seed)
-    epochs, batch_size = cfg["epochs"], min(cfg["batch_size"], len(images))
-    per_epoch = max(1, len(images) // batch_size)  # whole batches only (BatchNorm needs > 1 sample)
-    log.info("deeplab-v3 (%s): %s, %d images, %d epochs", cfg["backbone"], num_parameters(model), len(images), epochs)
+    epochs = cfg["epochs"]
+    log.info("deeplab-v3 (%s): %s, %d images at %dx%d, %d epochs", cfg["backbone"], num_parameters(model), len(rows), *size, epochs)
     guard = LossGuard("lower maskdistill.deeplab.lr")
     for epoch in tqdm(range(epochs), desc="deeplab-v3", unit="epoch"):
+        batches.epoch = epoch
+        model.train()
         for group in optimiser.param_groups:
             group["lr"] = step_lr(cfg["lr"], epoch, epochs, 0, [cfg["lr_step"]])
-        order = torch.randperm(len(images), generator=generator)
-        for step in range(per_epoch):
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            x, y = images[idx], targets[idx]
-            flips = torch.rand(len(idx), generator=generator) < 0.5
-            x, y = torch.where(flips[:, None, None, None], x.flip(-1), x), torch.where(flips[:, None, None], y.flip(-1), y)
-            loss = hard_pixel_ce(model(x.to(device))["out"], y.to(device), cfg["hard_fraction"])
+        for step, (x, y) in enumerate(loader):
+            loss = hard_pixel_ce(model(x.to(device, non_blocking=True))["out"], y.to(device, non_blocking=True), cfg["hard_fraction"])
             guard.check(loss, epoch, step)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

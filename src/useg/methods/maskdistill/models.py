@@ -26,14 +26,16 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(32, channels)
 
 
-def resnet(name: str, weights: str, dilated: bool = False) -> nn.Module:
-    """A torchvision ResNet from a local state-dict file (frozen BatchNorm, as detectors fine-tune), or random
-    with GroupNorm (32 groups), which trains from scratch with small batches and images (He et al., 2019)."""
+def resnet(name: str, weights: str, dilated: bool = False, norm: str = "batch") -> nn.Module:
+    """A torchvision ResNet from a local state-dict file, with trainable BatchNorm (`batch`, the release's
+    (Sync)BN) or frozen BatchNorm (`frozen`, as Detectron fine-tunes); or random with GroupNorm (32 groups),
+    which trains from scratch with small batches and images (He et al., 2019)."""
     import torchvision
     from torchvision.ops import FrozenBatchNorm2d
 
     random_init = weights == "random"
-    kwargs: dict[str, Any] = {"weights": None, "norm_layer": group_norm if random_init else FrozenBatchNorm2d}
+    pretrained_norm = nn.BatchNorm2d if norm == "batch" else FrozenBatchNorm2d
+    kwargs: dict[str, Any] = {"weights": None, "norm_layer": group_norm if random_init else pretrained_norm}
     if dilated:
         if name in SMALL_RESNETS:
             raise ConfigError(f"maskdistill.deeplab.backbone {name} cannot be dilated; use resnet50, resnet101 or mobilenet_v3_large")
@@ -46,12 +48,28 @@ def resnet(name: str, weights: str, dilated: bool = False) -> nn.Module:
     return model
 
 
+def frozen_norms(module: nn.Module) -> nn.Module:
+    """`module` with every BatchNorm2d replaced by a FrozenBatchNorm2d holding its affine weights and running
+    statistics: a frozen stage neither learns nor updates its statistics (the release puts them in eval mode)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    if isinstance(module, nn.BatchNorm2d):
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(frozen, name).copy_(getattr(module, name).detach())
+        return frozen
+    for name, child in module.named_children():
+        setattr(module, name, frozen_norms(child))
+    return module
+
+
 def freeze_stages(model: nn.Module, frozen: int) -> None:
-    """Freeze the stem and the first `frozen` − 1 residual stages (frozen = 2: stem + layer1, as §4.1)."""
+    """Freeze the stem and the first `frozen` − 1 residual stages, their BatchNorm statistics included
+    (2: stem + layer1, the paper's "first two ResNet blocks"; 3: + layer2, the release's DeepLab-v3)."""
     for name in RESNET_LAYERS[:frozen]:
-        getattr(model, name).requires_grad_(False)
+        setattr(model, name, frozen_norms(getattr(model, name)).requires_grad_(False))
         if name == "conv1":
-            model.bn1.requires_grad_(False)
+            model.bn1 = frozen_norms(model.bn1).requires_grad_(False)
 
 
 def out_channels(stage: nn.Module) -> int:
@@ -143,7 +161,7 @@ def resnet_fpn(cfg: dict[str, Any]) -> nn.Module:
     """ResNet-FPN with the top `trainable_layers` stages trained (§A.1)."""
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
-    body = resnet(cfg["backbone"], cfg["weights"])
+    body = resnet(cfg["backbone"], cfg["weights"], norm=cfg["norm"])
     freeze_stages(body, 5 - cfg["trainable_layers"])
     stage_channels = [out_channels(getattr(body, f"layer{i + 1}")) for i in range(4)]
     return BackboneWithFPN(body, {f"layer{i + 1}": str(i) for i in range(4)}, stage_channels, cfg["fpn_channels"])
@@ -230,7 +248,7 @@ def build_deeplab(cfg: dict[str, Any], num_labels: int, seed: int, weights: str 
             raise ConfigError("maskdistill.deeplab: mobilenet_v3_large takes weights: random and frozen_stages: 0")
         return segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_labels)
     small = cfg["backbone"] in SMALL_RESNETS  # no dilation in BasicBlocks: stop after layer3 (stride 16)
-    body = resnet(cfg["backbone"], cfg["weights"], dilated=not small)
+    body = resnet(cfg["backbone"], cfg["weights"], dilated=not small, norm=cfg["norm"])
     freeze_stages(body, cfg["frozen_stages"])
     last = "layer3" if small else "layer4"
     head = segmentation.deeplabv3.DeepLabHead(out_channels(getattr(body, last)), num_labels)
