@@ -122,6 +122,15 @@ class FeatureStore:
             )
 
 
+def feature_batches(stores: list[FeatureStore], batch_size: int) -> Iterator[tuple[int, FeatureBatch]]:
+    """(first row over all shards, batch) of every shard in order."""
+    start = 0
+    for store in stores:
+        for batch in store.batches(batch_size):
+            yield start, batch
+            start += len(batch.index)
+
+
 def open_shards(paths: list[str | Path]) -> list[FeatureStore]:
     """Open every shard of a split, checking they share grid and width."""
     stores = [FeatureStore(p) for p in paths]

@@ -16,6 +16,7 @@ from useg.data.augment import normalise_images
 from useg.methods.common import load_images
 from useg.methods.maskdistill.models import build_deeplab, for_rebuild, load_model, num_parameters, save_model, sgd, step_lr
 from useg.postprocess.crf import CRFConfig, dense_crf
+from useg.stores.background import stream_to_store
 from useg.stores.labelbank import LabelBank
 from useg.stores.predictions import PredictionsWriter
 from useg.train import LossGuard
@@ -118,12 +119,15 @@ def predict_deeplab(
     size = tuple(ckpt["input_size"])
     index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
     method = "maskdistill" if crf is None else "maskdistill-crf"
+
+    def label(start: int, batch: list[ManifestRow]) -> dict[str, np.ndarray]:
+        images = load_images(batch, size)
+        logits = model(normalise_images(images).to(device))["out"].cpu()
+        if crf is not None:
+            logits = torch.stack([dense_crf(image * 255, p, crf) for image, p in zip(images, logits.softmax(dim=1))])
+        return {"labels": logits.argmax(1).numpy().astype(np.uint16)}
+
+    batches = ((start, [row for _, row in rows[start : start + batch_size]]) for start in range(0, len(rows), batch_size))
     with PredictionsWriter(out_path, index, ids, size, ckpt["num_labels"], method, prov) as writer:
-        for start in tqdm(range(0, len(rows), batch_size), desc=f"{method} predict", unit="batch"):
-            images = load_images([row for _, row in rows[start : start + batch_size]], size)
-            logits = model(normalise_images(images).to(device))["out"].cpu()
-            if crf is not None:
-                probs = [dense_crf(image * 255, p, crf) for image, p in zip(images, logits.softmax(dim=1))]
-                logits = torch.stack(probs)
-            writer.write(start, logits.argmax(1).numpy().astype(np.uint16))
+        stream_to_store(tqdm(batches, desc=f"{method} predict", unit="batch"), label, writer.write)
     log.info("%s: predicted %d images -> %s", method, len(rows), out_path)

@@ -15,7 +15,7 @@ from useg.backbones.vit import ViTBackbone
 from useg.data.augment import normalise_images
 from useg.data.manifest import ManifestRow
 from useg.data.pipeline import ordered_batches
-from useg.methods.common import load_images, scores_to_labels
+from useg.methods.common import load_images, write_feature_predictions
 from useg.train import LossGuard
 from useg.train.amp import resolve_precision
 from useg.train.descent import build_optimiser, descend
@@ -194,10 +194,5 @@ def predict_segmenter(
     index = np.concatenate([s.index for s in stores])
     ids = [i for s in stores for i in s.ids]
     with PredictionsWriter(out_path, index, ids, size, model.cfg.num_labels, method, prov) as writer:
-        start = 0
-        for store in stores:
-            for batch in tqdm(store.batches(batch_size), desc=f"{method} predict", unit="batch"):
-                masks, _ = model(torch.from_numpy(batch.patches.astype(np.float32)).to(device))
-                writer.write(start, scores_to_labels(masks, size))
-                start += len(batch.index)
+        write_feature_predictions(writer, stores, lambda patches: model(patches)[0], size, batch_size, f"{method} predict", device)
     log.info("%s: predicted %d images -> %s", method, len(index), out_path)
