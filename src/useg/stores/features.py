@@ -28,7 +28,7 @@ from useg.stores.base import CODECS, create_array, open_store, string_array, wri
 KIND = "FeatureStore"
 FEATURE_CODECS = ("auto", *CODECS)
 # `features.codec: auto`: the codec of each array chosen by benchmarks/feature_codecs.py (docs/measurements.md)
-AUTO_CODECS = {"cls": "none", "patches": "none", "attn": "lz4"}
+AUTO_CODECS = {"cls": "none", "patches": "zstd", "attn": "lz4"}
 
 
 def array_codec(codec: str, name: str) -> str:
