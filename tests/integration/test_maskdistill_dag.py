@@ -53,3 +53,17 @@ def test_whole_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
         assert all(0 <= block["ap"] <= 1 and block["num_instances"] > 0 for block in ap[source].values())
     assert predict_agreement(tmp_path, "maskdistill", "maskdistill", monkeypatch) >= 0.999  # docs/measurements.md
     assert_other_methods_model_is_refused(tmp_path, "maskdistill", "maskdistill/deeplab/model.pt", capsys)
+
+
+@pytest.mark.parametrize("crf_round", [True, False])
+def test_the_crf_round_trains_a_second_deeplab_on_crf_labels_of_the_train_split(tmp_path: Path, crf_round: bool):
+    crf = {"enabled": True, "round": crf_round}
+    cfg = tiny_config(methods=["maskdistill"], features={"shards": 1}, maskdistill={**MASKDISTILL, "crf": crf})
+    result = check(run_snakemake(tmp_path, cfg, "-n", "-p", f"{OUT}/maskdistill-crf/metrics.json"))
+    crf_jobs = [block for block in result.stdout.split("\n\n") if "rule maskdistill_crf:" in block]
+    assert len(crf_jobs) == 1
+    expected = "maskdistill/deeplab-crf/model.pt" if crf_round else "maskdistill/deeplab/model.pt"
+    assert expected in crf_jobs[0]
+    assert ("rule maskdistill_crf_labels:" in result.stdout) == crf_round
+    assert ("maskdistill-predict --crf --bank" in result.stdout) == crf_round
+    assert (f"{OUT}/maskdistill/crf-labels/train.zarr" in result.stdout) == crf_round

@@ -131,8 +131,10 @@ def test_an_unknown_codec_names_the_key(tmp_path, rows, backbone):
     assert not (tmp_path / "s.zarr").exists()
 
 
-def test_mask_banks_are_identical_with_0_and_2_loader_workers(tmp_path, rows, backbone):
-    cfg = {"topk": 0.4, "cls_heads": None, "cls_mass": None, "connected": False, "background": "zero", "batch_size": 3}
+@pytest.mark.parametrize("cluster_input", ["box_crop", "masked"])
+def test_mask_banks_are_identical_with_0_and_2_loader_workers(tmp_path, rows, backbone, cluster_input):
+    cfg = {"topk": 0.4, "cls_heads": None, "cls_mass": None, "connected": False, "background": "zero", "batch_size": 3,
+           "cluster_input": cluster_input}  # fmt: skip
     banks = []
     for threads in (1, 3):
         build_mask_bank(backbone, rows, cfg, (32, 48), tmp_path / f"m{threads}.zarr", {}, CPU, threads=threads)

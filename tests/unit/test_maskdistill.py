@@ -362,3 +362,100 @@ def test_half_mass_zeroes_a_cls_before_the_top_k_proposals():
     assert mass_set(a_cls, 0.5).tolist() == [[True, False, False, False, False]]
     assert proposals(a_cls, 0.6).tolist() == [[True, False, False, True, True]]
     assert proposals(a_cls * mass_set(a_cls, 0.5), 0.6).tolist() == [[True, True, True, False, False]]
+
+
+def test_mask_box_scales_to_the_original_image_and_an_empty_box_is_the_whole_image():
+    from useg.methods.maskdistill.masks import original_box
+
+    assert original_box(np.array([8, 4, 24, 16]), (32, 32), (64, 96)) == (24, 8, 72, 32)  # x by 3, y by 2
+    assert original_box(np.array([31, 31, 32, 32]), (32, 32), (16, 16)) == (15, 15, 16, 16)  # at least one pixel
+    assert original_box(np.zeros(4, np.int32), (32, 32), (20, 30)) == (0, 0, 30, 20)
+
+
+def test_box_crop_is_cut_at_native_resolution_normalised_and_zero_padded_to_whole_patches():
+    from useg.data.augment import normalise_images
+    from useg.methods.maskdistill.masks import padded_crop
+
+    image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    crop = padded_crop(image, (5, 3, 22, 14), patch=8)  # 17 x 11 pixels -> 24 x 16
+    assert crop.shape == (1, 3, 16, 24)
+    expected = normalise_images(torch.from_numpy(image[3:14, 5:22]).permute(2, 0, 1).float() / 255)
+    assert torch.allclose(crop[0, :, :11, :17], expected) and not crop[0, :, 11:].any() and not crop[0, :, :, 17:].any()
+
+
+def test_box_crop_cls_is_the_backbone_cls_of_each_padded_crop(tmp_path: Path, tiny_backbone_cfg):
+    from PIL import Image
+
+    from useg.backbones import build_backbone
+    from useg.data.manifest import ManifestRow
+    from useg.methods.maskdistill.masks import box_crop_cls, padded_crop
+
+    backbone = build_backbone(tiny_backbone_cfg, seed=0).eval()
+    rng, rows = np.random.default_rng(1), []
+    for i, (h, w) in enumerate([(48, 64), (40, 40)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(ManifestRow(id=f"im{i}", path=str(tmp_path / f"{i}.png"), width=w, height=h, split="train"))
+    boxes = np.array([[0, 0, 16, 16], [8, 8, 32, 24]], np.int32)  # at the 32 x 32 working size
+    cls = box_crop_cls(backbone, rows, boxes, (32, 32), torch.device("cpu"))
+    first = np.array(Image.open(rows[0].path))
+    with torch.no_grad():
+        expected = backbone(padded_crop(first, (0, 0, 32, 24), 8)).cls  # x by 2, y by 1.5
+    assert cls.shape == (2, backbone.embed_dim) and np.allclose(cls[0], expected[0].numpy(), atol=1e-5)
+    assert not np.allclose(cls[0], cls[1])
+
+
+def mask_bank_of(tmp_path: Path, name: str, cls: np.ndarray):
+    """A MaskBank of given CLS tokens (one full-grid mask per image on a 4 x 4 grid of 32 x 32)."""
+    from useg.stores.maskbank import MaskBank, MaskBankWriter
+
+    n = len(cls)
+    attrs = {"input_size": [32, 32], "patch_size": 8, "topk": 0.4, "background": "zero", "cluster_input": "box_crop"}
+    with MaskBankWriter(tmp_path / name, np.arange(n), [f"im{i}" for i in range(n)], (4, 4), cls.shape[1], provenance("t", {}, seed=0), **attrs) as w:
+        w.write(0, masks=np.ones((n, 4, 4), np.uint8), boxes=np.tile([0, 0, 32, 32], (n, 1)), source=np.zeros(n), cls=cls)
+    return MaskBank([tmp_path / name])
+
+
+def test_whitening_makes_the_clusters_blind_to_a_rescaled_dimension(tmp_path: Path):
+    from useg.methods.maskdistill.clusters import fit_mask_clusters, whitening_scale
+
+    rng = np.random.default_rng(0)
+    # two groups apart along dimension 0 (std 1 within a group); dimension 1 is noise of std 0.01
+    x = np.concatenate([rng.normal([-6, 0], [1, 0.01], (50, 2)), rng.normal([6, 0], [1, 0.01], (50, 2))]).astype(np.float32)
+    assert np.allclose(whitening_scale(x), x.std(axis=0)) and whitening_scale(np.ones((3, 2)))[0] == 1.0
+    loud = x * np.array([1, 1000], np.float32)  # the noise dimension now dominates the raw tokens' directions
+    cfg = {"normalize": False, "niter": 20, "nredo": 3}
+    truth = np.repeat([0, 1], 50)
+
+    def agreement(tokens: np.ndarray, whiten: bool) -> float:
+        bank = mask_bank_of(tmp_path, f"b{whiten}{tokens.max():.0f}.zarr", tokens)
+        out = tmp_path / f"c{whiten}{tokens.max():.0f}.zarr"
+        clusters = fit_mask_clusters(bank, bank, 2, {**cfg, "whiten": whiten}, 0, out, provenance("t", {}, seed=0))[:100]
+        return max(np.mean(clusters == truth), np.mean(clusters != truth))
+
+    assert agreement(x, False) == 1.0 and agreement(loud, True) == 1.0
+    assert agreement(loud, False) < 0.9
+
+
+def test_crf_round_labels_are_the_final_models_crf_predictions_and_train_deeplab_again(tmp_path: Path):
+    from tests.unit.test_device_placement import write_rgb
+    from useg.methods.maskdistill.deeplab import crf_label_bank, predict_deeplab, train_deeplab
+    from useg.postprocess.crf import CRFConfig
+    from useg.stores.labelbank import LabelBank, LabelBankWriter
+    from useg.stores.predictions import Predictions
+
+    rows = write_rgb(tmp_path, 4, size=32)
+    labels = np.random.default_rng(0).integers(0, 3, (4, 32, 32))
+    prov = provenance("t", {}, seed=0)
+    with LabelBankWriter(tmp_path / "b.zarr", np.arange(4), [r.id for r in rows], 3, (32, 32), prov, with_maps=False, input_size=[32, 32]) as w:
+        w.write(0, None, labels, labels < 2)
+    cfg = {"backbone": "resnet18", "weights": "random", "frozen_stages": 0, "epochs": 1, "batch_size": 2, "lr": 0.01,
+           "lr_step": 0.5, "momentum": 0.9, "weight_decay": 1e-4, "hard_fraction": 0.2}  # fmt: skip
+    train_deeplab(rows, LabelBank([tmp_path / "b.zarr"]), cfg, 0, tmp_path / "deeplab.pt", torch.device("cpu"))
+    crf, indexed = CRFConfig(iterations=2, window=3), list(enumerate(rows))
+    crf_label_bank(tmp_path / "deeplab.pt", indexed, tmp_path / "crf.zarr", prov, torch.device("cpu"), crf)
+    predict_deeplab(tmp_path / "deeplab.pt", indexed, tmp_path / "p.zarr", prov, torch.device("cpu"), crf=crf)
+    bank, predicted = LabelBank([tmp_path / "crf.zarr"]), Predictions(tmp_path / "p.zarr").group["labels"][:]
+    assert bank.num_labels == 3 and bank.attrs["background_label"] == 2 and bank.attrs["crf_round"]
+    assert np.array_equal(bank.read("labels"), predicted) and np.array_equal(bank.read("foreground"), predicted != 2)
+    train_deeplab(rows, bank, cfg, 0, tmp_path / "deeplab-crf.pt", torch.device("cpu"))
+    assert (tmp_path / "deeplab-crf.pt").exists()

@@ -1,6 +1,9 @@
-"""MaskDistill: object masks -> clusters -> Mask R-CNN -> candidate bank -> confident labels -> DeepLab-v3."""
+"""MaskDistill: object masks -> clusters -> Mask R-CNN -> candidate bank -> confident labels -> DeepLab-v3
+(-> CRF-refined train labels -> DeepLab-v3 again: the CRF round, maskdistill.crf.round)."""
 
 MD = f"{OUT}/maskdistill"
+# the train-split LabelBank each DeepLab-v3 is trained on: the confident bank, or the CRF round's labels
+DEEPLAB_BANKS = {"deeplab": "labels", "deeplab-crf": "crf-labels"}
 
 
 rule maskdistill_masks:
@@ -11,7 +14,7 @@ rule maskdistill_masks:
         directory(f"{MD}/masks/{{split}}/shard-{{shard}}.zarr"),
     params:
         cfg=lambda w: as_json(
-            {"backbone": config["backbone"], **maskdistill_slice("topk", "cls_heads", "cls_mass", "connected", "background", "batch_size", "device")}
+            {"backbone": config["backbone"], **maskdistill_slice("topk", "cls_heads", "cls_mass", "connected", "cluster_input", "background", "batch_size", "device")}
         ),
         shards=config["features"]["shards"],
         weights=weights_option,
@@ -40,7 +43,7 @@ rule maskdistill_clusters:
     output:
         directory(f"{MD}/clusters.zarr"),
     params:
-        cfg=lambda w: as_json(maskdistill_slice("k", "normalize", "niter", "nredo")),
+        cfg=lambda w: as_json(maskdistill_slice("k", "normalize", "whiten", "niter", "nredo")),
     log:
         f"{OUT}/logs/maskdistill/clusters.log",
     benchmark:
@@ -179,17 +182,19 @@ rule maskdistill_bank_predict:
 rule maskdistill_deeplab:
     input:
         manifest=f"{OUT}/manifest.csv",
-        bank=f"{MD}/labels/{DATASET['train_split']}.zarr",
+        bank=lambda w: f"{MD}/{DEEPLAB_BANKS[w.model]}/{DATASET['train_split']}.zarr",
         weights=maskdistill_model_weights("deeplab"),
     output:
-        f"{MD}/deeplab/model.pt",
+        f"{MD}/{{model}}/model.pt",
+    wildcard_constraints:
+        model="|".join(DEEPLAB_BANKS),
     params:
         cfg=lambda w: as_json(maskdistill_model_params("deeplab")),
         weights=weights_option,
     log:
-        f"{OUT}/logs/maskdistill/deeplab.log",
+        f"{OUT}/logs/maskdistill/{{model}}.log",
     benchmark:
-        f"{OUT}/benchmarks/maskdistill_deeplab.tsv",
+        f"{OUT}/benchmarks/maskdistill_deeplab/{{model}}.tsv",
     threads: 2
     resources:
         mem_mb=lambda w, attempt: 8000 * attempt,
@@ -227,10 +232,34 @@ rule maskdistill_predict:
         " --model {input.model} --out {output} --threads {threads} --log {log}"
 
 
-rule maskdistill_crf:
+rule maskdistill_crf_labels:
     input:
         manifest=f"{OUT}/manifest.csv",
         model=f"{MD}/deeplab/model.pt",
+    output:
+        directory(f"{MD}/crf-labels/{DATASET['train_split']}.zarr"),
+    params:
+        cfg=lambda w: as_json(maskdistill_slice("device", "crf")),
+        split=DATASET["train_split"],
+    log:
+        f"{OUT}/logs/maskdistill/crf-labels.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_crf_labels.tsv",
+    threads: 2
+    resources:
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=lambda w, attempt: 120 * attempt,
+    conda:
+        CPU_ENV
+    shell:
+        "python -m useg maskdistill-predict --crf --bank --params {params.cfg:q} --manifest {input.manifest}"
+        " --split {params.split} --model {input.model} --out {output} --threads {threads} --log {log}"
+
+
+rule maskdistill_crf:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        model=f"{MD}/deeplab-crf/model.pt" if config["maskdistill"]["crf"]["round"] else f"{MD}/deeplab/model.pt",
     output:
         directory(f"{OUT}/maskdistill-crf/predictions.zarr"),
     params:

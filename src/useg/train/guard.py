@@ -36,6 +36,15 @@ def check_finite(loss: torch.Tensor | float, epoch: int, step: int, hint: str = 
         )
 
 
+def check_finite_values(values: torch.Tensor, what: str, epoch: int, step: int, hint: str) -> None:
+    """Raise TrainingError when `values` (a model's outputs inside a step, before any loss exists) hold NaN or inf."""
+    if not bool(torch.isfinite(values).all()):
+        raise TrainingError(
+            f"the {what} became non-finite at epoch {epoch + 1}, step {step + 1}: training diverged "
+            f"(the previous step's update overflowed the weights). Try to {hint}. {RESUME_NOTE}"
+        )
+
+
 class LossGuard:
     """check_finite, and the divergence rule: fail when the loss exceeds DIVERGENCE_FACTOR times its
     start max(|first loss|, 1), a run that trains on with finite but exploded losses."""
@@ -43,6 +52,10 @@ class LossGuard:
     def __init__(self, hint: str, factor: float = DIVERGENCE_FACTOR) -> None:
         self.hint, self.factor = hint, factor
         self.start: float | None = None
+
+    def check_values(self, values: torch.Tensor, what: str, epoch: int, step: int) -> None:
+        """check_finite_values with this guard's hint."""
+        check_finite_values(values, what, epoch, step, self.hint)
 
     def check(self, loss: torch.Tensor | float, epoch: int, step: int) -> None:
         """Raise TrainingError when the loss is non-finite or far above its start."""

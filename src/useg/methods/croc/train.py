@@ -220,17 +220,18 @@ class CrOCTrainer:
         tokens = qkv[TOKEN_INDEX[self.cfg.tokens]]
         return TeacherView(out.cls, out.patches.flatten(1, 2), tokens[:, :, p:], cls_cosine(tokens, p), cls_attention(*qkv[:2], p))
 
-    def losses(self, batch: Batch, generator: torch.Generator) -> Losses:
-        """Cluster the teacher tokens of both views, then the global and dense losses (CrOC eq. 2-7)."""
+    def losses(self, batch: Batch, generator: torch.Generator, position: tuple[int, int] = (0, 0)) -> Losses:
+        """Cluster the teacher tokens of both views, then the global and dense losses (CrOC eq. 2-7);
+        `position` (epoch, step) names the step if the teacher's tokens are no longer finite."""
         cfg = self.cfg
         views = [v.to(self.device) for v in batch.views]
         with torch.no_grad():
             t_out = [self._forward(self.teacher, v) for v in views]
             n = t_out[0].patches.shape[1]
+            tokens = torch.cat([o.tokens for o in t_out], dim=2)
+            self.guard.check_values(tokens, "teacher's clustering tokens", *position)
             prior = TokenPrior(*(torch.cat([getattr(o, key) for o in t_out], dim=2) for key in ("cls_cosine", "cls_attention")))
-            clusters = multi_head_clustering(
-                torch.cat([o.tokens for o in t_out], dim=2), prior, batch.coords.to(self.device), cfg, generator
-            )
+            clusters = multi_head_clustering(tokens, prior, batch.coords.to(self.device), cfg, generator)
             split = [(clusters.assign[:, part], clusters.hard[:, part]) for part in (slice(0, n), slice(n, None))]
             t_norm = mean_norm([o.cls for o in t_out])
             t_glob = [self.teacher.head.image(o.cls) for o in t_out]
@@ -258,9 +259,10 @@ class CrOCTrainer:
             group["lr"] = float(self.lr[it])
             if i == 0:
                 group["weight_decay"] = float(self.wd[it])
+        position = (it // self.iters_per_epoch, it % self.iters_per_epoch)
         with self.precision.autocast():
-            out = self.losses(batch, generator)
-        self.guard.check(out.total, it // self.iters_per_epoch, it % self.iters_per_epoch)
+            out = self.losses(batch, generator, position)
+        self.guard.check(out.total, *position)
 
         def clip_and_freeze() -> None:
             clip_gradients(self.student.parameters(), cfg.clip_grad, cfg.clip_grad_per_parameter)

@@ -1,4 +1,5 @@
-"""Class assignment of the object masks: k-means of masked-image CLS tokens (MaskDistill §3.2)."""
+"""Class assignment of the object masks: k-means of their CLS tokens (MaskDistill §3.2), optionally whitened
+first as the release does."""
 
 from __future__ import annotations
 
@@ -24,22 +25,35 @@ def fit_mask_clusters(
 ) -> np.ndarray:
     """k-means of the `fit` bank's CLS tokens into C clusters; every image of both banks gets its cluster.
 
-    Store `MaskClusters`: centroids float32 [C, D], index int64 [M] (manifest rows), cluster int32 [M];
-    attrs k, normalize, inertia.
+    Store `MaskClusters`: centroids float32 [C, D], scale float32 [D] (the whitening divisor, ones when
+    off), index int64 [M] (manifest rows), cluster int32 [M]; attrs k, normalize, whiten, inertia.
     """
-    def prepare(x: np.ndarray) -> np.ndarray:
-        return l2_normalise(x) if cfg["normalize"] else x.astype(np.float32)
+    fit_cls = fit.read("cls").astype(np.float32)
+    scale = whitening_scale(fit_cls) if cfg["whiten"] else np.ones(fit_cls.shape[1], np.float32)
 
-    result = fit_kmeans(prepare(fit.read("cls")), k, niter=cfg["niter"], seed=seed, spherical=cfg["normalize"], nredo=cfg["nredo"], key="maskdistill.k")
+    def prepare(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float32) / scale
+        return l2_normalise(x) if cfg["normalize"] else x
+
+    result = fit_kmeans(prepare(fit_cls), k, niter=cfg["niter"], seed=seed, spherical=cfg["normalize"], nredo=cfg["nredo"], key="maskdistill.k")
     index = np.concatenate([fit.index, label.index])
-    clusters, _ = assign(prepare(np.concatenate([fit.read("cls"), label.read("cls")])), result.centroids)
-    with write_store(out_path, KIND, prov, k=k, normalize=cfg["normalize"], inertia=result.inertia) as group:
+    clusters, _ = assign(prepare(np.concatenate([fit_cls, label.read("cls")])), result.centroids)
+    attrs = {"k": k, "normalize": cfg["normalize"], "whiten": cfg["whiten"], "inertia": result.inertia}
+    with write_store(out_path, KIND, prov, **attrs) as group:
         group.create_array("centroids", data=result.centroids)
+        group.create_array("scale", data=scale)
         create_array(group, "index", (len(index),), "int64", len(index))[:] = index
         create_array(group, "cluster", (len(index),), "int32", len(index))[:] = clusters.astype(np.int32)
     sizes = np.bincount(clusters[: len(fit)], minlength=k)
     log.info("mask clusters: C=%d on %d masks, sizes %s -> %s", k, len(fit), sizes.tolist(), out_path)
     return clusters
+
+
+def whitening_scale(x: np.ndarray) -> np.ndarray:
+    """Per-dimension standard deviation of the CLS tokens [N, D], 1 where a dimension is constant: dividing by
+    it gives every dimension unit variance (the release's `scipy.cluster.vq.whiten` before L2 normalisation)."""
+    std = x.std(axis=0)
+    return np.where(std > 0, std, 1.0).astype(np.float32)
 
 
 def read_clusters(path: str | Path) -> tuple[int, dict[int, int]]:

@@ -150,9 +150,10 @@ def run_deeplab(args: argparse.Namespace) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> None:
-    """Final model's predictions on the evaluation split."""
+    """Final model's predictions on a split (CRF-refined with --crf), or with --bank the CRF round's LabelBank."""
     from useg.data.manifest import read_manifest, split_rows
-    from useg.methods.maskdistill.deeplab import predict_deeplab
+    from useg.errors import ConfigError
+    from useg.methods.maskdistill.deeplab import crf_label_bank, predict_deeplab
     from useg.postprocess.crf import CRFConfig
     from useg.runtime import set_threads
 
@@ -160,6 +161,11 @@ def run_predict(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     rows = split_rows(read_manifest(args.manifest), args.split)
     crf = CRFConfig(**params["maskdistill"]["crf"]["params"]) if args.crf else None
+    if args.bank:
+        if crf is None:
+            raise ConfigError("maskdistill-predict --bank writes the CRF round's labels: add --crf")
+        crf_label_bank(args.model, rows, args.out, stage_provenance("maskdistill-crf-labels", params), _device(params), crf)
+        return
     stage = "maskdistill-crf" if args.crf else "maskdistill-predict"
     predict_deeplab(args.model, rows, args.out, stage_provenance(stage, params), _device(params), crf=crf)
 
@@ -227,6 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--crf", action="store_true", help="refine with the dense CRF of maskdistill.crf.params")
+    p.add_argument("--bank", action="store_true", help="with --crf: write a LabelBank to train on (the CRF round)")
 
     p = add_stage(sub, "maskdistill-ap", run_ap, "MaskDistill: mask AP against ground-truth instances")
     p.add_argument("--manifest", required=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from useg.methods.common import load_images
 from useg.methods.maskdistill.models import build_deeplab, for_rebuild, load_model, num_parameters, save_model, sgd, step_lr
 from useg.postprocess.crf import CRFConfig, dense_crf
 from useg.stores.background import stream_to_store
-from useg.stores.labelbank import LabelBank
+from useg.stores.labelbank import LabelBank, LabelBankWriter
 from useg.stores.predictions import PredictionsWriter
 from useg.train import LossGuard
 
@@ -103,6 +104,19 @@ def load_predictor(path: Path, backbone: torch.nn.Module, device: torch.device) 
 
 
 @torch.inference_mode()
+def label_maps(
+    model: torch.nn.Module, rows: list[ManifestRow], size: tuple[int, int], device: torch.device, batch_size: int, crf: CRFConfig | None, desc: str
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, label maps [B, H, W] uint16) per batch at the working size: arg-max of the logits, after a dense
+    CRF on their softmax when `crf` is given."""
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
+        images = load_images(rows[start : start + batch_size], size)
+        logits = model(normalise_images(images).to(device))["out"].cpu()
+        if crf is not None:
+            logits = torch.stack([dense_crf(image * 255, p, crf) for image, p in zip(images, logits.softmax(dim=1))])
+        yield start, logits.argmax(1).numpy().astype(np.uint16)
+
+
 def predict_deeplab(
     model_path: str | Path,
     rows: list[tuple[int, ManifestRow]],
@@ -112,22 +126,35 @@ def predict_deeplab(
     batch_size: int = 16,
     crf: CRFConfig | None = None,
 ) -> None:
-    """End-to-end inference per image at the working size: arg-max of the upsampled logits, after a dense
-    CRF on their softmax when `crf` is given (the paper's "+CRF" rows)."""
+    """End-to-end inference per image at the working size, CRF-refined when `crf` is given (the "+CRF" rows)."""
     model, ckpt = load_deeplab(model_path)
-    model = model.to(device).eval()
     size = tuple(ckpt["input_size"])
     index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
     method = "maskdistill" if crf is None else "maskdistill-crf"
-
-    def label(start: int, batch: list[ManifestRow]) -> dict[str, np.ndarray]:
-        images = load_images(batch, size)
-        logits = model(normalise_images(images).to(device))["out"].cpu()
-        if crf is not None:
-            logits = torch.stack([dense_crf(image * 255, p, crf) for image, p in zip(images, logits.softmax(dim=1))])
-        return {"labels": logits.argmax(1).numpy().astype(np.uint16)}
-
-    batches = ((start, [row for _, row in rows[start : start + batch_size]]) for start in range(0, len(rows), batch_size))
     with PredictionsWriter(out_path, index, ids, size, ckpt["num_labels"], method, prov) as writer:
-        stream_to_store(tqdm(batches, desc=f"{method} predict", unit="batch"), label, writer.write)
+        batches = label_maps(model.to(device), [row for _, row in rows], size, device, batch_size, crf, f"{method} predict")
+        stream_to_store(batches, lambda _, labels: {"labels": labels}, writer.write)
     log.info("%s: predicted %d images -> %s", method, len(rows), out_path)
+
+
+def crf_label_bank(
+    model_path: str | Path,
+    rows: list[tuple[int, ManifestRow]],
+    out_path: str | Path,
+    prov: dict[str, Any],
+    device: torch.device,
+    crf: CRFConfig,
+    batch_size: int = 16,
+) -> None:
+    """The CRF round's pseudo labels: the final model's CRF-refined label maps of the train split as a LabelBank
+    (labels 0..C−1 clusters, C background), on which DeepLab-v3 is trained again (the release's +CRF rows)."""
+    model, ckpt = load_deeplab(model_path)
+    size, num_labels = tuple(ckpt["input_size"]), int(ckpt["num_labels"])
+    index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
+    background = num_labels - 1
+    with LabelBankWriter(
+        out_path, index, ids, num_labels, size, prov, with_maps=False, input_size=list(size), background_label=background, crf_round=True
+    ) as writer:  # fmt: skip
+        batches = label_maps(model.to(device), [row for _, row in rows], size, device, batch_size, crf, "crf labels")
+        stream_to_store(batches, lambda _, labels: {"maps": None, "labels": labels, "foreground": labels != background}, writer.write)
+    log.info("crf round labels: %d images -> %s", len(rows), out_path)

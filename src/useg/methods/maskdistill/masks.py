@@ -17,6 +17,8 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from useg.backbones.vit import ViTBackbone
+from useg.data.augment import normalise_images
+from useg.data.images import load_rgb
 from useg.data.manifest import ManifestRow
 from useg.data.pipeline import ordered_batches
 from useg.errors import ConfigError
@@ -141,21 +143,56 @@ def masked_images(images: torch.Tensor, masks: torch.Tensor, background: str) ->
     return images * keep + gaussian_blur(images, [side, side]) * (1 - keep)
 
 
+CLUSTER_INPUTS = ("box_crop", "masked")
+
+
+def original_box(box: np.ndarray, working: tuple[int, int], original: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A box (x0, y0, x1, y1) at the working size (H, W) in the original image's pixels (H, W), at least one
+    pixel wide and high; an empty box (no mask) becomes the whole image."""
+    if not (box[2] > box[0] and box[3] > box[1]):
+        return 0, 0, original[1], original[0]
+    sy, sx = original[0] / working[0], original[1] / working[1]
+    x0, y0 = min(int(round(box[0] * sx)), original[1] - 1), min(int(round(box[1] * sy)), original[0] - 1)
+    return x0, y0, max(x0 + 1, int(round(box[2] * sx))), max(y0 + 1, int(round(box[3] * sy)))
+
+
+def padded_crop(image: np.ndarray, box: tuple[int, int, int, int], patch: int) -> torch.Tensor:
+    """The box cut from an RGB image at its own resolution, normalised, zero-padded at the bottom and right
+    to whole patches [1, 3, H', W'] (the release's clustering input)."""
+    x0, y0, x1, y1 = box
+    crop = normalise_images(torch.from_numpy(image[y0:y1, x0:x1]).permute(2, 0, 1).float() / 255)
+    height, width = crop.shape[-2:]
+    return F.pad(crop, (0, -width % patch, 0, -height % patch))[None]
+
+
 @torch.inference_mode()
-def distill_batch(backbone: ViTBackbone, images: torch.Tensor, rule: MaskRule, background: str) -> dict[str, np.ndarray]:
-    """Object masks, boxes, sources and masked-image CLS tokens of one batch."""
+def box_crop_cls(backbone: ViTBackbone, rows: list[ManifestRow], boxes: np.ndarray, working: tuple[int, int], device: torch.device) -> np.ndarray:
+    """CLS tokens [B, D] of each mask's box cut from the original image, one forward per crop at its native
+    resolution (the release's clustering input; §3.2 clusters masked images instead)."""
+    out = []
+    for row, box in zip(rows, boxes):
+        image = load_rgb(row.path)
+        crop = padded_crop(image, original_box(box, working, image.shape[:2]), backbone.patch_size)
+        out.append(backbone(crop.to(device)).cls.float().cpu().numpy())
+    return np.concatenate(out)
+
+
+@torch.inference_mode()
+def distill_batch(backbone: ViTBackbone, images: torch.Tensor, rule: MaskRule, background: str | None) -> dict[str, np.ndarray]:
+    """Object masks, boxes, sources and, unless `background` is None, the masked-image CLS tokens of one batch."""
     last = backbone.depth - 1
     out = backbone(images, qkv_blocks=(last,))
     q, k, _ = out.qkv[last]
     masks, source = rule_masks(q, k, backbone.num_prefix_tokens, out.grid, rule)
     pixels = upsample_masks(masks, out.grid, tuple(images.shape[-2:]))
-    cls = backbone(masked_images(images, pixels, background)).cls
-    return {
+    batch = {
         "masks": masks.reshape(len(images), *out.grid).cpu().numpy().astype(np.uint8),
         "boxes": np.stack([mask_box(m) for m in pixels.cpu().numpy()]),
         "source": source.cpu().numpy().astype(np.int32),
-        "cls": cls.float().cpu().numpy(),
     }
+    if background is not None:
+        batch["cls"] = backbone(masked_images(images, pixels, background)).cls.float().cpu().numpy()
+    return batch
 
 
 def build_mask_bank(
@@ -168,17 +205,22 @@ def build_mask_bank(
     device: torch.device,
     threads: int = 1,
 ) -> None:
-    """Distil one object mask per image of a shard into a MaskBank (§3.2); decoding in `threads - 1` loader
-    workers, the store written by a background thread."""
+    """Distil one object mask per image of a shard into a MaskBank (§3.2), with the CLS token each mask
+    is clustered by (`maskdistill.cluster_input`: its box cut from the image, or the masked image);
+    decoding in `threads - 1` loader workers, the store written by a background thread."""
     backbone = backbone.to(device).eval()
     grid = backbone.grid_for(*input_size)
     index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
-    rule = MaskRule.from_config(cfg)
-    attrs = {"input_size": list(input_size), "patch_size": backbone.patch_size, "topk": cfg["topk"], "background": cfg["background"]}
+    rule, by_box = MaskRule.from_config(cfg), cfg["cluster_input"] == "box_crop"
+    attrs = {"input_size": list(input_size), "patch_size": backbone.patch_size, "topk": cfg["topk"], "background": cfg["background"],
+             "cluster_input": cfg["cluster_input"]}  # fmt: skip
     coverage: list[float] = []
 
     def distil(start: int, images: torch.Tensor) -> dict[str, np.ndarray]:
-        batch = distill_batch(backbone, images, rule, cfg["background"])
+        batch = distill_batch(backbone, images, rule, None if by_box else cfg["background"])
+        if by_box:
+            chunk = [row for _, row in rows[start : start + len(images)]]
+            batch["cls"] = box_crop_cls(backbone, chunk, batch["boxes"], input_size, device)
         coverage.append(float(batch["masks"].mean(axis=(1, 2)).sum()))
         return batch
 
