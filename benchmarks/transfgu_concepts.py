@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hungarian_miou, save  # noqa: E402
 
 from useg.backbones import BackboneConfig, build_backbone  # noqa: E402
-from useg.backbones.extract import input_batches  # noqa: E402
 from useg.backbones.vit import ViTBackbone  # noqa: E402
 from useg.data.images import IGNORE_INDEX  # noqa: E402
 from useg.data.labels import load_mask  # noqa: E402
 from useg.data.manifest import ManifestRow, read_classes, read_manifest, split_rows  # noqa: E402
+from useg.data.pipeline import ordered_batches  # noqa: E402
 from useg.data.transforms import resize_labels  # noqa: E402
 from useg.eval.metrics import confusion_matrix  # noqa: E402
 from useg.methods.transfgu.concepts import KIND as CONCEPTS_KIND, read_concepts  # noqa: E402
@@ -103,7 +103,7 @@ def initial_miou(backbone: ViTBackbone, rows: list[ManifestRow], concepts: np.nd
     s, g = torch.from_numpy(concepts), torch.from_numpy(concept_groups)
     confusion = np.zeros((num_classes, len(concepts)), np.int64)
     masks = iter(load_mask(row) for row in rows)
-    for images in input_batches(rows, input_size, 16, 1):
+    for _, images in ordered_batches([row.path for row in rows], input_size, 16, 1, torch.device("cpu")):
         _, labels, _ = pseudo_label_maps(backbone, images, s, g, labelling)
         for grid_labels in labels.numpy():
             gt = next(masks)

@@ -29,7 +29,8 @@ def run_features(args: argparse.Namespace) -> None:
         provenance("features", {**params, **where}, params["seed"]),
         resolve_device(params["features"]["device"]),
         batch_size=params["features"]["batch_size"],
-        workers=max(1, args.threads),
+        threads=args.threads,
+        codec=params["features"]["codec"],
     )
 
 

@@ -173,8 +173,22 @@ def stack_images(items: list[tuple[int, Any]]) -> tuple[np.ndarray, torch.Tensor
 
 
 def ordered_loader(
-    paths: Sequence[str], size: tuple[int, int], batch_size: int, threads: int = 1, resize: Resize = "squash"
+    paths: Sequence[str],
+    size: tuple[int, int],
+    batch_size: int,
+    threads: int = 1,
+    resize: Resize = "squash",
+    device: torch.device | str = "cpu",
 ) -> DataLoader:
     """Batches (indices, normalised images [B, 3, H, W]) of every image in order, at the working size."""
     batches = EpochBatches(len(paths), batch_size, 0, shuffle=False, drop_last=False)
-    return make_loader(ImageDataset(paths, normalised, 0, size, resize), batches, stack_images, threads)
+    return make_loader(ImageDataset(paths, normalised, 0, size, resize), batches, stack_images, threads, device)
+
+
+def ordered_batches(
+    paths: Sequence[str], size: tuple[int, int], batch_size: int, threads: int, device: torch.device
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, images on `device`) of every batch in order, decoded in `threads - 1` worker processes;
+    on CUDA from pinned memory, copied without blocking."""
+    for indices, images in ordered_loader(paths, size, batch_size, threads, device=device):
+        yield int(indices[0]), images.to(device, non_blocking=True)

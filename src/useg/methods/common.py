@@ -1,13 +1,20 @@
-"""Parts every method shares: working-size images, per-patch scores to label maps, RoI crops of maps."""
+"""Parts every method shares: working-size images, per-patch scores to label maps, predictions from feature
+stores, RoI crops of maps."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from useg.data.images import load_rgb_all
 from useg.data.manifest import ManifestRow
+from useg.stores.background import stream_to_store
+from useg.stores.features import FeatureBatch, FeatureStore, feature_batches
+from useg.stores.predictions import PredictionsWriter
 
 
 def load_images(rows: list[ManifestRow], size: tuple[int, int]) -> torch.Tensor:
@@ -20,6 +27,25 @@ def scores_to_labels(scores: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """Bilinearly upsample per-patch scores [B, K, h, w] to `size` and take the arg-max label."""
     up = F.interpolate(scores.float(), size=size, mode="bilinear", align_corners=False)
     return up.argmax(dim=1).cpu().numpy().astype(np.uint16)
+
+
+def write_feature_predictions(
+    writer: PredictionsWriter,
+    stores: list[FeatureStore],
+    scores: Callable[[torch.Tensor], torch.Tensor],
+    size: tuple[int, int],
+    batch_size: int,
+    desc: str,
+    device: torch.device | str = "cpu",
+) -> None:
+    """Label maps at `size` of every image of `stores` from the per-patch `scores` [B, K, h, w] of its float32 patch
+    tokens [B, h, w, D] on `device`; each batch written by a background thread while the next is scored."""
+
+    def label(start: int, batch: FeatureBatch) -> dict[str, np.ndarray]:
+        patches = torch.from_numpy(batch.patches.astype(np.float32)).to(device)
+        return {"labels": scores_to_labels(scores(patches), size)}
+
+    stream_to_store(tqdm(feature_batches(stores, batch_size), desc=desc, unit="batch"), label, writer.write)
 
 
 def roi_crop(

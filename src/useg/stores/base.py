@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import BloscCodec, ZstdCodec
 
 from useg import __version__
 from useg.atomic import atomic_output, unfinished_target
-from useg.errors import StoreError
+from useg.errors import StoreError, check_choice
 
 SCHEMA_VERSION = 1
 
@@ -116,10 +117,30 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
     return dict(open_store(path).attrs)
 
 
-def create_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any, rows_per_chunk: int) -> zarr.Array:
-    """Create an array chunked along its first (image) axis only."""
+CODECS = ("none", "lz4", "zstd")
+
+
+def compressors(codec: str | None) -> Any:
+    """The Zarr v3 compressors of a codec name: `none`, `lz4` (blosc, bit shuffle), `zstd` (level 1; levels 3 and 9
+    measured no smaller on float16 tokens); None keeps Zarr's default (zstd level 0)."""
+    if codec is None:
+        return "auto"
+    check_choice("codec", codec, CODECS)
+    if codec == "none":
+        return None
+    if codec == "lz4":
+        return (BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),)
+    return (ZstdCodec(level=1),)
+
+
+def create_array(
+    group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any, rows_per_chunk: int, codec: str | None = None
+) -> zarr.Array:
+    """Create an array chunked along its first (image) axis only, compressed by `codec` (Zarr's default: None)."""
     chunks = (max(1, min(rows_per_chunk, shape[0] or 1)),) + tuple(shape[1:])
-    return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0 if dtype is not str else "")
+    return group.create_array(
+        name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0 if dtype is not str else "", compressors=compressors(codec)
+    )
 
 
 def string_array(group: zarr.Group, name: str, values: list[str]) -> None:

@@ -22,9 +22,19 @@ from typing import Any
 import numpy as np
 import zarr
 
-from useg.stores.base import create_array, open_store, string_array, write_store
+from useg.errors import check_choice
+from useg.stores.base import CODECS, create_array, open_store, string_array, write_store
 
 KIND = "FeatureStore"
+FEATURE_CODECS = ("auto", *CODECS)
+# `features.codec: auto`: the codec of each array chosen by benchmarks/feature_codecs.py (docs/measurements.md)
+AUTO_CODECS = {"cls": "none", "patches": "zstd", "attn": "lz4"}
+
+
+def array_codec(codec: str, name: str) -> str:
+    """The codec of array `name` under `features.codec` (auto: the measured choice)."""
+    check_choice("features.codec", codec, FEATURE_CODECS)
+    return AUTO_CODECS[name] if codec == "auto" else codec
 
 
 class FeatureWriter:
@@ -40,11 +50,13 @@ class FeatureWriter:
         num_heads: int,
         prov: dict[str, Any],
         rows_per_chunk: int = 16,
+        codec: str = "auto",
         **attrs: Any,
     ) -> None:
         self.path, self.index, self.ids, self.grid = Path(path), np.asarray(index, np.int64), ids, grid
         self.embed_dim, self.num_heads, self.prov = embed_dim, num_heads, prov
         self.rows_per_chunk, self.attrs = rows_per_chunk, attrs
+        self.codecs = {name: array_codec(codec, name) for name in AUTO_CODECS}
         self._stack = ExitStack()
 
     def __enter__(self) -> FeatureWriter:
@@ -54,9 +66,10 @@ class FeatureWriter:
         )
         create_array(group, "index", (n,), "int64", max(n, 1))[:] = self.index
         string_array(group, "ids", self.ids)
-        self.cls = create_array(group, "cls", (n, d), "float32", self.rows_per_chunk)
-        self.patches = create_array(group, "patches", (n, h, w, d), "float16", self.rows_per_chunk)
-        self.attn = create_array(group, "attn", (n, self.num_heads, h, w), "float16", self.rows_per_chunk)
+        shapes = {"cls": ((n, d), "float32"), "patches": ((n, h, w, d), "float16"), "attn": ((n, self.num_heads, h, w), "float16")}
+        self.cls, self.patches, self.attn = (
+            create_array(group, name, shape, dtype, self.rows_per_chunk, self.codecs[name]) for name, (shape, dtype) in shapes.items()
+        )
         return self
 
     def write(self, start: int, cls: np.ndarray, patches: np.ndarray, attn: np.ndarray) -> None:
@@ -107,6 +120,15 @@ class FeatureStore:
                 patches=self.group["patches"][start:stop],
                 attn=self.group["attn"][start:stop],
             )
+
+
+def feature_batches(stores: list[FeatureStore], batch_size: int) -> Iterator[tuple[int, FeatureBatch]]:
+    """(first row over all shards, batch) of every shard in order."""
+    start = 0
+    for store in stores:
+        for batch in store.batches(batch_size):
+            yield start, batch
+            start += len(batch.index)
 
 
 def open_shards(paths: list[str | Path]) -> list[FeatureStore]:

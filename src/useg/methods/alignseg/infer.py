@@ -9,11 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from useg.errors import StoreError
 from useg.methods.alignseg.decoder import PrototypeDecoder, load_decoder, segment
-from useg.methods.common import scores_to_labels
+from useg.methods.common import write_feature_predictions
 from useg.stores.features import FeatureStore
 from useg.stores.predictions import PredictionsWriter
 
@@ -38,12 +37,7 @@ def predict_alignseg(
     index = np.concatenate([s.index for s in stores])
     ids = [i for s in stores for i in s.ids]
     with PredictionsWriter(out_path, index, ids, size, decoder.cfg.prototypes, "alignseg", prov) as writer:
-        start = 0
-        for store in stores:
-            for batch in tqdm(store.batches(batch_size), desc="alignseg predict", unit="batch"):
-                scores = segment(decoder, torch.from_numpy(batch.patches.astype(np.float32)).to(device))
-                writer.write(start, scores_to_labels(scores, size))
-                start += len(batch.index)
+        write_feature_predictions(writer, stores, lambda patches: segment(decoder, patches), size, batch_size, "alignseg predict", device)
     log.info("alignseg: segmented %d images -> %s", len(index), out_path)
 
 

@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from useg.cluster.kmeans import fit_kmeans, l2_normalise, reservoir_sample
 from useg.errors import StoreError
-from useg.methods.common import scores_to_labels
+from useg.methods.common import write_feature_predictions
 from useg.stores.base import open_store, write_store
 from useg.stores.features import FeatureStore
 from useg.stores.predictions import PredictionsWriter
@@ -102,11 +101,7 @@ def predict_patch_kmeans(
     centroids, normalise = read_centroids(centroids_path)
     index = np.concatenate([s.index for s in stores])
     ids = [i for s in stores for i in s.ids]
+    centres = torch.from_numpy(centroids)
     with PredictionsWriter(out_path, index, ids, size, len(centroids), "kmeans", prov) as writer:
-        start = 0
-        for store in stores:
-            for batch in tqdm(store.batches(batch_size), desc="kmeans predict", unit="batch"):
-                scores = centroid_scores(torch.from_numpy(batch.patches), torch.from_numpy(centroids), normalise)
-                writer.write(start, scores_to_labels(scores, size))
-                start += len(batch.index)
+        write_feature_predictions(writer, stores, lambda patches: centroid_scores(patches, centres, normalise), size, batch_size, "kmeans predict")
     log.info("kmeans: predicted %d images -> %s", len(index), out_path)

@@ -34,7 +34,7 @@ def run_masks(args: argparse.Namespace) -> None:
     where = {"split": args.split, "shard": args.shard, "shards": args.shards}
     build_mask_bank(
         backbone, _shard(args), params["maskdistill"], cfg.input_size, args.out,
-        stage_provenance("maskdistill-masks", params, **where), _device(params),
+        stage_provenance("maskdistill-masks", params, **where), _device(params), args.threads,
     )  # fmt: skip
 
 

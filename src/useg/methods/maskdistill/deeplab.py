@@ -21,6 +21,7 @@ from useg.data.transforms import normalise, resize_labels, scale_rotate
 from useg.methods.common import load_images
 from useg.methods.maskdistill.models import build_deeplab, for_rebuild, load_model, num_parameters, save_model, sgd, step_lr
 from useg.postprocess.crf import CRFConfig, dense_crf
+from useg.stores.background import stream_to_store
 from useg.stores.base import ShardedRows
 from useg.stores.labelbank import LabelBank, LabelBankWriter
 from useg.stores.predictions import PredictionsWriter
@@ -170,8 +171,8 @@ def predict_deeplab(
     index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
     method = "maskdistill" if crf is None else "maskdistill-crf"
     with PredictionsWriter(out_path, index, ids, size, ckpt["num_labels"], method, prov) as writer:
-        for start, labels in label_maps(model.to(device), [row for _, row in rows], size, device, batch_size, crf, f"{method} predict"):
-            writer.write(start, labels)
+        batches = label_maps(model.to(device), [row for _, row in rows], size, device, batch_size, crf, f"{method} predict")
+        stream_to_store(batches, lambda _, labels: {"labels": labels}, writer.write)
     log.info("%s: predicted %d images -> %s", method, len(rows), out_path)
 
 
@@ -193,6 +194,6 @@ def crf_label_bank(
     with LabelBankWriter(
         out_path, index, ids, num_labels, size, prov, with_maps=False, input_size=list(size), background_label=background, crf_round=True
     ) as writer:  # fmt: skip
-        for start, labels in label_maps(model.to(device), [row for _, row in rows], size, device, batch_size, crf, "crf labels"):
-            writer.write(start, None, labels, labels != background)
+        batches = label_maps(model.to(device), [row for _, row in rows], size, device, batch_size, crf, "crf labels")
+        stream_to_store(batches, lambda _, labels: {"maps": None, "labels": labels, "foreground": labels != background}, writer.write)
     log.info("crf round labels: %d images -> %s", len(rows), out_path)

@@ -16,12 +16,13 @@ import torch.nn.functional as F
 from scipy import ndimage
 from tqdm import tqdm
 
-from useg.backbones.extract import input_batches
 from useg.backbones.vit import ViTBackbone
 from useg.data.augment import normalise_images
 from useg.data.images import load_rgb
 from useg.data.manifest import ManifestRow
+from useg.data.pipeline import ordered_batches
 from useg.errors import ConfigError
+from useg.stores.background import stream_to_store
 from useg.stores.maskbank import MaskBankWriter
 
 log = logging.getLogger(__name__)
@@ -202,24 +203,28 @@ def build_mask_bank(
     out_path: str | Path,
     prov: dict[str, Any],
     device: torch.device,
+    threads: int = 1,
 ) -> None:
     """Distil one object mask per image of a shard into a MaskBank (§3.2), with the CLS token each mask
-    is clustered by (`maskdistill.cluster_input`: its box cut from the image, or the masked image)."""
+    is clustered by (`maskdistill.cluster_input`: its box cut from the image, or the masked image);
+    decoding in `threads - 1` loader workers, the store written by a background thread."""
     backbone = backbone.to(device).eval()
     grid = backbone.grid_for(*input_size)
     index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
     rule, by_box = MaskRule.from_config(cfg), cfg["cluster_input"] == "box_crop"
     attrs = {"input_size": list(input_size), "patch_size": backbone.patch_size, "topk": cfg["topk"], "background": cfg["background"],
              "cluster_input": cfg["cluster_input"]}  # fmt: skip
-    covered, start = 0.0, 0
+    coverage: list[float] = []
+
+    def distil(start: int, images: torch.Tensor) -> dict[str, np.ndarray]:
+        batch = distill_batch(backbone, images, rule, None if by_box else cfg["background"])
+        if by_box:
+            chunk = [row for _, row in rows[start : start + len(images)]]
+            batch["cls"] = box_crop_cls(backbone, chunk, batch["boxes"], input_size, device)
+        coverage.append(float(batch["masks"].mean(axis=(1, 2)).sum()))
+        return batch
+
+    batches = ordered_batches([row.path for _, row in rows], input_size, cfg["batch_size"], threads, device)
     with MaskBankWriter(out_path, index, ids, grid, backbone.embed_dim, prov, **attrs) as writer:
-        batches = input_batches([row for _, row in rows], input_size, cfg["batch_size"], 1)
-        for images in tqdm(batches, desc=f"object masks {Path(out_path).name}", unit="batch"):
-            batch = distill_batch(backbone, images.to(device), rule, None if by_box else cfg["background"])
-            if by_box:
-                chunk = [row for _, row in rows[start : start + len(images)]]
-                batch["cls"] = box_crop_cls(backbone, chunk, batch["boxes"], input_size, device)
-            writer.write(start, **batch)
-            covered += float(batch["masks"].mean(axis=(1, 2)).sum())
-            start += len(images)
-    log.info("object masks: %d images, mean coverage %.2f, grid %dx%d -> %s", len(rows), covered / max(1, len(rows)), *grid, out_path)
+        stream_to_store(tqdm(batches, desc=f"object masks {Path(out_path).name}", unit="batch"), distil, writer.write)
+    log.info("object masks: %d images, mean coverage %.2f, grid %dx%d -> %s", len(rows), sum(coverage) / max(1, len(rows)), *grid, out_path)

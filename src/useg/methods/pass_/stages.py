@@ -28,6 +28,7 @@ from useg.errors import DataError
 from useg.eval.imagenet_s import ImageNetSEvaluator, nmi
 from useg.methods.pass_.model import NetConfig, PASSNet, SegmentationNet
 from useg.runtime import resolve_device
+from useg.stores.background import stream_to_store
 from useg.stores.predictions import PredictionsWriter
 from useg.train import LossGuard, cosine_schedule, load_checkpoint, save_checkpoint
 from useg.train.amp import resolve_precision
@@ -295,6 +296,6 @@ def predict(
     with PredictionsWriter(
         out_path, index, [r.id for _, r in rows], input_size, model.head.out_channels + 1, "pass", prov
     ) as writer:
-        for positions, cam in tqdm(cams(model, batches), desc="pass predict", unit="batch"):
-            writer.write(int(positions[0]), cam_labels(cam, tau))
+        labelled = ((int(positions[0]), cam) for positions, cam in tqdm(cams(model, batches), desc="pass predict", unit="batch"))
+        stream_to_store(labelled, lambda _, cam: {"labels": cam_labels(cam, tau)}, writer.write)
     log.info("pass: predicted %d images with tau %.2f -> %s", len(rows), tau, out_path)

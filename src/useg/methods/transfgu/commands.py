@@ -68,7 +68,7 @@ def run_bank(args: argparse.Namespace) -> None:
     where = {"split": args.split, "shard": args.shard, "shards": args.shards}
     build_label_bank(
         backbone, _shard(args), concepts, groups, params["transfgu"], cfg.input_size, args.out,
-        stage_provenance("transfgu-bank", params, **where), resolve_device(params["transfgu"]["device"]),
+        stage_provenance("transfgu-bank", params, **where), resolve_device(params["transfgu"]["device"]), args.threads,
     )  # fmt: skip
 
 

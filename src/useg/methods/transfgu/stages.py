@@ -11,11 +11,11 @@ import torch
 from tqdm import tqdm
 
 from useg.atomic import write_json
-from useg.backbones.extract import input_batches
 from useg.backbones.vit import ViTBackbone
 from useg.data.augment import normalise_images
 from useg.data.manifest import ManifestRow
-from useg.methods.common import load_images, scores_to_labels
+from useg.data.pipeline import ordered_batches
+from useg.methods.common import load_images, write_feature_predictions
 from useg.train import LossGuard
 from useg.train.amp import resolve_precision
 from useg.train.descent import build_optimiser, descend
@@ -23,6 +23,7 @@ from useg.methods.transfgu.augment import training_views, view_augment
 from useg.methods.transfgu.gradcam import LabelConfig, pseudo_label_maps
 from useg.methods.transfgu.losses import LossConfig, bootstrapped_maps, peer_alpha, shuffled_labels, total_loss
 from useg.methods.transfgu.segmenter import Segmenter, SegmenterConfig, build_segmenter, save_segmenter
+from useg.stores.background import stream_to_store
 from useg.stores.features import FeatureStore
 from useg.stores.labelbank import LabelBank, LabelBankWriter
 from useg.stores.predictions import PredictionsWriter
@@ -40,8 +41,10 @@ def build_label_bank(
     out_path: str | Path,
     prov: dict[str, Any],
     device: torch.device,
+    threads: int = 1,
 ) -> None:
-    """Grad-CAM response maps and labels of every image of a shard into a LabelBank (eq. 4–8)."""
+    """Grad-CAM response maps and labels of every image of a shard into a LabelBank (eq. 4–8); decoding in
+    `threads - 1` loader workers, the store written by a background thread."""
     backbone = backbone.to(device).eval().requires_grad_(False)
     grid = backbone.grid_for(*input_size)
     num_labels = len(concepts) + int(cfg["foreground_only"])
@@ -52,13 +55,14 @@ def build_label_bank(
         "concept_groups": groups.tolist(),
     }
     s, g, labelling = torch.from_numpy(concepts).to(device), torch.from_numpy(groups), LabelConfig.from_cfg(cfg)
+
+    def label(start: int, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        maps, labels, fg = pseudo_label_maps(backbone, images, s, g, labelling)
+        return {"maps": maps.detach(), "labels": labels, "foreground": fg}
+
+    batches = ordered_batches([row.path for _, row in rows], input_size, cfg["bank_batch_size"], threads, device)
     with LabelBankWriter(out_path, index, ids, num_labels, grid, prov, **attrs) as writer:
-        start = 0
-        batches = input_batches([row for _, row in rows], input_size, cfg["bank_batch_size"], 1)
-        for images in tqdm(batches, desc=f"grad-cam {Path(out_path).name}", unit="batch"):
-            maps, labels, fg = pseudo_label_maps(backbone, images.to(device), s, g, labelling)
-            writer.write(start, maps.detach().cpu().numpy(), labels.cpu().numpy(), fg.cpu().numpy())
-            start += len(images)
+        stream_to_store(tqdm(batches, desc=f"grad-cam {Path(out_path).name}", unit="batch"), label, writer.write)
     log.info("label bank: %d images, %d labels, grid %dx%d -> %s", len(rows), num_labels, *grid, out_path)
 
 
@@ -190,10 +194,5 @@ def predict_segmenter(
     index = np.concatenate([s.index for s in stores])
     ids = [i for s in stores for i in s.ids]
     with PredictionsWriter(out_path, index, ids, size, model.cfg.num_labels, method, prov) as writer:
-        start = 0
-        for store in stores:
-            for batch in tqdm(store.batches(batch_size), desc=f"{method} predict", unit="batch"):
-                masks, _ = model(torch.from_numpy(batch.patches.astype(np.float32)).to(device))
-                writer.write(start, scores_to_labels(masks, size))
-                start += len(batch.index)
+        write_feature_predictions(writer, stores, lambda patches: model(patches)[0], size, batch_size, f"{method} predict", device)
     log.info("%s: predicted %d images -> %s", method, len(index), out_path)

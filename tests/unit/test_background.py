@@ -1,0 +1,144 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import write_image
+from useg.backbones import BackboneConfig, build_backbone
+from useg.backbones.extract import extract_features
+from useg.data.manifest import ManifestRow
+from useg.errors import ConfigError, StoreError
+from useg.methods.maskdistill.masks import build_mask_bank
+from useg.stores import FeatureStore, FeatureWriter, open_store
+from useg.stores.background import BackgroundWriter, stream_to_store
+from useg.stores.features import AUTO_CODECS
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    paths = [write_image(folder / f"img{i}.png", (40, 48), seed=i) for i in range(7)]
+    return [(10 + i, ManifestRow(f"img{i}", str(p), 48, 40, "val")) for i, p in enumerate(paths)]
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    cfg = BackboneConfig(model="vit_tiny_patch16_224", patch_size=8, embed_dim=64, depth=2, num_heads=2, input_size=(32, 48))
+    return build_backbone(cfg, seed=0)
+
+
+def store_arrays(path) -> dict[str, np.ndarray]:
+    group = open_store(path)
+    return {name: group[name][:] for name in ("index", "ids", "cls", "patches", "attn")}
+
+
+def assert_same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_writes_run_in_submission_order_on_another_thread():
+    seen, threads = [], set()
+
+    def write(start, values):
+        seen.append((start, values))
+        threads.add(threading.get_ident())
+
+    with BackgroundWriter(write, depth=2) as writer:
+        for start in range(10):
+            writer.submit(start, values=start * 2)
+    assert seen == [(s, s * 2) for s in range(10)] and threads != {threading.get_ident()}
+
+
+def test_the_queue_is_bounded_submit_waits_for_the_writer():
+    release = threading.Event()
+    with BackgroundWriter(lambda _: release.wait(), depth=2) as writer:
+        for item in range(3):  # one being written, two queued
+            writer.submit(item)
+        blocked = threading.Thread(target=writer.submit, args=(3,))
+        blocked.start()
+        blocked.join(0.3)
+        assert blocked.is_alive(), "a fourth batch was queued beyond the depth"
+        release.set()
+        blocked.join()
+
+
+def test_a_writer_error_is_raised_in_the_caller_with_its_type():
+    def write(start):
+        if start == 1:
+            raise StoreError(f"bad row {start}")
+
+    with pytest.raises(StoreError, match="bad row 1"):
+        with BackgroundWriter(write, depth=1) as writer:
+            for start in range(50):
+                writer.submit(start)
+
+
+def test_features_are_identical_with_0_and_2_loader_workers_and_with_or_without_the_background_writer(tmp_path, rows, backbone):
+    stores = {}
+    for threads, background in [(1, False), (1, True), (3, False), (3, True)]:
+        path = tmp_path / f"t{threads}-{background}.zarr"
+        extract_features(backbone, rows, path, (32, 48), {}, CPU, batch_size=3, threads=threads, background=background)
+        stores[threads, background] = store_arrays(path)
+    reference = stores[1, False]
+    assert list(reference["index"]) == [r[0] for r in rows] and list(reference["ids"]) == [r[1].id for r in rows]
+    assert reference["patches"].shape == (7, 4, 6, 64) and np.abs(reference["patches"]).max() > 0
+    for key, arrays in stores.items():
+        assert_same_arrays(reference, arrays)
+
+
+def test_a_bad_array_in_the_writer_fails_the_stage_and_leaves_no_store(tmp_path):
+    target = tmp_path / "s.zarr"
+    batches = [(0, 2), (2, 2), (4, 1)]
+
+    def bad_second_batch(start, n):  # the second batch's patch tokens have the wrong width
+        width = 3 if start == 2 else 4
+        return {"cls": torch.zeros(n, 4), "patches": torch.zeros(n, 1, 1, width), "attn": torch.zeros(n, 1, 1, 1)}
+
+    with pytest.raises(ValueError):
+        with FeatureWriter(target, np.arange(5), [f"i{i}" for i in range(5)], (1, 1), 4, 1, {}) as writer:
+            stream_to_store(batches, bad_second_batch, writer.write)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(StoreError, match="does not exist"):
+        FeatureStore(target)
+
+
+@pytest.mark.parametrize("codec", ["none", "lz4", "zstd"])
+def test_every_codec_stores_the_same_features(tmp_path, rows, backbone, codec):
+    auto, other = tmp_path / "auto.zarr", tmp_path / f"{codec}.zarr"
+    extract_features(backbone, rows[:3], auto, (32, 48), {}, CPU, batch_size=2)
+    extract_features(backbone, rows[:3], other, (32, 48), {}, CPU, batch_size=2, codec=codec)
+    assert_same_arrays(store_arrays(auto), store_arrays(other))
+    compressors = {name: open_store(other)[name].compressors for name in AUTO_CODECS}
+    assert all(bool(c) == (codec != "none") for c in compressors.values())
+
+
+def test_auto_takes_the_measured_codec_of_each_array(tmp_path, rows, backbone):
+    extract_features(backbone, rows[:2], tmp_path / "s.zarr", (32, 48), {}, CPU, batch_size=2)
+    group = open_store(tmp_path / "s.zarr")
+    for name, codec in AUTO_CODECS.items():
+        names = [type(c).__name__ for c in group[name].compressors]
+        assert names == {"none": [], "lz4": ["BloscCodec"], "zstd": ["ZstdCodec"]}[codec], name
+
+
+def test_an_unknown_codec_names_the_key(tmp_path, rows, backbone):
+    with pytest.raises(ConfigError, match="features.codec must be one of auto, none, lz4, zstd; got 'gzip'"):
+        extract_features(backbone, rows[:1], tmp_path / "s.zarr", (32, 48), {}, CPU, codec="gzip")
+    assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("cluster_input", ["box_crop", "masked"])
+def test_mask_banks_are_identical_with_0_and_2_loader_workers(tmp_path, rows, backbone, cluster_input):
+    cfg = {"topk": 0.4, "cls_heads": None, "cls_mass": None, "connected": False, "background": "zero", "batch_size": 3,
+           "cluster_input": cluster_input}  # fmt: skip
+    banks = []
+    for threads in (1, 3):
+        build_mask_bank(backbone, rows, cfg, (32, 48), tmp_path / f"m{threads}.zarr", {}, CPU, threads=threads)
+        group = open_store(tmp_path / f"m{threads}.zarr")
+        banks.append({name: group[name][:] for name in ("index", "masks", "boxes", "source", "cls")})
+    assert banks[0]["masks"].shape == (7, 4, 6) and banks[0]["masks"].any()
+    assert_same_arrays(*banks)
