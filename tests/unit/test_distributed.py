@@ -1,0 +1,121 @@
+"""Data-parallel training: 2 gloo processes with torchrun's environment compute the 1-process steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from tests.unit.test_croc import TINY_ARCH, TINY_CROC
+from useg.data.augment import two_views
+from useg.data.pipeline import EpochBatches, ImageDataset, make_loader
+from useg.data.synthetic import ShapesConfig, write_shapes_dataset
+from useg.errors import ConfigError
+from useg.methods.croc.train import CrOCConfig, CrOCTrainer, collate_pairs, pretrain
+from useg.train import distributed
+
+# Measured on a 2-core CPU (docs/measurements.md): the 2-process losses differ from 1 process's by
+# <= 1e-6 (float32 reductions in another order); 1e-5 leaves a margin and still catches any step
+# computed on a different batch (those differ by > 1e-3).
+TOLERANCE = 1e-5
+CROC = CrOCConfig(**{**TINY_CROC, "drop_path_rate": 0.0, "freeze_last_layer_epochs": 0, "device": "cpu"})
+
+
+@pytest.fixture(scope="module")
+def image_paths(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    data = write_shapes_dataset(ShapesConfig(num_train=8, num_val=1, image_size=48), tmp_path_factory.mktemp("ddp") / "data")
+    return sorted(str(p) for p in (data / "images").glob("*.png"))[:8]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_torchrun_process(rank: int, world: int, port: int, task: Callable[..., None], *args: object) -> None:
+    """Run `task` in a process with the environment torchrun gives rank `rank` of `world`."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    task(*args)
+
+
+def run_processes(world: int, task: Callable[..., None], *args: object) -> None:
+    mp.spawn(as_torchrun_process, args=(world, free_port(), task, *args), nprocs=world, join=True)
+
+
+def croc_step_losses(paths: list[str], out: str) -> None:
+    """Two epochs of CrOC steps over the process's shares of the batches; rank 0 writes the logged losses."""
+    trainer = CrOCTrainer(CROC, TINY_ARCH, iters_per_epoch=2, seed=0)
+    batches = EpochBatches(len(paths), CROC.batch_size, 0, rank=trainer.world.rank, world=trainer.world.size)
+    loader = make_loader(ImageDataset(paths, partial(two_views, augs=CROC.view_augments(), patch=8), 0), batches, collate_pairs)
+    losses = []
+    for epoch in range(2):
+        batches.epoch = epoch
+        generator = torch.Generator().manual_seed(epoch)
+        losses += [trainer.step(batch, epoch * 2 + b, generator) for b, batch in enumerate(loader)]
+    if trainer.world.is_main:
+        Path(out).write_text(json.dumps(losses))
+    distributed.finish()
+
+
+def croc_pretrain(paths: list[str], out: str, epochs: int) -> dict:
+    """CrOC pretraining for `epochs` into the folder `out` (resuming from its resume.pth)."""
+    cfg = CrOCConfig(**{**CROC.__dict__, "epochs": epochs})
+    root = Path(out)
+    return pretrain(cfg, TINY_ARCH, paths, root / "ck.pth", root / "log.json", root / "resume.pth", "h", seed=0)
+
+
+def test_two_gloo_processes_give_the_one_process_croc_losses(image_paths, tmp_path):
+    run_processes(2, croc_step_losses, image_paths, str(tmp_path / "two.json"))
+    croc_step_losses(image_paths, str(tmp_path / "one.json"))
+    two, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("two", "one"))
+    assert len(one) == len(two) == 4
+    for a, b in zip(one, two):
+        np.testing.assert_allclose([a["loss"], a["global"], a["dense"]], [b["loss"], b["global"], b["dense"]], rtol=0, atol=TOLERANCE)
+        assert sorted(a["k"]) == sorted(b["k"]), "the same clusters are chosen for the global batch"
+    assert len(set(round(s["loss"], 4) for s in one)) > 1, "the steps train: losses change"
+
+
+def test_rank_zero_checkpoint_resumes_in_one_process(image_paths, tmp_path):
+    (tmp_path / "two").mkdir(), (tmp_path / "one").mkdir()
+    run_processes(2, croc_pretrain, image_paths, str(tmp_path / "two"), 2)
+    croc_pretrain(image_paths, str(tmp_path / "one"), 2)
+    two, one = (json.loads((tmp_path / f"{n}/log.json").read_text()) for n in ("two", "one"))
+    for a, b in zip(one["epochs"], two["epochs"], strict=True):
+        np.testing.assert_allclose([a["loss"], a["loss_dense"]], [b["loss"], b["loss_dense"]], rtol=0, atol=TOLERANCE)
+        assert a["k_histogram"] == b["k_histogram"], "rank 0 logs the clusters of the global batch"
+    teachers = [torch.load(tmp_path / f"{n}/ck.pth", weights_only=True) for n in ("two", "one")]
+    for key, value in teachers[0].items():
+        torch.testing.assert_close(value, teachers[1][key], rtol=0, atol=TOLERANCE)
+    resumed = [croc_pretrain(image_paths, str(tmp_path / n), 3) for n in ("two", "one")]
+    assert [r["resumed_from_epoch"] for r in resumed] == [2, 2]
+    np.testing.assert_allclose(resumed[0]["epochs"][2]["loss"], resumed[1]["epochs"][2]["loss"], rtol=0, atol=TOLERANCE)
+
+
+def check_uneven_batch() -> None:
+    with pytest.raises(ConfigError, match=r"croc.batch_size \(3\) must be a multiple of the 2 GPUs"):
+        distributed.start(torch.device("cpu"))
+        distributed.check_global_batch(3, "croc.batch_size")
+    distributed.finish()
+
+
+def test_a_global_batch_that_does_not_split_names_its_key():
+    run_processes(2, check_uneven_batch)
+
+
+def test_one_process_without_torchrun_is_the_plain_run():
+    world, device = distributed.start(torch.device("cpu"))
+    x = torch.arange(4.0)
+    assert world == distributed.World() and world.is_main and device == torch.device("cpu")
+    assert distributed.gather_rows(x) is x and distributed.local_rows(x) is x and distributed.global_sum(x) is x
+    assert distributed.global_mean(torch.tensor(2.5)) == 2.5
+    assert not isinstance(distributed.wrap(torch.nn.Linear(2, 2), device), torch.nn.parallel.DistributedDataParallel)
