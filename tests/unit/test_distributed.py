@@ -18,13 +18,16 @@ from tests.unit.test_croc import TINY_ARCH, TINY_CROC
 from useg.data.augment import two_views
 from useg.data.pipeline import EpochBatches, ImageDataset, make_loader
 from useg.data.synthetic import ShapesConfig, write_shapes_dataset
+from tests.integration.dag import run_snakemake, tiny_config
+from tests.integration.test_pretrain_dag import TINY_CROC as DAG_CROC
 from useg.errors import ConfigError
 from useg.methods.croc.train import CrOCConfig, CrOCTrainer, collate_pairs, pretrain
+from useg.profiles.gpus import gpu_resource, has_nvidia_gpu
 from useg.train import distributed
 
 # Measured on a 2-core CPU (docs/measurements.md): the 2-process losses differ from 1 process's by
-# <= 1e-6 (float32 reductions in another order); 1e-5 leaves a margin and still catches any step
-# computed on a different batch (those differ by > 1e-3).
+# at most 1.5e-6 (float32 reductions in another order); 1e-5 leaves a margin and still catches any
+# step computed on another batch or with per-process statistics (those differ by more than 1e-2).
 TOLERANCE = 1e-5
 CROC = CrOCConfig(**{**TINY_CROC, "drop_path_rate": 0.0, "freeze_last_layer_epochs": 0, "device": "cpu"})
 
@@ -119,3 +122,22 @@ def test_one_process_without_torchrun_is_the_plain_run():
     assert distributed.gather_rows(x) is x and distributed.local_rows(x) is x and distributed.global_sum(x) is x
     assert distributed.global_mean(torch.tensor(2.5)) == 2.5
     assert not isinstance(distributed.wrap(torch.nn.Linear(2, 2), device), torch.nn.parallel.DistributedDataParallel)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_the_pretrain_rule_runs_torchrun_for_more_than_one_gpu_and_asks_for_them(gpus, tmp_path):
+    cfg = tiny_config(backbone={"weights": "pretrain"}, croc={**DAG_CROC, "gpus": gpus})
+    result = run_snakemake(tmp_path, cfg, "-n", "-p", "--until", "pretrain")
+    assert result.returncode == 0, result.stderr[-3000:]
+    job = result.stdout[result.stdout.index("rule pretrain:") :]
+    command = job[job.index("Shell command: ") :].splitlines()[0]
+    launcher = "torchrun --standalone --nproc_per_node 2 -m useg pretrain" if gpus == 2 else "python -m useg pretrain"
+    assert command.startswith(f"Shell command: {launcher} --params")
+    assert '"gpus"' not in command, "the GPU count is not part of the stage's config (nor its hash)"
+    assert f"gpu={gpus if has_nvidia_gpu() else 0}" in job[: job.index("Shell command: ")]
+
+
+def test_a_stage_asks_for_its_gpus_on_a_cluster_and_for_none_on_a_cpu_machine():
+    assert gpu_resource(4, on_cluster=True) == 4
+    assert gpu_resource(4, on_cluster=False) == (4 if has_nvidia_gpu() else 0)
