@@ -15,12 +15,15 @@ import torch
 import torch.multiprocessing as mp
 
 from tests.unit.test_croc import TINY_ARCH, TINY_CROC
+from useg.backbones import BackboneConfig, build_backbone
 from useg.data.augment import two_views
 from useg.data.pipeline import EpochBatches, ImageDataset, make_loader
 from useg.data.synthetic import ShapesConfig, write_shapes_dataset
+from tests.conftest import TINY_BACKBONE
 from tests.integration.dag import run_snakemake, tiny_config
 from tests.integration.test_pretrain_dag import TINY_CROC as DAG_CROC
 from useg.errors import ConfigError
+from useg.methods.alignseg.train import AlignSegConfig, train_alignseg
 from useg.methods.croc.train import CrOCConfig, CrOCTrainer, collate_pairs, pretrain
 from useg.profiles.gpus import gpu_resource, has_nvidia_gpu
 from useg.train import distributed
@@ -104,6 +107,29 @@ def test_rank_zero_checkpoint_resumes_in_one_process(image_paths, tmp_path):
     np.testing.assert_allclose(resumed[0]["epochs"][2]["loss"], resumed[1]["epochs"][2]["loss"], rtol=0, atol=TOLERANCE)
 
 
+def alignseg_training(paths: list[str], out: str) -> None:
+    """Three epochs of one step each (the global batch is all 8 images), release losses (a sum over the batch)."""
+    cfg = AlignSegConfig(k=3, heads=2, global_size=[32, 32], local_size=[16, 16], epochs=3, batch_size=8, lr=1e-3, attention_blur=0.0)
+    backbone = build_backbone(BackboneConfig.from_dict(TINY_BACKBONE), seed=0)
+    root = Path(out)
+    train_alignseg(cfg, backbone, paths, 3, root / "d.pt", root / "log.json", root / "resume.pth", "h", 0, torch.device("cpu"))
+
+
+def test_two_gloo_processes_give_the_one_process_alignseg_losses(image_paths, tmp_path):
+    (tmp_path / "two").mkdir(), (tmp_path / "one").mkdir()
+    run_processes(2, alignseg_training, image_paths, str(tmp_path / "two"))
+    alignseg_training(image_paths, str(tmp_path / "one"))
+    two, one = (json.loads((tmp_path / f"{n}/log.json").read_text())["epochs"] for n in ("two", "one"))
+    assert len(one) == len(two) == 3
+    for a, b in zip(one, two):
+        assert set(a) == set(b) == {"epoch", "loss", "loss_proto", "loss_corr"}
+        np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(a)], rtol=0, atol=TOLERANCE)
+    assert one[0]["loss"] != one[2]["loss"], "the steps train: losses change"
+    decoders = [torch.load(tmp_path / f"{n}/d.pt", weights_only=True)["state_dict"] for n in ("two", "one")]
+    for key, value in decoders[0].items():
+        torch.testing.assert_close(value, decoders[1][key], rtol=0, atol=TOLERANCE)
+
+
 def check_uneven_batch() -> None:
     with pytest.raises(ConfigError, match=r"croc.batch_size \(3\) must be a multiple of the 2 GPUs"):
         distributed.start(torch.device("cpu"))
@@ -124,18 +150,32 @@ def test_one_process_without_torchrun_is_the_plain_run():
     assert not isinstance(distributed.wrap(torch.nn.Linear(2, 2), device), torch.nn.parallel.DistributedDataParallel)
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("gpus", [1, 2])
-def test_the_pretrain_rule_runs_torchrun_for_more_than_one_gpu_and_asks_for_them(gpus, tmp_path):
-    cfg = tiny_config(backbone={"weights": "pretrain"}, croc={**DAG_CROC, "gpus": gpus})
-    result = run_snakemake(tmp_path, cfg, "-n", "-p", "--until", "pretrain")
+def dry_run_job(tmp_path: Path, rule: str, cfg: dict) -> tuple[str, str]:
+    """The dry run's resources line and shell command of `rule`'s job."""
+    result = run_snakemake(tmp_path, cfg, "-n", "-p", "--until", rule)
     assert result.returncode == 0, result.stderr[-3000:]
-    job = result.stdout[result.stdout.index("rule pretrain:") :]
-    command = job[job.index("Shell command: ") :].splitlines()[0]
-    launcher = "torchrun --standalone --nproc_per_node 2 -m useg pretrain" if gpus == 2 else "python -m useg pretrain"
-    assert command.startswith(f"Shell command: {launcher} --params")
+    job = result.stdout[result.stdout.index(f"rule {rule}:") :]
+    head, command = job.split("Shell command: ", 1)
+    return head[head.index("resources:") :].splitlines()[0], command.splitlines()[0]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("rule", "stage", "section", "gpus"),
+    [
+        ("pretrain", "pretrain", {"backbone": {"weights": "pretrain"}, "croc": DAG_CROC}, 1),
+        ("pretrain", "pretrain", {"backbone": {"weights": "pretrain"}, "croc": DAG_CROC}, 2),
+        ("alignseg_train", "alignseg-train", {"methods": ["alignseg"], "alignseg": {}}, 4),
+    ],
+)
+def test_a_training_rule_runs_torchrun_for_more_than_one_gpu_and_asks_for_them(rule, stage, section, gpus, tmp_path):
+    key = next(k for k in ("croc", "alignseg") if k in section)
+    cfg = tiny_config(**{**section, key: {**section[key], "gpus": gpus}})
+    resources, command = dry_run_job(tmp_path, rule, cfg)
+    launcher = f"torchrun --standalone --nproc_per_node {gpus} -m useg" if gpus > 1 else "python -m useg"
+    assert command.startswith(f"{launcher} {stage} --params")
     assert '"gpus"' not in command, "the GPU count is not part of the stage's config (nor its hash)"
-    assert f"gpu={gpus if has_nvidia_gpu() else 0}" in job[: job.index("Shell command: ")]
+    assert f"gpu={gpus if has_nvidia_gpu() else 0}" in resources
 
 
 def test_a_stage_asks_for_its_gpus_on_a_cluster_and_for_none_on_a_cpu_machine():

@@ -203,8 +203,7 @@ def backbone_weights(wildcards):
 def pretrain_params():
     """Config slice of the pretraining stage: croc section, architecture, seed, train split."""
     arch = {k: v for k, v in config["backbone"].items() if k not in ("weights", "name")}
-    croc = {k: v for k, v in config["croc"].items() if k != "gpus"}  # execution, not the result: outside the hash
-    return {"croc": croc, "backbone": arch, "seed": config["seed"], "split": DATASET["train_split"]}
+    return {"croc": without_gpus(config["croc"]), "backbone": arch, "seed": config["seed"], "split": DATASET["train_split"]}
 
 
 def backbone_eval_targets():
@@ -336,7 +335,7 @@ def transfgu_model(wildcards):
 def alignseg_train_params():
     """Config slice of AlignSeg training: the alignseg section, the backbone, seed and train split."""
     return {
-        "alignseg": config["alignseg"],
+        "alignseg": without_gpus(config["alignseg"]),
         "backbone": config["backbone"],
         "seed": config["seed"],
         "split": DATASET["train_split"],
@@ -502,6 +501,13 @@ def gpus_request(count):
 def gpu_request(wildcards):
     """The `gpu` resource of the stages that use one GPU (gpus_request)."""
     return gpus_request(1)
+
+
+def without_gpus(section):
+    """A training section as its stage reads it (useg.train.distributed.without_gpus)."""
+    from useg.train.distributed import without_gpus as section_without_gpus
+
+    return section_without_gpus(section)
 
 
 def useg_launcher(gpus):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -76,6 +77,12 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
+def without_gpus(section: dict[str, Any]) -> dict[str, Any]:
+    """A training section without its `gpus` key: how many GPUs share the global batch is execution,
+    not the result, so it stays out of the stage's config and hash (a run resumes on any number)."""
+    return {key: value for key, value in section.items() if key != "gpus"}
+
+
 def check_global_batch(batch_size: int, key: str) -> None:
     """The global batch must split evenly over the processes."""
     n = world_size()
@@ -84,11 +91,26 @@ def check_global_batch(batch_size: int, key: str) -> None:
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    """`model` for the training forward: DDP (batch norm made SyncBatchNorm) across processes, itself for one."""
+    """`model` for the training forward: DDP across processes, itself for one. On CUDA its batch norms
+    become SyncBatchNorm in place (statistics of the global batch; torch has no CPU SyncBatchNorm, so
+    gloo processes normalise their own shares)."""
     if not active():
         return model
-    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # a module that is no batch norm itself is converted in place
+        return DistributedDataParallel(model, device_ids=[device.index])
+    return DistributedDataParallel(model)
+
+
+class EachInput(nn.Module):
+    """`model` applied to each of several inputs in one forward: DDP expects one forward per backward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: list[Tensor]) -> list[Tensor]:
+        return [self.model(x) for x in inputs]
 
 
 def global_mean(value: Tensor | float) -> float:
