@@ -23,6 +23,7 @@ rule alignseg_train:
         mem_mb=8000,
         runtime=240,
         gpu=lambda w: gpus_request(config["alignseg"]["gpus"]),
+        nodes=1,  # torchrun's processes share the one node of the job
     conda:
         GPU_ENV
     shell:

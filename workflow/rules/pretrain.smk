@@ -20,6 +20,7 @@ rule pretrain:
         mem_mb=8000,
         runtime=24 * 60,
         gpu=lambda w: gpus_request(config["croc"]["gpus"]),
+        nodes=1,  # torchrun's processes share the one node of the job
     conda:
         GPU_ENV
     shell:
