@@ -174,10 +174,23 @@ def test_a_training_rule_runs_torchrun_for_more_than_one_gpu_and_asks_for_them(r
     key = next(k for k in ("croc", "alignseg") if k in section)
     cfg = tiny_config(**{**section, key: {**section[key], "gpus": gpus}})
     resources, command = dry_run_job(tmp_path, rule, cfg)
-    launcher = f"torchrun --standalone --nproc_per_node {gpus} -m useg" if gpus > 1 else "python -m useg"
+    launcher = f"torchrun --standalone --nproc_per_node {gpus} -m useg --" if gpus > 1 else "python -m useg"
     assert command.startswith(f"{launcher} {stage} --params")
     assert '"gpus"' not in command, "the GPU count is not part of the stage's config (nor its hash)"
     assert f"gpu={gpus if has_nvidia_gpu() else 0}" in resources
+
+
+@pytest.mark.integration
+def test_the_pretrain_rule_trains_in_two_processes_and_rank_zero_writes(tmp_path):
+    cfg = tiny_config(backbone={"weights": "pretrain"}, croc={**DAG_CROC, "gpus": 2})
+    result = run_snakemake(tmp_path, cfg, "--until", "pretrain")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "results/tiny"
+    log = json.loads((out / "croc/train-log.json").read_text())
+    assert len(log["epochs"]) == 1 and sum(log["k_histogram"].values()) == 2 * 4 * 2, "steps x images x heads of the global batch"
+    assert (out / "croc/checkpoint.pth").is_file() and (out / "croc/resume/last.pth").is_file()
+    lines = (out / "logs/pretrain.log").read_text().splitlines()
+    assert sum("croc epoch 1/1" in line for line in lines) == 1, "one process writes the log file"
 
 
 def test_a_stage_asks_for_its_gpus_on_a_cluster_and_for_none_on_a_cpu_machine():

@@ -512,8 +512,9 @@ def without_gpus(section):
 
 def useg_launcher(gpus):
     """The command a stage runs `useg` with: `python -m useg`, or torchrun's `gpus` data-parallel
-    processes of it inside the one job (useg.train.distributed) when `gpus` > 1."""
-    return f"torchrun --standalone --nproc_per_node {gpus} -m useg" if gpus > 1 else "python -m useg"
+    processes of it inside the one job (useg.train.distributed) when `gpus` > 1; after `--` torchrun
+    reads no option of the stage's (its own --log-dir would claim the stage's --log)."""
+    return f"torchrun --standalone --nproc_per_node {gpus} -m useg --" if gpus > 1 else "python -m useg"
 
 
 def resource_values(resources, where):
