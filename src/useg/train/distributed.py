@@ -11,6 +11,7 @@ every function is the identity of a single process.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,7 +126,11 @@ def global_mean(value: Tensor | float) -> float:
 
 def global_sum(x: Tensor) -> Tensor:
     """The sum of `x` over the processes, differentiable (its gradient is summed back to every process)."""
-    return dist_nn.all_reduce(x) if active() else x
+    if not active():
+        return x
+    with warnings.catch_warnings():  # deprecated in favour of a private module; still torch's public autograd all-reduce
+        warnings.simplefilter("ignore", FutureWarning)
+        return dist_nn.all_reduce(x)
 
 
 @torch.no_grad()

@@ -324,7 +324,8 @@ def pretrain(
     began = time.perf_counter()
     for epoch in range(start, cfg.epochs):
         generator = torch.Generator().manual_seed(seed * 100003 + epoch)
-        torch.manual_seed(seed * 100003 + epoch)  # the student's drop-path masks, the same after a resume
+        # the student's drop-path masks, the same after a resume; each process draws its own
+        torch.manual_seed((seed * 100003 + epoch) * trainer.world.size + trainer.world.rank)
         batches.epoch = epoch
         losses, ks = [], Counter()
         trainer.student.train()
