@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tests.conftest import REPO
+from useg.train.distributed import without_gpus
 
 PRESETS = sorted((REPO / "configs" / "presets").glob("*/*.yaml"))
 META = torch.device("meta")
@@ -235,7 +236,7 @@ def alignseg_decoder(cfg: Config, dim: int):
     from useg.methods.alignseg.decoder import PrototypeDecoder
     from useg.methods.alignseg.train import AlignSegConfig
 
-    section = AlignSegConfig(**cfg["alignseg"])
+    section = AlignSegConfig(**without_gpus(cfg["alignseg"]))
     k = section.k or dataset_classes(cfg["dataset"])[0]
     return on_meta(lambda: PrototypeDecoder(section.decoder(dim, k))), k
 

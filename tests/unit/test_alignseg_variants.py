@@ -21,6 +21,7 @@ from useg.methods.alignseg.losses import LossConfig, corr_loss, dense_corr, nt_x
 from useg.methods.alignseg.optim import build_optimiser, build_schedule
 from useg.methods.alignseg.train import AlignSegConfig, check_sizes
 from useg.train import step_schedule
+from useg.train.distributed import without_gpus
 
 REPO = Path(__file__).resolve().parents[2]
 R = 1 / math.sqrt(2)
@@ -235,7 +236,7 @@ def test_config_defaults_are_the_schema_defaults():
     for f in fields(AlignSegConfig):
         if f.name not in ("augment", "losses"):
             assert getattr(cfg, f.name) == defaults[f.name], f.name
-    assert set(defaults) == {f.name for f in fields(AlignSegConfig)}
+    assert set(defaults) == {f.name for f in fields(AlignSegConfig)} | {"gpus"}, "gpus: the rule's processes, not a training key"
     augment = alignseg_schema()["augment"]["properties"]
     assert {k: v["default"] for k, v in augment.items() if k.endswith("_p")} == NO_PHOTOMETRIC
 
@@ -246,7 +247,7 @@ def test_paper_overlay_sets_the_paper_forms():
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["alignseg"].update(yaml.safe_load((REPO / "configs/variants/alignseg-paper.yaml").read_text())["alignseg"])
     validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
-    cfg = AlignSegConfig(**config["alignseg"])
+    cfg = AlignSegConfig(**without_gpus(config["alignseg"]))
     loss = cfg.loss()
     assert (loss.proto_loss, loss.proto_corr, loss.dense_corr, loss.corr_reduction) == ("paper", "paper", "paper", "mean")
     assert (loss.tau, loss.shift, loss.beta) == (0.1, 0.3, 1.0)

@@ -13,6 +13,7 @@ rule alignseg_train:
         cfg=lambda w: as_json(alignseg_train_params()),
         resume=f"{OUT}/alignseg/resume/last.pth",
         weights=weights_option,
+        useg=useg_launcher(config["alignseg"]["gpus"]),
     log:
         f"{OUT}/logs/alignseg/train.log",
     benchmark:
@@ -21,11 +22,12 @@ rule alignseg_train:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=gpu_request,
+        gpu=lambda w: gpus_request(config["alignseg"]["gpus"]),
+        nodes=1,  # torchrun's processes share the one node of the job
     conda:
         GPU_ENV
     shell:
-        "python -m useg alignseg-train --params {params.cfg:q} --manifest {input.manifest} --classes {input.classes}"
+        "{params.useg} alignseg-train --params {params.cfg:q} --manifest {input.manifest} --classes {input.classes}"
         " {params.weights} --out {output.model} --out-log {output.log} --resume {params.resume} --threads {threads} --log {log}"
 
 

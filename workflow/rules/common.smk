@@ -203,7 +203,7 @@ def backbone_weights(wildcards):
 def pretrain_params():
     """Config slice of the pretraining stage: croc section, architecture, seed, train split."""
     arch = {k: v for k, v in config["backbone"].items() if k not in ("weights", "name")}
-    return {"croc": config["croc"], "backbone": arch, "seed": config["seed"], "split": DATASET["train_split"]}
+    return {"croc": without_gpus(config["croc"]), "backbone": arch, "seed": config["seed"], "split": DATASET["train_split"]}
 
 
 def backbone_eval_targets():
@@ -335,7 +335,7 @@ def transfgu_model(wildcards):
 def alignseg_train_params():
     """Config slice of AlignSeg training: the alignseg section, the backbone, seed and train split."""
     return {
-        "alignseg": config["alignseg"],
+        "alignseg": without_gpus(config["alignseg"]),
         "backbone": config["backbone"],
         "seed": config["seed"],
         "split": DATASET["train_split"],
@@ -491,13 +491,30 @@ def kmeans_fit_mem(wildcards, attempt):
 # ---- Execution: GPUs, Slurm placeholders --------------------------------------------------------
 
 
-def gpu_request(wildcards):
-    """The `gpu` resource of the stages that use a GPU where there is one (1 on a cluster, where the
-    job is routed to a GPU partition, or on a machine with an NVIDIA device), else 0: on a CPU-only
-    machine profiles/default's `gpu` limit would otherwise run these jobs one at a time."""
-    from useg.profiles.gpus import has_nvidia_gpu
+def gpus_request(count):
+    """The `gpu` resource of a stage that trains on `count` GPUs (useg.profiles.gpus.gpu_resource)."""
+    from useg.profiles.gpus import gpu_resource
 
-    return 1 if workflow.non_local_exec or has_nvidia_gpu() else 0
+    return gpu_resource(count, workflow.non_local_exec)
+
+
+def gpu_request(wildcards):
+    """The `gpu` resource of the stages that use one GPU (gpus_request)."""
+    return gpus_request(1)
+
+
+def without_gpus(section):
+    """A training section as its stage reads it (useg.train.distributed.without_gpus)."""
+    from useg.train.distributed import without_gpus as section_without_gpus
+
+    return section_without_gpus(section)
+
+
+def useg_launcher(gpus):
+    """The command a stage runs `useg` with: `python -m useg`, or torchrun's `gpus` data-parallel
+    processes of it inside the one job (useg.train.distributed) when `gpus` > 1; after `--` torchrun
+    reads no option of the stage's (its own --log-dir would claim the stage's --log)."""
+    return f"torchrun --standalone --nproc_per_node {gpus} -m useg --" if gpus > 1 else "python -m useg"
 
 
 def resource_values(resources, where):

@@ -10,6 +10,7 @@ rule pretrain:
     params:
         cfg=lambda w: as_json(pretrain_params()),
         resume=f"{OUT}/croc/resume/last.pth",
+        useg=useg_launcher(config["croc"]["gpus"]),
     log:
         f"{OUT}/logs/pretrain.log",
     benchmark:
@@ -18,9 +19,10 @@ rule pretrain:
     resources:
         mem_mb=8000,
         runtime=24 * 60,
-        gpu=gpu_request,
+        gpu=lambda w: gpus_request(config["croc"]["gpus"]),
+        nodes=1,  # torchrun's processes share the one node of the job
     conda:
         GPU_ENV
     shell:
-        "python -m useg pretrain --params {params.cfg:q} --manifest {input.manifest} --out {output.checkpoint}"
+        "{params.useg} pretrain --params {params.cfg:q} --manifest {input.manifest} --out {output.checkpoint}"
         " --out-log {output.log} --resume {params.resume} --threads {threads} --log {log}"

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from useg.train.distributed import global_sum, world_size
+
 Source = Literal["release", "paper"]
 Reduction = Literal["sum", "mean"]
 
@@ -83,11 +85,11 @@ def dense_corr(x_global: Tensor, x_local: Tensor, centred: bool = False) -> Tens
     """DenseCorr = cos(x_g, x_l) [B, n_g, n_l] of the frozen patch tokens (eq. 6).
 
     `centred` (release): every row (global patch) loses its mean over the local patches, and the
-    mean of the whole batch's correlations is added back.
+    mean of the whole (global) batch's correlations is added back.
     """
     corr = F.normalize(x_global, dim=-1) @ F.normalize(x_local, dim=-1).transpose(1, 2)
     if centred:
-        corr = corr - corr.mean(dim=-1, keepdim=True) + corr.mean()
+        corr = corr - corr.mean(dim=-1, keepdim=True) + global_sum(corr.sum()) / (corr.numel() * world_size())
     return corr
 
 
@@ -113,15 +115,16 @@ def corr_loss(
     """-1/v_l Σ_v reduce(M ⊙ ProtoCorr ⊙ (DenseCorr - h)) over patch pairs and images (eq. 7; eq. 10 with masks).
 
     `reduction` "mean" (paper reading) averages over all n_g x n_l pairs and the images, so pairs
-    outside the saliency intersection add nothing; "sum" (release) sums them. `softmax` and
-    `centred` are the release forms of ProtoCorr (eq. 5, 8) and DenseCorr (eq. 6).
+    outside the saliency intersection add nothing; "sum" (release) sums them, over the global batch:
+    a training process's sum is scaled by the number of processes, whose mean DDP takes. `softmax`
+    and `centred` are the release forms of ProtoCorr (eq. 5, 8) and DenseCorr (eq. 6).
     """
     total = s_global.new_zeros(())
     for v, (s_local, x_local) in enumerate(zip(s_locals, x_locals, strict=True)):
         term = proto_corr(s_global, s_local, clamp, softmax) * (dense_corr(x_global, x_local, centred) - shift)
         if m_global is not None and m_locals is not None:
             term = term * saliency_intersection(m_global, m_locals[v])
-        total = total - (term.sum() if reduction == "sum" else term.mean())
+        total = total - (term.sum() * world_size() if reduction == "sum" else term.mean())
     return total / len(s_locals)
 
 

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -26,10 +27,10 @@ from useg.data.augment import OverlapRule
 from useg.data.pipeline import EpochBatches, ImageDataset, make_loader
 from useg.errors import ConfigError, DataError
 from useg.methods.alignseg.crops import CropBatch, CropConfig, collate_crops, crop_augment, image_crops
-from useg.methods.alignseg.decoder import Activation, DecoderConfig, Init, PrototypeDecoder, build_decoder, save_decoder, similarity
+from useg.methods.alignseg.decoder import Activation, DecoderConfig, Init, build_decoder, save_decoder, similarity
 from useg.methods.alignseg.losses import LossConfig, Reduction, Source, total_loss
 from useg.methods.alignseg.optim import Schedule, build_optimiser, build_schedule
-from useg.train import LossGuard, load_checkpoint, save_checkpoint
+from useg.train import LossGuard, distributed, load_checkpoint, save_checkpoint
 from useg.train.amp import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -132,11 +133,16 @@ def encode(backbone: ViTBackbone, views: Tensor, cfg: AlignSegConfig) -> CropOut
 
 
 def step_loss(
-    decoder: PrototypeDecoder, backbone: ViTBackbone, batch: CropBatch, cfg: AlignSegConfig, losses: LossConfig, device: torch.device
+    decode: Callable[[list[Tensor]], list[Tensor]],
+    backbone: ViTBackbone,
+    batch: CropBatch,
+    cfg: AlignSegConfig,
+    losses: LossConfig,
+    device: torch.device,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Loss of one batch of crops (eq. 11)."""
+    """Loss of one batch of crops (eq. 11); `decode` maps the crops' tokens to their prototypes P^x (eq. 1)."""
     crops = [encode(backbone, v.to(device), cfg) for v in (batch.global_views, *batch.local_views)]
-    protos = [decoder(c.tokens) for c in crops]
+    protos = decode([c.tokens for c in crops])
     sims = [similarity(c.tokens, p) for c, p in zip(crops, protos)]
     return total_loss(
         losses,
@@ -173,19 +179,23 @@ def train_alignseg(
     device: torch.device,
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Train decoder + prototypes on `image_paths` through the frozen `backbone`; write the decoder and the training log."""
+    """Train decoder + prototypes on `image_paths` through the frozen `backbone`; write the decoder and the
+    training log (under torchrun: each process a share of every batch, rank 0 writing; useg.train.distributed)."""
     if not image_paths:
         raise DataError("AlignSeg training needs images: the train split of the manifest is empty")
     check_sizes(cfg, backbone.patch_size)
     losses, crops = cfg.loss(), cfg.crops()
+    world, device = distributed.start(device)
     backbone = backbone.to(device).eval().requires_grad_(False)
     decoder = build_decoder(cfg.decoder(backbone.embed_dim, k), seed).to(device)
+    decode = distributed.wrap(distributed.EachInput(decoder), device)
     optimiser = build_optimiser(decoder, cfg)
     precision = resolve_precision(cfg.amp, device)
     batch_size = min(cfg.batch_size, len(image_paths))
     iters = len(image_paths) // batch_size
     lr = build_schedule(cfg, iters)
-    batches = EpochBatches(len(image_paths), batch_size, seed)
+    distributed.check_global_batch(batch_size, "alignseg.batch_size")
+    batches = EpochBatches(len(image_paths), batch_size, seed, rank=world.rank, world=world.size)
     dataset = ImageDataset(image_paths, partial(image_crops, crops, backbone.patch_size), seed)
     loader = make_loader(dataset, batches, partial(collate_crops, crops.num_local), threads, device)
     history: list[dict[str, Any]] = []
@@ -200,23 +210,28 @@ def train_alignseg(
         batches.epoch = epoch
         decoder.train()
         totals: dict[str, float] = {}
-        for b, batch in enumerate(tqdm(loader, desc=f"alignseg epoch {epoch + 1}/{cfg.epochs}", unit="step")):
+        steps = tqdm(loader, desc=f"alignseg epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not world.is_main)
+        for b, batch in enumerate(steps):
             for group in optimiser.param_groups:
                 group["lr"] = float(lr[epoch * iters + b])
             with precision.autocast():
-                loss, terms = step_loss(decoder, backbone, batch, cfg, losses, device)
-            guard.check(loss, epoch, b)
+                loss, terms = step_loss(decode, backbone, batch, cfg, losses, device)
+            logged = {name: distributed.global_mean(value) for name, value in {"loss": loss, **terms}.items()}
+            guard.check(logged["loss"], epoch, b)  # the global batch's loss: every process stops together
             precision.step(optimiser, loss)
-            for name, value in {"loss": float(loss.detach()), **terms}.items():
+            for name, value in logged.items():
                 totals[name] = totals.get(name, 0.0) + value / iters
         history.append({"epoch": epoch + 1, **totals})
         log.info("alignseg epoch %d/%d: %s", epoch + 1, cfg.epochs, " ".join(f"{k} {v:.4f}" for k, v in totals.items()))
-        state = {"decoder": decoder.state_dict(), "optimiser": optimiser.state_dict()}
-        save_checkpoint(resume_path, {**state, "epoch": epoch, "history": history, "config_hash": config_hash})
+        if world.is_main:
+            state = {"decoder": decoder.state_dict(), "optimiser": optimiser.state_dict()}
+            save_checkpoint(resume_path, {**state, "epoch": epoch, "history": history, "config_hash": config_hash})
     wall = time.perf_counter() - began
     info = {"images": len(image_paths), "steps_per_epoch": iters, "resumed_from_epoch": start}
-    save_decoder(decoder.cpu().eval(), out_path, {"history": history, **info})
-    write_json(out_log, {"epochs": history, **info, "wall_seconds_this_run": wall})
-    Path(resume_path).unlink(missing_ok=True)  # only an interrupted run resumes
+    if world.is_main:
+        save_decoder(decoder.cpu().eval(), out_path, {"history": history, **info})
+        write_json(out_log, {"epochs": history, **info, "wall_seconds_this_run": wall})
+        Path(resume_path).unlink(missing_ok=True)  # only an interrupted run resumes
+    distributed.finish()
     log.info("alignseg: %d epochs on %d images in %.1f s -> %s", cfg.epochs, len(image_paths), wall, out_path)
     return {"epochs": history, **info}

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from useg.cluster.sinkhorn import sinkhorn
 from useg.errors import ConfigError, check_choice
+from useg.train.distributed import gather_rows, global_extrema, local_rows
 
 POS_SCALE = math.sqrt(2.0)  # largest distance between two positions in the unit square
 Reading = Literal["release", "paper"]
@@ -100,8 +101,10 @@ def centroid_marginal(
 
 
 def sample_seeds(r: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-    """Y: K_start one-hot columns at tokens drawn without replacement in proportion to r (CrOC eq. 8)."""
-    picks = torch.multinomial(r.float().cpu(), k, replacement=False, generator=generator).to(r.device)
+    """Y: K_start one-hot columns at tokens drawn without replacement in proportion to r (CrOC eq. 8);
+    drawn for the global batch, so that any number of training processes draws the same seeds."""
+    picks = torch.multinomial(gather_rows(r).float().cpu(), k, replacement=False, generator=generator)
+    picks = local_rows(picks).to(r.device)
     return F.one_hot(picks, r.shape[1]).transpose(1, 2).to(r.dtype)
 
 
@@ -120,11 +123,11 @@ def semantic_cost(tokens: Tensor, centroids: Tensor) -> Tensor:
 
 
 def total_cost(semantic: Tensor, positional: Tensor, cfg: ClusterConfig) -> Tensor:
-    """T_tot = T_sem + lambda_pos T_pos (CrOC eq. 18); release: min-max normalised over the whole batch."""
+    """T_tot = T_sem + lambda_pos T_pos (CrOC eq. 18); release: min-max normalised over the whole (global) batch."""
     cost = semantic + cfg.lambda_pos * positional
     if cfg.cost_scaling == "paper":
         return cost
-    low, high = cost.amin(), cost.amax()
+    low, high = global_extrema(cost)
     return (cost - low) / (high - low).clamp_min(1e-12)
 
 

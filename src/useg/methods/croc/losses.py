@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from useg.train.distributed import global_sum, world_size
+
 
 def cluster_centroids(tokens: Tensor, assign: Tensor, hard: Tensor, cls_norm: Tensor, rule: str = "release") -> Tensor:
     """Centroids of one view fed to h [B, K, D] (CrOC eq. 2).
@@ -20,8 +22,9 @@ def cluster_centroids(tokens: Tensor, assign: Tensor, hard: Tensor, cls_norm: Te
 
 
 def mean_norm(cls_tokens: list[Tensor]) -> Tensor:
-    """Mean L2 norm of the CLS tokens of both views (the release's centroid scale)."""
-    return torch.cat(cls_tokens).norm(dim=-1).mean()
+    """Mean L2 norm of the CLS tokens of both views over the global batch (the release's centroid scale)."""
+    norms = torch.cat(cls_tokens).norm(dim=-1)
+    return global_sum(norms.sum()) / (len(norms) * world_size())
 
 
 def distill_ce(teacher_logits: Tensor, student_logits: Tensor, center: Tensor, tau_t: float, tau_s: float) -> Tensor:
@@ -40,19 +43,21 @@ def dense_loss(
 ) -> Tensor:
     """L_dense = (H(P_t1, P_s2) + H(P_t2, P_s1)) / 2, averaged over the kept clusters (CrOC eq. 4).
 
-    Logits are [B, K, L]; `valid` [B, K] marks the clusters kept after pruning.
+    Logits are [B, K, L]; `valid` [B, K] marks the clusters kept after pruning. Across training
+    processes the kept clusters are counted over the global batch and the sum scaled by the number of
+    processes, so that DDP's mean of the processes' gradients is the global batch's.
     """
     ce = 0.5 * (distill_ce(t[0], s[1], center, tau_t, tau_s) + distill_ce(t[1], s[0], center, tau_t, tau_s))
     weight = valid.to(ce.dtype)
-    return (ce * weight).sum() / weight.sum().clamp_min(1)
+    return (ce * weight).sum() * world_size() / global_sum(weight.sum().detach()).clamp_min(1)
 
 
 @torch.no_grad()
 def update_center(center: Tensor, logits: Tensor, momentum: float, weight: Tensor | None = None) -> Tensor:
-    """EMA of the teacher's mean output (DINO centering), over rows weighted by `weight`."""
+    """EMA of the teacher's mean output over the global batch (DINO centering), rows weighted by `weight`."""
     flat = logits.reshape(-1, logits.shape[-1])
     w = torch.ones(len(flat), device=flat.device) if weight is None else weight.reshape(-1).to(flat.dtype)
-    mean = (flat * w[:, None]).sum(dim=0) / w.sum().clamp_min(1)
+    mean = global_sum((flat * w[:, None]).sum(dim=0)) / global_sum(w.sum()).clamp_min(1)
     return center * momentum + mean * (1 - momentum)
 
 

@@ -33,7 +33,7 @@ from useg.methods.croc.clustering import READINGS, ClusterConfig, Clustering, To
 from useg.methods.croc.heads import CrOCHead
 from useg.methods.croc.losses import cluster_centroids, dense_loss, global_loss, mean_norm, total_loss, update_center
 from useg.runtime import resolve_device
-from useg.train import LossGuard, cosine_schedule, ema_update, load_checkpoint, save_checkpoint
+from useg.train import LossGuard, cosine_schedule, distributed, ema_update, load_checkpoint, save_checkpoint
 from useg.train.amp import resolve_precision
 from useg.train.clip import clip_gradients
 
@@ -120,6 +120,17 @@ class Network(nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
 
+    def forward(self, views: list[Tensor], split: list[tuple[Tensor, Tensor]], rule: str) -> tuple[list[Tensor], list[Tensor]]:
+        """The student's pass: image logits of every view and centroid logits of the teacher's clusters
+        `split` (soft, hard assignments per view) (CrOC eq. 2-5); the forward DDP wraps."""
+        out = [self.backbone(v) for v in views]
+        norm = mean_norm([o.cls for o in out])
+        image = [self.head.image(o.cls) for o in out]
+        dense = [
+            self.head.centroid(cluster_centroids(o.patches.flatten(1, 2), q, m, norm, rule)) for o, (q, m) in zip(out, split)
+        ]
+        return image, dense
+
 
 @dataclass
 class Batch:
@@ -169,7 +180,7 @@ class CrOCTrainer:
             raise ConfigError(f"croc.tokens must be one of {sorted(TOKEN_INDEX)}, got {cfg.tokens!r}")
         check_choice("croc.centroids", cfg.centroids, READINGS)
         self.cfg, self.seed = cfg, seed
-        self.device = resolve_device(cfg.device)
+        self.world, self.device = distributed.start(resolve_device(cfg.device))
         self.precision = resolve_precision(cfg.amp, self.device)
         torch.manual_seed(seed)
         backbone = ViTBackbone(create_vit(backbone_cfg, cfg.drop_path_rate), name=backbone_cfg.name)
@@ -177,6 +188,7 @@ class CrOCTrainer:
             backbone.embed_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim, cfg.head_global_dim, cfg.head_dense_dim
         )
         self.student = Network(backbone, head).to(self.device)
+        self.student_pass = distributed.wrap(self.student, self.device)
         # the teacher has no stochastic depth (DINO): same weights, blocks without drop-path
         self.teacher = Network(ViTBackbone(create_vit(backbone_cfg), name=backbone_cfg.name), copy.deepcopy(head))
         self.teacher.load_state_dict(self.student.state_dict())
@@ -239,13 +251,7 @@ class CrOCTrainer:
                 self.teacher.head.centroid(cluster_centroids(o.patches, q, m, t_norm, cfg.centroids))
                 for o, (q, m) in zip(t_out, split)
             ]
-        s_out = [self.student.backbone(v) for v in views]
-        s_norm = mean_norm([o.cls for o in s_out])
-        s_glob = [self.student.head.image(o.cls) for o in s_out]
-        s_dense = [
-            self.student.head.centroid(cluster_centroids(o.patches.flatten(1, 2), q, m, s_norm, cfg.centroids))
-            for o, (q, m) in zip(s_out, split)
-        ]
+        s_glob, s_dense = self.student_pass(views, split, cfg.centroids)
         glob = global_loss((t_glob[0], t_glob[1]), (s_glob[0], s_glob[1]), self.center_global, cfg.tau_t, cfg.tau_s)
         dense = dense_loss(
             (t_dense[0], t_dense[1]), (s_dense[0], s_dense[1]), clusters.valid, self.center_dense, cfg.tau_t, cfg.tau_s
@@ -262,7 +268,8 @@ class CrOCTrainer:
         position = (it // self.iters_per_epoch, it % self.iters_per_epoch)
         with self.precision.autocast():
             out = self.losses(batch, generator, position)
-        self.guard.check(out.total, *position)
+        loss = distributed.global_mean(out.total)  # every process stops together on the global batch's loss
+        self.guard.check(loss, *position)
 
         def clip_and_freeze() -> None:
             clip_gradients(self.student.parameters(), cfg.clip_grad, cfg.clip_grad_per_parameter)
@@ -277,10 +284,10 @@ class CrOCTrainer:
         weight = torch.cat([out.clusters.valid, out.clusters.valid])
         self.center_dense = update_center(self.center_dense, out.teacher_dense, cfg.center_momentum, weight)
         return {
-            "loss": float(out.total.detach()),
-            "global": float(out.glob.detach()),
-            "dense": float(out.dense.detach()),
-            "k": out.clusters.k.flatten().tolist(),
+            "loss": loss,
+            "global": distributed.global_mean(out.glob),
+            "dense": distributed.global_mean(out.dense),
+            "k": distributed.gather_rows(out.clusters.k).flatten().tolist(),
         }
 
 
@@ -295,17 +302,19 @@ def pretrain(
     seed: int,
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Train CrOC on `image_paths`; write the teacher backbone (timm keys) and the training log."""
+    """Train CrOC on `image_paths`; write the teacher backbone (timm keys) and the training log (under
+    torchrun: each process a share of every batch, rank 0 writing; useg.train.distributed)."""
     if not image_paths:
         raise DataError("pretraining needs images: the train split of the manifest is empty")
     batch_size = min(cfg.batch_size, len(image_paths))
     iters = len(image_paths) // batch_size
     trainer = CrOCTrainer(cfg, backbone_cfg, iters, seed)
+    distributed.check_global_batch(batch_size, "croc.batch_size")
     patch = trainer.student.backbone.patch_size
     augs = cfg.view_augments()
     if augs[0].size[0] % patch or augs[0].size[1] % patch:
         raise ConfigError(f"croc.view_size {list(augs[0].size)} must be a multiple of the patch size {patch}")
-    batches = EpochBatches(len(image_paths), batch_size, seed)
+    batches = EpochBatches(len(image_paths), batch_size, seed, rank=trainer.world.rank, world=trainer.world.size)
     dataset = ImageDataset(image_paths, partial(two_views, augs=augs, patch=patch), seed)
     loader = make_loader(dataset, batches, collate_pairs, threads, trainer.device)
     history: list[dict[str, Any]] = []
@@ -317,11 +326,13 @@ def pretrain(
     began = time.perf_counter()
     for epoch in range(start, cfg.epochs):
         generator = torch.Generator().manual_seed(seed * 100003 + epoch)
-        torch.manual_seed(seed * 100003 + epoch)  # the student's drop-path masks, the same after a resume
+        # the student's drop-path masks, the same after a resume; each process draws its own
+        torch.manual_seed((seed * 100003 + epoch) * trainer.world.size + trainer.world.rank)
         batches.epoch = epoch
         losses, ks = [], Counter()
         trainer.student.train()
-        for b, batch in enumerate(tqdm(loader, desc=f"croc epoch {epoch + 1}/{cfg.epochs}", unit="step")):
+        steps = tqdm(loader, desc=f"croc epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not trainer.world.is_main)
+        for b, batch in enumerate(steps):
             out = trainer.step(batch, epoch * iters + b, generator)
             losses.append((out["loss"], out["global"], out["dense"]))
             ks.update(out["k"])
@@ -331,9 +342,11 @@ def pretrain(
              "lr": float(trainer.lr[(epoch + 1) * iters - 1]), "k_histogram": {str(k): v for k, v in sorted(ks.items())}}
         )  # fmt: skip
         log.info("croc epoch %d/%d: loss %.4f (global %.4f, dense %.4f)", epoch + 1, cfg.epochs, *mean)
-        save_checkpoint(resume_path, {**trainer.state(), "epoch": epoch, "history": history, "config_hash": config_hash})
+        if trainer.world.is_main:
+            save_checkpoint(resume_path, {**trainer.state(), "epoch": epoch, "history": history, "config_hash": config_hash})
     wall = time.perf_counter() - began
-    save_checkpoint(out_checkpoint, trainer.teacher.backbone.model.state_dict())
+    if trainer.world.is_main:
+        save_checkpoint(out_checkpoint, trainer.teacher.backbone.model.state_dict())
     total_k: Counter = Counter()
     for h in history:
         total_k.update({int(k): v for k, v in h["k_histogram"].items()})
@@ -345,6 +358,8 @@ def pretrain(
         "resumed_from_epoch": start,
         "wall_seconds_this_run": wall,
     }
-    write_json(out_log, summary)
+    if trainer.world.is_main:
+        write_json(out_log, summary)
+    distributed.finish()
     log.info("croc: %d epochs on %d images in %.1f s -> %s", cfg.epochs, len(image_paths), wall, out_checkpoint)
     return summary
