@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from useg.data.images import IMAGE_EXTENSIONS, UnreadableImage, load_rgb, save_label_map
 from useg.errors import ConfigError, DataError, StoreError
 
 if TYPE_CHECKING:
@@ -135,6 +134,8 @@ def backbone_weights(config: dict[str, Any], run: Path, weights: Path | None) ->
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly in `folder`, sorted by name."""
+    from useg.data.images import IMAGE_EXTENSIONS
+
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder of images")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -145,6 +146,8 @@ def list_images(folder: Path) -> list[Path]:
 
 def readable(files: list[Path], on_corrupt: str) -> list[Path]:
     """The files that decode; unreadable ones are an error listing all of them, or skipped with a warning."""
+    from useg.data.images import UnreadableImage, load_rgb
+
     bad: dict[Path, str] = {}
     for path in files:
         try:
@@ -173,6 +176,7 @@ def predict_folder(
     import torch
     from tqdm import tqdm
 
+    from useg.data.images import load_rgb, save_label_map
     from useg.data.transforms import normalise, resize_rgb
     from useg.methods.common import scores_to_labels
     from useg.report.draw import blend, legend, save_png, stack

@@ -70,3 +70,29 @@ def test_pass_k_above_the_synthetic_train_split_fails_when_the_dag_is_built(tmp_
     assert result.returncode != 0
     text = result.stdout + result.stderr
     assert "pass.k = 9 pseudo categories need at least 9 images to cluster, but the train split 'train' lists 8" in text
+
+
+def dry_run_jobs(text: str) -> dict[str, dict[str, str]]:
+    """The `threads:` and `priority:` of each rule's (first) job in a dry run's printout."""
+    jobs: dict[str, dict[str, str]] = {}
+    rule = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("rule ") and stripped.endswith(":"):
+            rule = stripped[5:-1]
+            jobs.setdefault(rule, {})
+        elif rule and stripped.startswith(("threads:", "priority:")):
+            key, value = stripped.split(":", 1)
+            jobs[rule].setdefault(key, value.strip())
+    return jobs
+
+
+def test_threads_key_reaches_the_rules_and_the_maskdistill_chain_goes_first(tmp_path: Path):
+    cfg = tiny_config(methods=["kmeans", "maskdistill"], threads=3)
+    result = run_snakemake(tmp_path, cfg, "-n", "--cores", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = dry_run_jobs(result.stdout)
+    assert jobs["features"]["threads"] == "3" and jobs["maskdistill_deeplab"]["threads"] == "3"
+    assert "threads" not in jobs["maskdistill_maskrcnn"], "the small-model training rules keep their one thread"
+    assert {jobs[rule].get("priority") for rule in ("maskdistill_masks", "maskdistill_maskrcnn", "maskdistill_crf")} == {"10"}
+    assert "priority" not in jobs["features"] and "priority" not in jobs["kmeans_fit"]

@@ -66,3 +66,19 @@ def test_useg_benchmarks_prints_the_table_and_names_an_empty_folder(tmp_path: Pa
     assert "| features | 1 | 4.0 | 3.0 | 200 |" in capsys.readouterr().out
     assert (tmp_path / "stages.csv").read_text().splitlines()[0] == "stage,jobs,time s,cpu time s,max RSS MB"
     assert main(["benchmarks", str(tmp_path / "empty")]) == 2
+
+
+def test_critical_path_counts_the_longer_of_side_by_side_jobs_and_bounds_by_all_over_cores(tmp_path: Path):
+    from benchmarks.critical_path import CHAIN, estimate, job_times
+
+    root = tmp_path / "benchmarks"
+    for step in CHAIN:
+        for i, job in enumerate(step):
+            write_job(root / f"{job}.tsv", 10.0 + i, 100.0, 5.0)  # val masks (second of its step): 11 s
+    write_job(root / "transfgu_train/round-0.tsv", 200.0, 100.0, 150.0)
+    jobs = job_times(root)
+    wall = estimate(jobs, "time s", cores=2)
+    assert wall["chain"] == 10.0 * len(CHAIN) + 1.0 and wall["all"] == 10.0 * 11 + 1.0 + 200.0
+    assert wall["estimate"] == 311.0 / 2, "all jobs over 2 cores (155.5 s) above the 101 s chain"
+    assert estimate(jobs, "time s", cores=4)["estimate"] == 101.0, "the chain above 311 s over 4 cores"
+    assert estimate(jobs, "cpu time s", cores=2)["estimate"] == (5.0 * 11 + 150.0) / 2

@@ -1,9 +1,12 @@
-"""`useg --help` lists user commands before stage commands; --version; user commands show defaults, no internal flags."""
+"""`useg --help` lists user commands before stage commands; --version; user commands show defaults, no internal
+flags; the parser imports no heavy library (every job's start-up builds it)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import subprocess
+import sys
 
 import pytest
 
@@ -48,3 +51,18 @@ def test_defaults_are_shown_and_required_options_have_none():
     assert "folder of images (default" not in text  # --images is required: no default shown
     assert "(default: None)" not in text and "(default: [])" not in text
     assert "JSON config slice of this stage (default: {})" in " ".join(command_help("kmeans-fit").split())
+
+
+HEAVY_LIBRARIES = ("torch", "torchvision", "timm", "zarr", "numpy", "scipy", "PIL", "cv2", "faiss", "sklearn")
+
+
+def test_the_parser_and_help_import_no_heavy_library():
+    script = (
+        "import contextlib, io, sys\n"
+        "from useg.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
+    )
+    loaded = set(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split())
+    assert "useg" in loaded and loaded.isdisjoint(HEAVY_LIBRARIES), sorted(loaded & set(HEAVY_LIBRARIES))

@@ -3,7 +3,7 @@ and mean-field behaviour on hand-made images."""
 
 import torch
 
-from useg.postprocess.crf import CRFConfig, dense_crf, pairwise_kernel
+from useg.postprocess.crf import CRFConfig, dense_crf, neighbours, pairwise_kernel, window_message
 
 
 def test_kernel_is_zero_for_the_pixel_itself_and_off_the_image():
@@ -86,3 +86,10 @@ def test_symmetric_kernel_mass_is_that_of_pydensecrf_not_of_the_raw_sum():
     normalised = pairwise_kernel(image, cfg).sum(0)
     assert raw.max() > 100  # a wide Gaussian sums to about the window's pixel count
     assert torch.allclose(normalised, torch.ones_like(normalised), atol=0.1)  # D^-1/2 K D^-1/2 of a near-uniform K: rows ~1
+
+
+def test_window_message_equals_the_sum_over_the_materialised_windows():
+    torch.manual_seed(0)
+    values, kernel = torch.rand(4, 7, 9, dtype=torch.float64), torch.rand(25, 63, dtype=torch.float64)
+    expected = (neighbours(values, 2) * kernel[None]).sum(dim=1).view(4, 7, 9)
+    assert torch.allclose(window_message(values, kernel, 2), expected, rtol=0, atol=1e-12)

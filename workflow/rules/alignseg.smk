@@ -43,7 +43,7 @@ rule alignseg_predict:
         f"{OUT}/logs/alignseg/predict.log",
     benchmark:
         f"{OUT}/benchmarks/alignseg_predict.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=4000,
         runtime=by_input_size(30, 10),

@@ -14,7 +14,7 @@ rule backbone_kmeans_fit:
         f"{OUT}/logs/backbone-eval/{{variant}}/kmeans_fit.log",
     benchmark:
         f"{OUT}/benchmarks/backbone_kmeans_fit/{{variant}}.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=4000,
         runtime=60,
@@ -37,7 +37,7 @@ rule backbone_kmeans_predict:
         f"{OUT}/logs/backbone-eval/{{variant}}/kmeans_predict.log",
     benchmark:
         f"{OUT}/benchmarks/backbone_kmeans_predict/{{variant}}.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=4000,
         runtime=60,
@@ -62,7 +62,7 @@ rule linear_probe:
         f"{OUT}/logs/backbone-eval/{{variant}}/linear_probe.log",
     benchmark:
         f"{OUT}/benchmarks/linear_probe/{{variant}}.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=4000,
         runtime=60,

@@ -13,7 +13,7 @@ rule kmeans_fit:
         f"{OUT}/logs/kmeans_fit.log",
     benchmark:
         f"{OUT}/benchmarks/kmeans_fit.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=kmeans_fit_mem,
         runtime=by_input_size(30, 10),
@@ -36,7 +36,7 @@ rule kmeans_predict:
         f"{OUT}/logs/kmeans_predict.log",
     benchmark:
         f"{OUT}/benchmarks/kmeans_predict.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=by_input_size(30, 10),

@@ -29,6 +29,12 @@ if is_weight_file(WEIGHTS) and not os.path.isfile(WEIGHTS):
     raise ValueError(missing_weights_message(WEIGHTS))
 VARIANTS = ("pretrain", "random")  # backbone variants the backbone evaluation compares
 
+# Threads of every rule whose stage has no thread count of its own (config key `threads`).
+THREADS = config["threads"]
+# MaskDistill's chain (masks -> clusters -> Mask R-CNN -> candidates -> labels -> DeepLab-v3 -> CRF) is
+# the DAG's longest after pretraining: its jobs go first, and the other jobs fill the cores beside them.
+CHAIN_PRIORITY = 10
+
 
 wildcard_constraints:
     shard=r"\d+",

@@ -21,7 +21,7 @@ rule features:
         f"{OUT}/logs/features/{{features}}/{{split}}-{{shard}}.log",
     benchmark:
         f"{OUT}/benchmarks/features/{{features}}-{{split}}-{{shard}}.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=per_shard_runtime(10),

@@ -22,7 +22,8 @@ rule maskdistill_masks:
         f"{OUT}/logs/maskdistill/masks-{{split}}-{{shard}}.log",
     benchmark:
         f"{OUT}/benchmarks/maskdistill_masks/{{split}}-{{shard}}.tsv",
-    threads: 2
+    priority: CHAIN_PRIORITY
+    threads: THREADS
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=per_shard_runtime(10),
@@ -48,7 +49,8 @@ rule maskdistill_clusters:
         f"{OUT}/logs/maskdistill/clusters.log",
     benchmark:
         f"{OUT}/benchmarks/maskdistill_clusters.tsv",
-    threads: 2
+    priority: CHAIN_PRIORITY
+    threads: THREADS
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=by_input_size(30, 10),
@@ -97,6 +99,7 @@ rule maskdistill_maskrcnn:
         f"{OUT}/logs/maskdistill/maskrcnn.log",
     benchmark:
         f"{OUT}/benchmarks/maskdistill_maskrcnn.tsv",
+    priority: CHAIN_PRIORITY
     threads: 1  # small-op training runs fastest on one CPU thread (README "Everyday use"); --set-threads to change
     resources:
         mem_mb=lambda w, attempt: 8000 * attempt,
@@ -124,7 +127,8 @@ rule maskdistill_candidates:
         f"{OUT}/logs/maskdistill/candidates-{{split}}-{{shard}}.log",
     benchmark:
         f"{OUT}/benchmarks/maskdistill_candidates/{{split}}-{{shard}}.tsv",
-    threads: 2
+    priority: CHAIN_PRIORITY
+    threads: THREADS
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=per_shard_runtime(20),
@@ -148,6 +152,7 @@ rule maskdistill_labels:
         f"{OUT}/logs/maskdistill/labels-{{split}}.log",
     benchmark:
         f"{OUT}/benchmarks/maskdistill_labels/{{split}}.tsv",
+    priority: CHAIN_PRIORITY
     threads: 1
     resources:
         mem_mb=lambda w, attempt: 2000 * attempt,
@@ -195,7 +200,8 @@ rule maskdistill_deeplab:
         f"{OUT}/logs/maskdistill/{{model}}.log",
     benchmark:
         f"{OUT}/benchmarks/maskdistill_deeplab/{{model}}.tsv",
-    threads: 2
+    priority: CHAIN_PRIORITY
+    threads: THREADS
     resources:
         mem_mb=lambda w, attempt: 8000 * attempt,
         runtime=lambda w, attempt: 720 * attempt,
@@ -220,7 +226,7 @@ rule maskdistill_predict:
         f"{OUT}/logs/maskdistill/predict.log",
     benchmark:
         f"{OUT}/benchmarks/maskdistill_predict.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=lambda w, attempt: 60 * attempt,
@@ -245,7 +251,8 @@ rule maskdistill_crf_labels:
         f"{OUT}/logs/maskdistill/crf-labels.log",
     benchmark:
         f"{OUT}/benchmarks/maskdistill_crf_labels.tsv",
-    threads: 2
+    priority: CHAIN_PRIORITY
+    threads: THREADS
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=lambda w, attempt: 120 * attempt,
@@ -269,7 +276,8 @@ rule maskdistill_crf:
         f"{OUT}/logs/maskdistill/crf.log",
     benchmark:
         f"{OUT}/benchmarks/maskdistill_crf.tsv",
-    threads: 2
+    priority: CHAIN_PRIORITY
+    threads: THREADS
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=lambda w, attempt: 60 * attempt,

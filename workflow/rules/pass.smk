@@ -15,7 +15,7 @@ rule pass_pretrain:
         f"{OUT}/logs/pass_pretrain.log",
     benchmark:
         f"{OUT}/benchmarks/pass_pretrain.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=8000,
         runtime=24 * 60,
@@ -40,7 +40,7 @@ rule pass_cluster:
         f"{OUT}/logs/pass_cluster.log",
     benchmark:
         f"{OUT}/benchmarks/pass_cluster.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=by_input_size(30, 10),
@@ -65,7 +65,7 @@ rule pass_finetune:
         f"{OUT}/logs/pass_finetune.log",
     benchmark:
         f"{OUT}/benchmarks/pass_finetune.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=8000,
         runtime=12 * 60,
@@ -90,7 +90,7 @@ rule pass_threshold:
         f"{OUT}/logs/pass_threshold.log",
     benchmark:
         f"{OUT}/benchmarks/pass_threshold.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=60,
@@ -114,7 +114,7 @@ rule pass_predict:
         f"{OUT}/logs/pass_predict.log",
     benchmark:
         f"{OUT}/benchmarks/pass_predict.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
         runtime=60,

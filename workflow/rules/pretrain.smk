@@ -15,7 +15,7 @@ rule pretrain:
         f"{OUT}/logs/pretrain.log",
     benchmark:
         f"{OUT}/benchmarks/pretrain.tsv",
-    threads: 2
+    threads: max(THREADS, 2)  # one loader worker beside the model; every later job waits for it
     resources:
         mem_mb=8000,
         runtime=24 * 60,

@@ -29,7 +29,7 @@ rule transfgu_crops:
         f"{OUT}/logs/transfgu/crops-{{split}}-{{shard}}.log",
     benchmark:
         f"{OUT}/benchmarks/transfgu_crops/{{split}}-{{shard}}.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=4000,
         runtime=120,
@@ -54,7 +54,7 @@ rule transfgu_concepts:
         f"{OUT}/logs/transfgu/concepts.log",
     benchmark:
         f"{OUT}/benchmarks/transfgu_concepts.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=4000,
         runtime=60,
@@ -85,7 +85,7 @@ rule transfgu_bank:
         f"{OUT}/logs/transfgu/bank-{{split}}-{{shard}}.log",
     benchmark:
         f"{OUT}/benchmarks/transfgu_bank/{{split}}-{{shard}}.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=4000,
         runtime=120,
@@ -163,7 +163,7 @@ rule transfgu_predict:
         f"{OUT}/logs/transfgu/predict-{{method}}.log",
     benchmark:
         f"{OUT}/benchmarks/transfgu_predict/{{method}}.tsv",
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=4000,
         runtime=60,
