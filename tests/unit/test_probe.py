@@ -70,10 +70,14 @@ def test_chunks_follow_the_stores_chunking_and_a_fraction_is_a_seeded_subset(spl
     assert sample_chunks(chunks, 0.01, seed=3) and sample_chunks(chunks, 1.0, seed=3) == chunks
 
 
-def test_rebatch_regroups_chunks_into_whole_batches_in_order():
+def test_rebatch_draws_whole_batches_from_a_shuffled_pool_of_chunks():
     chunks = [(torch.arange(a, b).float()[:, None], torch.arange(a, b)) for a, b in ((0, 2), (2, 4), (4, 5), (5, 8))]
-    batches = list(rebatch(chunks, 3))
-    assert [y.tolist() for _, y in batches] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    batches = list(rebatch(chunks, 3, torch.Generator().manual_seed(0), pool=1))
+    assert [len(y) for _, y in batches] == [3, 3, 2] and all(torch.equal(x[:, 0].long(), y) for x, y in batches)
+    assert set(batches[0][1].tolist()) <= {0, 1, 2, 3}, "the first batch is drawn from the first pool (4 images)"
+    assert sorted(i for _, y in batches for i in y.tolist()) == list(range(8)), "every image once"
+    pooled = list(rebatch(chunks, 3, torch.Generator().manual_seed(0), pool=4))  # one pool: the whole stream
+    assert [len(y) for _, y in pooled] == [3, 3, 2] and [y.tolist() for _, y in pooled] != [[0, 1, 2], [3, 4, 5], [6, 7]]
 
 
 def test_channel_statistics_stream_to_the_whole_split_s(splits):

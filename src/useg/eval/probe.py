@@ -9,7 +9,8 @@ a step decay, loss on 100 x 100 maps, a tenth of COCO's train split).
 
 The features stream: the train split is read one FeatureStore chunk at a time through the shared
 input pipeline (useg.data.pipeline), each epoch visiting the chunks in a seeded random order, and
-regrouped into batches; the evaluation split is predicted shard by shard.
+regrouped into batches drawn at random from a pool of four batches' worth of images; the
+evaluation split is predicted shard by shard.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from useg.train import LossGuard
 log = logging.getLogger(__name__)
 
 PROTOCOL = "linear-probe"
+POOL_BATCHES = 4  # the shuffle buffer: batches' worth of images pooled and drawn from in random order
 # epoch -> that epoch's batches of (tokens [B, D, h, w], targets [B, H, W])
 Batches = Callable[[int], Iterable[tuple[Tensor, Tensor]]]
 
@@ -118,8 +120,11 @@ def only_item(items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     return items[0]
 
 
-def rebatch(chunks: Iterable[tuple[Tensor, Tensor]], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """Regroup a stream of chunks into batches of `batch_size` images (the last one may be smaller)."""
+def rebatch(
+    chunks: Iterable[tuple[Tensor, Tensor]], batch_size: int, generator: torch.Generator, pool: int = POOL_BATCHES
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Regroup a stream of chunks into batches of `batch_size` images drawn at random from a pool of
+    `pool` batches' worth of images (a shuffle buffer; the last batch may be smaller)."""
     xs: list[Tensor] = []
     ys: list[Tensor] = []
     held = 0
@@ -127,12 +132,26 @@ def rebatch(chunks: Iterable[tuple[Tensor, Tensor]], batch_size: int) -> Iterato
         xs.append(x)
         ys.append(y)
         held += len(x)
-        while held >= batch_size:
-            x_all, y_all = torch.cat(xs), torch.cat(ys)
-            yield x_all[:batch_size], y_all[:batch_size]
-            xs, ys, held = [x_all[batch_size:]], [y_all[batch_size:]], held - batch_size
+        if held >= pool * batch_size:
+            x_all, y_all = shuffled(xs, ys, generator)
+            whole = held - held % batch_size
+            yield from zip(x_all[:whole].split(batch_size), y_all[:whole].split(batch_size), strict=True)
+            xs, ys, held = [x_all[whole:]], [y_all[whole:]], held - whole
     if held:
-        yield torch.cat(xs), torch.cat(ys)
+        x_all, y_all = shuffled(xs, ys, generator)
+        yield from zip(x_all.split(batch_size), y_all.split(batch_size), strict=True)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of one epoch's draws from the shuffle pool, seeded by (seed, epoch)."""
+    return torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch]).integers(2**62)))
+
+
+def shuffled(xs: list[Tensor], ys: list[Tensor], generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The pooled images and their targets, in one random order."""
+    x_all, y_all = torch.cat(xs), torch.cat(ys)
+    order = torch.randperm(len(x_all), generator=generator)
+    return x_all[order], y_all[order]
 
 
 def channel_stats(stores: list[FeatureStore], chunks: list[Chunk]) -> tuple[Tensor, Tensor]:
@@ -217,7 +236,7 @@ def linear_probe(
 
     def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         order.epoch = epoch
-        return rebatch(loader, cfg["batch_size"])
+        return rebatch(loader, cfg["batch_size"], epoch_generator(seed, epoch))
 
     probe = train_probe(batches, stats, train[0].embed_dim, num_classes, cfg, seed, size)
     predict(probe, evaluate, num_classes, working, out_path, prov)
