@@ -80,8 +80,12 @@ def preset_config(path: Path) -> Config:
 
 
 def preset_methods(cfg: Config) -> list[str]:
-    """The methods whose stages a preset's run builds: its `methods`, and croc when it pretrains."""
-    return [*cfg["methods"], *(["croc"] if cfg["backbone"]["weights"] == "pretrain" else [])]
+    """The methods whose stages a preset's run builds: its `methods`, croc when it pretrains, and the backbone
+    evaluation's linear probe when it runs (on the backbone the run pretrains, or on an external one)."""
+    pretrains = cfg["backbone"]["weights"] == "pretrain"
+    evaluation = cfg["backbone_eval"]
+    probes = evaluation["enabled"] and (pretrains or evaluation["external"]) and "linear-probe" in evaluation["protocols"]
+    return [*cfg["methods"], *(["croc"] if pretrains else []), *(["linear-probe"] if probes else [])]
 
 
 def dataset_classes(dataset: Config) -> tuple[int, int]:
@@ -184,6 +188,23 @@ def croc_pretrain(cfg: Config) -> None:
     assert image_logits.shape == (BATCH, croc["head_global_dim"])
     assert dense_logits.shape[-1] == croc["head_dense_dim"]
     backward(image_logits, dense_logits)
+
+
+# ---- backbone evaluation -------------------------------------------------------------------------
+
+
+@shape_step("linear-probe", "train", reads=("backbone_eval.probe.loss_size", *CLASSES))
+def linear_probe_train(cfg: Config) -> None:
+    """linear-probe: the 1x1 conv on the frozen patch grid, logits at the loss size (CrOC Sec. 4.2)."""
+    from useg.eval.probe import loss_size
+
+    backbone, out = check_features(cfg, cfg["backbone"]["input_size"])
+    classes = dataset_classes(cfg["dataset"])[0]
+    probe = on_meta(lambda: torch.nn.Conv2d(backbone.embed_dim, classes, 1))
+    size = loss_size(cfg["backbone_eval"]["probe"], tuple(cfg["backbone"]["input_size"]))
+    logits = F.interpolate(probe(out.patches.permute(0, 3, 1, 2)), size=size, mode="bilinear", align_corners=False)
+    assert logits.shape == (BATCH, classes, *size)
+    backward(F.cross_entropy(logits, torch.empty(BATCH, *size, dtype=torch.long, device=META), ignore_index=-100))
 
 
 # ---- TransFGU ------------------------------------------------------------------------------------

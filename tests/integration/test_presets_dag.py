@@ -52,3 +52,12 @@ def test_preset_builds_its_dag(workdir: Path, preset: Path):
     methods = preset_config(preset)["methods"]
     assert "manifest" in rules and "evaluate" in rules
     assert any(rule.startswith(methods[0]) for rule in rules), f"no {methods[0]} job planned: {sorted(set(rules))}"
+
+
+EXTERNAL = [p for p in PRESETS if preset_config(p)["backbone_eval"]["external"]]
+
+
+@pytest.mark.parametrize("preset", EXTERNAL, ids=lambda p: p.stem)
+def test_a_backbone_evaluation_preset_evaluates_the_checkpoint_without_pretraining(workdir: Path, preset: Path):
+    rules = dry_run(workdir, preset)
+    assert "linear_probe" in rules and "kmeans_fit" in rules and "pretrain" not in rules

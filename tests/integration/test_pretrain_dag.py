@@ -51,3 +51,31 @@ def test_pretrain_feeds_features_and_the_backbone_evaluation(tmp_path: Path):
     for stage in ("maskdistill-maskrcnn", "maskdistill-deeplab"):
         (command,) = [line for line in dry.stdout.splitlines() if f"useg {stage} " in line]
         assert f"--weights {OUT}/croc/checkpoint.pth" in command and '"backbone": {' in command
+
+
+def test_an_external_checkpoint_runs_only_the_backbone_evaluation(tmp_path: Path):
+    # backbone_eval.external: the checkpoint another run pretrained is the `pretrain` variant; nothing retrains
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights/croc.pth").touch()  # a dry run reads no weights
+    backbone_eval = {"external": True, "variants": ["pretrain"]}
+    cfg = tiny_config(backbone={"weights": "weights/croc.pth"}, backbone_eval=backbone_eval)
+    dry = check(run_snakemake(tmp_path, cfg, "-n", "-p"))
+    assert "rule pretrain:" not in dry.stdout and "croc/checkpoint.pth" not in dry.stdout
+    for protocol in ("kmeans", "linear-probe"):
+        assert f"{OUT}/backbone-eval/pretrain/{protocol}/metrics.json" in dry.stdout
+    assert "backbone-eval/random" not in dry.stdout
+    assert "wildcards: features=tiny-" not in dry.stdout, "one feature set: the file's"
+    (command,) = [line for line in dry.stdout.splitlines() if "useg linear-probe " in line]
+    assert f"--train-features {OUT}/features/tiny/train/shard-0.zarr" in command
+    assert "--weights weights/croc.pth" in dry.stdout
+    # without the switch a checkpoint file is a plain backbone: no backbone evaluation
+    plain = check(run_snakemake(tmp_path, tiny_config(backbone={"weights": "weights/croc.pth"}), "-n"))
+    assert "linear_probe" not in plain.stdout and "backbone_kmeans_fit" not in plain.stdout
+
+
+def test_external_backbone_evaluation_without_a_checkpoint_fails_naming_the_keys(tmp_path: Path):
+    result = run_snakemake(tmp_path, tiny_config(backbone_eval={"external": True}), "-n")
+    assert result.returncode != 0
+    assert "backbone_eval.external: true evaluates a backbone pretrained elsewhere, but backbone.weights is 'random'" in (
+        result.stdout + result.stderr
+    )

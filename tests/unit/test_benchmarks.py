@@ -71,6 +71,20 @@ def test_cocostuff_171_and_80_settings():
         assert lut(setting, 255) == 255 and lut(setting, 11) == -1, "255 is ignored, unused raw ids are unknown"
 
 
+def test_coco_things_and_stuff15_keep_one_side_and_ignore_the_other():
+    # Leopart / CrOC (Tables 1 and 3): COCO-Things = 12 thing super-classes, COCO-Stuff = 15 stuff super-classes
+    things, stuff = label_setting("cocostuff-12"), label_setting("cocostuff-15")
+    assert len(things.classes) == 12 and things.things == things.classes
+    assert len(stuff.classes) == 15 and stuff.things == []
+    assert set(things.classes) | set(stuff.classes) == set(label_setting("cocostuff-27").classes)
+    assert things.classes[lut("cocostuff-12", 0)] == "person" and things.classes[lut("cocostuff-12", 89)] == "indoor"
+    assert stuff.classes[lut("cocostuff-15", 168)] == "plant" and stuff.classes[lut("cocostuff-15", 156)] == "sky"
+    assert lut("cocostuff-12", 91) == 255 and lut("cocostuff-12", 181) == 255, "stuff is ignored in COCO-Things"
+    assert lut("cocostuff-15", 0) == 255 and lut("cocostuff-15", 2) == 255, "things are ignored in COCO-Stuff-15"
+    for setting in ("cocostuff-12", "cocostuff-15"):
+        assert lut(setting, 255) == 255 and lut(setting, 11) == -1
+
+
 def test_cityscapes_27_drops_void():
     s = label_setting("cityscapes-27")
     assert len(s.classes) == 27 and s.classes[lut("cityscapes-27", 7)] == "road"
@@ -115,11 +129,12 @@ def test_voc_unknown_split_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("setting", "expected"), [(None, {9, 11, 17, 22, 255}), (171, {0, 2, 80, 157, 255}), (80, {0, 1, 3, 255})]
-)
+    ("setting", "expected"),
+    [(None, {9, 11, 17, 22, 255}), (171, {0, 2, 80, 157, 255}), (80, {0, 1, 3, 255}), (12, {9, 11, 255}), (15, {5, 10, 255})],
+)  # fmt: skip
 def test_cocostuff_masks_in_each_setting(tmp_path, setting, expected):
     listing = listed(tmp_path, make_cocostuff(tmp_path, setting))
-    assert len(listing.classes) == {None: 27, 171: 171, 80: 81}[setting]
+    assert len(listing.classes) == {None: 27, 171: 171, 80: 81, 12: 12, 15: 15}[setting]
     assert set(np.unique(load_mask(listing.records[0]))) == expected
     assert {r.split for r in listing.records} == {"train2017", "val2017"} and len(listing.records) == 5
 

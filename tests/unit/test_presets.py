@@ -216,7 +216,30 @@ PAPER_VALUES: list[tuple[str, dict[str, Any], str]] = [
                    "croc.head_global_dim": 65536, "croc.head_dense_dim": 8192, "dataset.train_split": "train2017"},
      "CrOC §4.1 (ViT-S/16, COCO train2017, 300 epochs, batch 256, alpha 1, lambda 20, temperatures 0.1 / 0.07, "
      "lambda_pos 4, K_start 12, values tokens, heads 65 536 / 8 192)"),
-    ("croc/voc", {"paper.results": [["kmeans", "hungarian", "miou", 16.1]]}, "CrOC Table 3 (ViT-S/16 / CC, PVOC12)"),
+    *[
+        (f"croc/{row}", {"paper.results": [["kmeans", "hungarian", "miou", kmeans],
+                                           ["backbone-eval/pretrain/linear-probe", "linear-probe", "miou", linear]],
+                         "dataset.setting": setting, "backbone.weights": "results/coco-croc/croc/checkpoint.pth",
+                         "backbone_eval.external": True, "backbone_eval.probe.train_fraction": fraction},
+         f"CrOC Table 1 (linear, {name}: {linear}) and Table 3 (k-means, {name}: {kmeans}), ViT-S/16 / CC")
+        for row, name, setting, kmeans, linear, fraction in (
+            ("voc", "PVOC12", None, 16.1, 54.5, 1.0),
+            ("coco-things", "CC-Th.", 12, 17.2, 55.6, 0.1),
+            ("coco-stuff", "CC-St.", 15, 20.0, 49.7, 0.1),
+        )
+    ],
+    *[
+        (f"croc/{row}", {"backbone.model": "vit_small_patch16_224", "backbone.input_size": [448, 448],
+                         "backbone_eval.probe.epochs": 25, "backbone_eval.probe.batch_size": 60,
+                         "backbone_eval.probe.lr": 0.01, "backbone_eval.probe.optimizer": "sgd",
+                         "backbone_eval.probe.momentum": 0.9, "backbone_eval.probe.weight_decay": 1e-4,
+                         "backbone_eval.probe.lr_steps": [20], "backbone_eval.probe.lr_gamma": 0.1,
+                         "backbone_eval.probe.standardise": False, "backbone_eval.probe.loss_size": 100},
+         "CrOC §4.2 (linear layer on frozen spatial features), following Leopart's released linear probe "
+         "(448 px, 1x1 conv on raw tokens, SGD 0.01 / momentum 0.9 / wd 1e-4, x0.1 after 20 of 25 epochs, batch 60, "
+         "100 x 100 maps, a tenth of COCO train2017)")
+        for row in ("voc", "coco-things", "coco-stuff")
+    ],
     ("pass/imagenet-s50", {"pass.net.arch": "resnet18", "dataset.setting": 50,
                            "paper.results": [["pass", "imagenet-s", "miou", 35.7]]},
      "LUSS/PASS Sec. 3.1 (ResNet-18 for ImageNet-S50), Table 2 (Ours-S4, val 35.7)"),

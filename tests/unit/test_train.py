@@ -76,6 +76,7 @@ def test_linear_probe_at_an_absurd_learning_rate_fails_naming_its_key():
 
     feats = torch.randn(4, 8, 4, 4, generator=torch.Generator().manual_seed(0))
     targets = torch.randint(0, 3, (4, 16, 16), generator=torch.Generator().manual_seed(1))
-    cfg = {"epochs": 5, "batch_size": 2, "lr": 1e36, "weight_decay": 0.0}
+    cfg = {"epochs": 5, "lr": 1e36, "weight_decay": 0.0, "optimizer": "adam", "lr_steps": [], "lr_gamma": 0.1}
+    batches = lambda epoch: [(feats[:2], targets[:2]), (feats[2:], targets[2:])]  # noqa: E731
     with pytest.raises(TrainingError, match="backbone_eval.probe.lr"):
-        train_probe(feats, targets, 3, cfg, seed=0)
+        train_probe(batches, None, 8, 3, cfg, seed=0, size=(16, 16))

@@ -27,7 +27,20 @@ shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(SRC))}${{{{
 WEIGHTS = config["backbone"]["weights"]
 if is_weight_file(WEIGHTS) and not os.path.isfile(WEIGHTS):
     raise ValueError(missing_weights_message(WEIGHTS))
-VARIANTS = ("pretrain", "random")  # backbone variants the backbone evaluation compares
+BACKBONE_EVAL = config["backbone_eval"]
+VARIANTS = BACKBONE_EVAL["variants"]  # backbone variants the backbone evaluation compares
+
+
+def check_backbone_eval():
+    """Fail when `backbone_eval.external` names no pretrained backbone: it evaluates backbone.weights as is."""
+    if BACKBONE_EVAL["enabled"] and BACKBONE_EVAL["external"] and WEIGHTS in ("pretrain", "random"):
+        raise ValueError(
+            f"backbone_eval.external: true evaluates a backbone pretrained elsewhere, but backbone.weights is "
+            f"{WEIGHTS!r}: set backbone.weights to its checkpoint file (or a timm tag), or backbone_eval.external: false"
+        )
+
+
+check_backbone_eval()
 
 # Threads of every rule whose stage has no thread count of its own (config key `threads`).
 THREADS = config["threads"]
@@ -182,8 +195,11 @@ def feature_shards(split, features=BACKBONE):
 
 
 def features_name(variant):
-    """Feature folder of a backbone variant: the configured one when its weights are the variant's."""
-    return BACKBONE if WEIGHTS == variant else f"{BACKBONE}-{variant}"
+    """Feature folder of a backbone variant: the configured one when its weights are the variant's (the
+    `pretrain` variant of an external backbone, `backbone_eval.external`, is the configured one)."""
+    if WEIGHTS == variant or (variant == "pretrain" and BACKBONE_EVAL["external"]):
+        return BACKBONE
+    return f"{BACKBONE}-{variant}"
 
 
 def features_weights(features):
@@ -213,13 +229,14 @@ def pretrain_params():
 
 
 def backbone_eval_targets():
-    """metrics.json of every backbone variant under every backbone-evaluation protocol."""
-    if WEIGHTS != "pretrain" or not config["backbone_eval"]["enabled"]:
+    """metrics.json of every backbone variant under every backbone-evaluation protocol: of the backbone this
+    run pretrains, or of the one `backbone.weights` names when `backbone_eval.external` is on."""
+    if not BACKBONE_EVAL["enabled"] or not (WEIGHTS == "pretrain" or BACKBONE_EVAL["external"]):
         return []
     return expand(
         f"{OUT}/backbone-eval/{{variant}}/{{protocol}}/metrics.json",
         variant=VARIANTS,
-        protocol=config["backbone_eval"]["protocols"],
+        protocol=BACKBONE_EVAL["protocols"],
     )
 
 

@@ -85,6 +85,12 @@ def _cocostuff(setting: int) -> LabelSetting:
         classes = table_names("cocostuff27.txt")
         thing_names = list(dict.fromkeys(r["coarse"] for r in things))
         pairs = {int(r["raw"]): classes.index(r["coarse"]) for r in rows}
+    elif setting in (12, 15):  # COCO-Things / COCO-Stuff of Leopart: one side's super-classes, the other side ignored
+        kind = "thing" if setting == 12 else "stuff"
+        kept = {r["coarse"] for r in rows if r["kind"] == kind}
+        classes = [name for name in table_names("cocostuff27.txt") if name in kept]
+        thing_names = classes if kind == "thing" else []
+        pairs = {int(r["raw"]): classes.index(r["coarse"]) if r["kind"] == kind else IGNORE_INDEX for r in rows}
     else:  # 80 things; every stuff pixel is background (class 0)
         classes, thing_names = ["background"] + [r["name"] for r in things], [r["name"] for r in things]
         pairs = {int(r["raw"]): 0 for r in rows} | {int(r["raw"]): i + 1 for i, r in enumerate(things)}
@@ -119,6 +125,8 @@ SETTINGS = {
     "cocostuff-27": lambda: _cocostuff(27),
     "cocostuff-171": lambda: _cocostuff(171),
     "cocostuff-80": lambda: _cocostuff(80),
+    "cocostuff-12": lambda: _cocostuff(12),
+    "cocostuff-15": lambda: _cocostuff(15),
     "cityscapes-27": _cityscapes27,
     "lip-19": lambda: _lip(19),
     "lip-16": lambda: _lip(16),

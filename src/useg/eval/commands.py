@@ -49,6 +49,7 @@ def run_linear_probe(args: argparse.Namespace) -> None:
         args.out,
         provenance("linear-probe", params, params["seed"]),
         ignore=classes.get("ignore_index", 255),
+        threads=args.threads,
     )
 
 

@@ -1,4 +1,5 @@
-"""COCO-Stuff (2017) in the 27 super-class, 171 class or 80 things settings; COCO20k.
+"""COCO-Stuff (2017) in the 27 super-class, 171 class, 80 things, 12 thing super-class (COCO-Things) or 15
+stuff super-class (COCO-Stuff-15) settings; COCO20k.
 
     root/
       images/<split>/<id>.jpg                  split = train2017, val2017
@@ -19,7 +20,7 @@ from useg.data.folder import DatasetListing, ImageRecord
 from useg.data.options import DatasetOptions
 from useg.errors import ConfigError
 
-SETTINGS = (27, 171, 80)
+SETTINGS = (27, 171, 80, 12, 15)
 
 
 def _records(root: Path, options: DatasetOptions, split: str, setting: str) -> list[ImageRecord]:
