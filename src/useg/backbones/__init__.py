@@ -6,8 +6,7 @@ The names below load on first use, so that `useg` subcommands which never touch 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from useg.lazy import lazy_attributes
 
 _LAZY = {
     "BackboneConfig": "useg.backbones.vit",
@@ -17,10 +16,4 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    """Import the module that defines `name` on first access (PEP 562)."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'useg.backbones' has no attribute {name!r}")
-    return getattr(import_module(_LAZY[name]), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

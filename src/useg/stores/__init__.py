@@ -6,8 +6,7 @@ which import the stores' `commands` module, do not import zarr and numpy.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from useg.lazy import lazy_attributes
 
 _MODULE_OF = {
     "open_store": "useg.stores.base",
@@ -21,10 +20,4 @@ _MODULE_OF = {
 }
 
 __all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str) -> Any:
-    """The store class or helper `name`, from the module that defines it."""
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module 'useg.stores' has no attribute {name!r}")
-    return getattr(importlib.import_module(_MODULE_OF[name]), name)
+__getattr__ = lazy_attributes(__name__, _MODULE_OF)

@@ -156,6 +156,11 @@ def label_maps(
         yield start, logits.argmax(1).numpy().astype(np.uint16)
 
 
+def row_keys(rows: list[tuple[int, ManifestRow]]) -> tuple[np.ndarray, list[str]]:
+    """The manifest positions and the ids of indexed rows, as a store records them."""
+    return np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
+
+
 def predict_deeplab(
     model_path: str | Path,
     rows: list[tuple[int, ManifestRow]],
@@ -167,8 +172,7 @@ def predict_deeplab(
 ) -> None:
     """End-to-end inference per image at the working size, CRF-refined when `crf` is given (the "+CRF" rows)."""
     model, ckpt = load_deeplab(model_path)
-    size = tuple(ckpt["input_size"])
-    index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
+    size, index, ids = tuple(ckpt["input_size"]), *row_keys(rows)
     method = "maskdistill" if crf is None else "maskdistill-crf"
     with PredictionsWriter(out_path, index, ids, size, ckpt["num_labels"], method, prov) as writer:
         batches = label_maps(model.to(device), [row for _, row in rows], size, device, batch_size, crf, f"{method} predict")
@@ -188,8 +192,8 @@ def crf_label_bank(
     """The CRF round's pseudo labels: the final model's CRF-refined label maps of the train split as a LabelBank
     (labels 0..C−1 clusters, C background), on which DeepLab-v3 is trained again (the release's +CRF rows)."""
     model, ckpt = load_deeplab(model_path)
-    size, num_labels = tuple(ckpt["input_size"]), int(ckpt["num_labels"])
-    index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
+    size, index, ids = tuple(ckpt["input_size"]), *row_keys(rows)
+    num_labels = int(ckpt["num_labels"])
     background = num_labels - 1
     with LabelBankWriter(
         out_path, index, ids, num_labels, size, prov, with_maps=False, input_size=list(size), background_label=background, crf_round=True
