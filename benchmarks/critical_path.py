@@ -30,7 +30,7 @@ CHAIN = (
     ("maskdistill_maskrcnn",),
     ("maskdistill_candidates/train-0",),
     ("maskdistill_labels/train",),
-    ("maskdistill_deeplab",),
+    ("maskdistill_deeplab/deeplab",),
     ("maskdistill_crf",),
 )
 
