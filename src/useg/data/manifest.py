@@ -46,6 +46,11 @@ class ManifestRow:
     image_class: str = ""
 
 
+def row_keys(rows: list[tuple[int, ManifestRow]]) -> tuple[np.ndarray, list[str]]:
+    """The manifest positions and the ids of indexed rows (position, row), as a store records them."""
+    return np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
+
+
 def _check_record(
     record: ImageRecord, num_classes: int, ignore_index: int, min_size: int
 ) -> tuple[ManifestRow | None, str | None]:

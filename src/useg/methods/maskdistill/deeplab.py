@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from useg.data.augment import normalise_images
-from useg.data.manifest import ManifestRow
+from useg.data.manifest import ManifestRow, row_keys
 from useg.data.pipeline import EpochBatches, LabelledDataset, make_loader
 from useg.data.transforms import normalise, resize_labels, scale_rotate
 from useg.methods.common import load_images
@@ -154,11 +154,6 @@ def label_maps(
         if crf is not None:
             logits = torch.stack([dense_crf(image * 255, p, crf) for image, p in zip(images, logits.softmax(dim=1))])
         yield start, logits.argmax(1).numpy().astype(np.uint16)
-
-
-def row_keys(rows: list[tuple[int, ManifestRow]]) -> tuple[np.ndarray, list[str]]:
-    """The manifest positions and the ids of indexed rows, as a store records them."""
-    return np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
 
 
 def predict_deeplab(

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from useg.data.manifest import ManifestRow
+from useg.data.manifest import ManifestRow, row_keys
 from useg.errors import DataError
 from useg.methods.common import load_images
 from useg.methods.maskdistill.models import build_maskrcnn, for_rebuild, inference_size, num_parameters, save_model, sgd, step_lr
@@ -128,7 +128,7 @@ def predict_candidates(
                     "masks": (det["masks"][:, 0] > 0.5).cpu().numpy().astype(np.uint8),
                 }
             )
-    index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
+    index, ids = row_keys(rows)
     write_candidates(out_path, index, ids, per_image, input_size, prov, num_classes=num_clusters)
     counts = [len(c["scores"]) for c in per_image]
     log.info("candidates: %d images, %d candidates (%.1f per image) -> %s", len(rows), sum(counts), np.mean(counts) if counts else 0, out_path)

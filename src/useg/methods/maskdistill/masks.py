@@ -19,7 +19,7 @@ from tqdm import tqdm
 from useg.backbones.vit import ViTBackbone
 from useg.data.augment import normalise_images
 from useg.data.images import load_rgb
-from useg.data.manifest import ManifestRow
+from useg.data.manifest import ManifestRow, row_keys
 from useg.data.pipeline import ordered_batches
 from useg.errors import ConfigError
 from useg.stores.background import stream_to_store
@@ -210,7 +210,7 @@ def build_mask_bank(
     decoding in `threads - 1` loader workers, the store written by a background thread."""
     backbone = backbone.to(device).eval()
     grid = backbone.grid_for(*input_size)
-    index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
+    index, ids = row_keys(rows)
     rule, by_box = MaskRule.from_config(cfg), cfg["cluster_input"] == "box_crop"
     attrs = {"input_size": list(input_size), "patch_size": backbone.patch_size, "topk": cfg["topk"], "background": cfg["background"],
              "cluster_input": cfg["cluster_input"]}  # fmt: skip

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from useg.atomic import write_json
 from useg.backbones.vit import ViTBackbone
 from useg.data.augment import normalise_images
-from useg.data.manifest import ManifestRow
+from useg.data.manifest import ManifestRow, row_keys
 from useg.data.pipeline import ordered_batches
 from useg.methods.common import load_images, write_feature_predictions
 from useg.train import LossGuard
@@ -48,7 +48,7 @@ def build_label_bank(
     backbone = backbone.to(device).eval().requires_grad_(False)
     grid = backbone.grid_for(*input_size)
     num_labels = len(concepts) + int(cfg["foreground_only"])
-    index, ids = np.array([i for i, _ in rows], np.int64), [row.id for _, row in rows]
+    index, ids = row_keys(rows)
     attrs = {
         "input_size": list(input_size),
         "background_label": len(concepts) if cfg["foreground_only"] else None,
