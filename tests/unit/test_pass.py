@@ -8,9 +8,10 @@ import torch
 
 from useg.cli import main
 from useg.data.augment import Crop
-from useg.methods.pass_.losses import EmbeddingQueue, overlap_features, swav_codes
-from useg.methods.pass_.model import NetConfig
-from useg.methods.pass_.train import PASSTrainer, PretrainConfig, view_prior
+from useg.methods.pass_.losses import EmbeddingQueue, overlap_features, swapped_loss, swapped_multi, swapped_pair, swav_codes
+from useg.methods.pass_.model import NetConfig, ResNetTrunk, SegmentationNet
+from useg.methods.pass_.train import PASSTrainer, PretrainConfig, multi_crop, view_prior
+from useg.train.optim import LARCSGD
 
 
 def coordinate_features(crop: Crop, grid: int) -> torch.Tensor:
@@ -82,7 +83,7 @@ def test_prototypes_stay_frozen_during_the_first_epoch():
     aug = cfg.view_augment()
 
     def step(it: int) -> torch.Tensor:
-        views = tuple([make_view(img, aug, 8, np.random.default_rng([it, i, v])) for i, img in enumerate(images)] for v in (0, 1))
+        views = list([make_view(img, aug, 8, np.random.default_rng([it, i, v])) for i, img in enumerate(images)] for v in (0, 1))
         trainer.step(views, None, (48, 48), it)
         return torch.nn.functional.normalize(trainer.net.prototypes.weight.detach(), dim=1).clone()
 
@@ -110,3 +111,86 @@ def test_tau_is_never_chosen_on_the_evaluation_split(capsys):
     args = ["pass-threshold", "--params", params, "--manifest", "m.csv", "--classes", "c.json", "--model", "x", "--out", "t"]
     assert main(args) == 2
     assert "is the evaluation split" in capsys.readouterr().err
+
+
+def test_multi_crop_swapped_prediction_averages_every_other_view_for_each_coded_view():
+    torch.manual_seed(0)
+    scores = [torch.randn(4, 6) for _ in range(4)]
+    codes = [swav_codes(s, 0.05, 3) for s in scores[:2]]
+    by_hand = (
+        sum(swapped_loss(codes[0], scores[v], 0.1) for v in (1, 2, 3)) / 3
+        + sum(swapped_loss(codes[1], scores[v], 0.1) for v in (0, 2, 3)) / 3
+    ) / 2
+    assert torch.allclose(swapped_multi(codes, scores, 0.1), by_hand)
+    pair = (swapped_loss(codes[0], scores[1], 0.1) + swapped_loss(codes[1], scores[0], 0.1)) / 2
+    assert torch.allclose(swapped_pair((codes[0], codes[1]), (scores[0], scores[1]), 0.1), pair)
+
+
+def test_multi_crop_gives_two_global_then_the_local_views():
+    cfg = PretrainConfig(view_size=[32, 32], local_size=[16, 16], local_scale=[0.05, 0.14], local_crops=3)
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    views = multi_crop(image, cfg.view_augment(), cfg.local_augment(), 3, 8, np.random.default_rng(1))
+    assert [tuple(v.image.shape[1:]) for v in views] == [(32, 32)] * 2 + [(16, 16)] * 3
+    areas = [v.crop.height * v.crop.width / (60 * 80) for v in views[2:]]
+    assert all(0.03 < a < 0.2 for a in areas)  # local scale, up to rounding and the aspect clamp
+
+
+def test_larc_scales_each_gradient_by_the_trust_ratio():
+    w0, g = torch.tensor([3.0, 4.0]), torch.tensor([0.6, -0.8])  # ||w|| 5, ||g|| 1
+    for clip, lr in ((False, 2.0), (True, 2.0), (True, 1e-4)):
+        w = torch.nn.Parameter(w0.clone())
+        opt = LARCSGD([w], lr=lr, momentum=0.9, weight_decay=0.1, trust=0.01, clip=clip)
+        w.grad = g.clone()
+        opt.step()
+        rate = 0.01 * 5 / (1 + 0.1 * 5 + 1e-8)
+        if clip:
+            rate = min(rate / lr, 1.0)
+        assert torch.allclose(w.detach(), w0 - lr * rate * (g + 0.1 * w0), atol=1e-6)
+        assert opt.param_groups[0]["weight_decay"] == 0.1  # restored after the step
+
+
+def test_a_step_with_local_crops_trains_and_the_local_views_enter_the_swav_loss():
+    from useg.data.augment import make_view
+
+    net_cfg = NetConfig(arch="tiny", width=8, output_stride=8, projector_hidden=16, projector_dim=8, prototypes=6)
+    cfg = PretrainConfig(epochs=1, batch_size=4, lr=0.6, view_size=[32, 32], local_size=[16, 16], overlap_size=2,
+                         local_crops=2, optimiser="larc", freeze_prototypes_epochs=0)  # fmt: skip
+    trainer = PASSTrainer(net_cfg, cfg, iters_per_epoch=1, seed=0, device="cpu")
+    images = [np.random.default_rng(i).integers(0, 255, (48, 48, 3), dtype=np.uint8) for i in range(4)]
+    crops = [multi_crop(img, cfg.view_augment(), cfg.local_augment(), 2, 8, np.random.default_rng(i)) for i, img in enumerate(images)]
+    views = [list(c) for c in zip(*crops)]
+    trainer.net.eval()  # batch statistics of the same views either way
+    with torch.no_grad():
+        both = trainer.losses(views, None, (48, 48)).parts["swav"]
+        globals_only = trainer.losses(views[:2], None, (48, 48)).parts["swav"]
+    assert both != globals_only
+    before = trainer.net.prototypes.weight.detach().clone()
+    trainer.net.train()
+    out = trainer.step(views, None, (48, 48), 0)
+    assert np.isfinite(float(out.total.detach())) and not torch.equal(trainer.net.prototypes.weight, before)
+    assert isinstance(trainer.optimizer, LARCSGD)
+
+
+def test_release_stride_32_with_4x_upsampling_gives_the_stride_8_grid():
+    images = torch.rand(2, 3, 64, 64)
+    up = ResNetTrunk(NetConfig(arch="tiny", width=8, output_stride=32, upsample=4)).eval()
+    assert up(images).shape == (2, 64, 8, 8)
+    raw = up.stages(images)[1]
+    assert raw.shape == (2, 64, 2, 2)
+    head = torch.nn.Conv2d(64, 3, 1)  # a 1x1 conv commutes with bilinear upsampling: upsampled features = upsampled logits
+    logits = torch.nn.functional.interpolate(head(raw), scale_factor=4, mode="bilinear", align_corners=False)
+    assert torch.allclose(head(up(images)), logits, atol=1e-5)
+
+
+def test_deeplabv3plus_head_gives_stride_4_logits_and_trains_a_step():
+    net = SegmentationNet(NetConfig(arch="tiny", width=8, output_stride=16), 5, head="deeplabv3plus")
+    images = torch.rand(2, 3, 64, 64)
+    assert net.cam(images).shape == (2, 5, 16, 16) and net(images).shape == (2, 5)
+    assert [net.head.aspp.convs[i][0].dilation for i in (1, 2, 3)] == [(6, 6), (12, 12), (18, 18)]
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    decoder = net.head.fuse[0][0].weight.detach().clone()
+    loss = torch.nn.functional.cross_entropy(net(images), torch.tensor([1, 3]))
+    loss.backward()
+    opt.step()
+    assert not torch.equal(net.head.fuse[0][0].weight, decoder) and net.trunk.net.layer1[0].conv1.weight.grad.abs().sum() > 0
+    assert SegmentationNet(NetConfig(arch="tiny", width=8, output_stride=8), 5, head="deeplabv3plus").head.aspp.convs[1][0].dilation == (12, 12)

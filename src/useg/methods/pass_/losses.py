@@ -63,7 +63,17 @@ def swapped_loss(codes: Tensor, scores: Tensor, temperature: float) -> Tensor:
 
 def swapped_pair(codes: tuple[Tensor, Tensor], scores: tuple[Tensor, Tensor], temperature: float) -> Tensor:
     """(L_s(1 -> 2) + L_s(2 -> 1)) / 2: each view predicts the other's codes."""
-    return (swapped_loss(codes[0], scores[1], temperature) + swapped_loss(codes[1], scores[0], temperature)) / 2
+    return swapped_multi(list(codes), list(scores), temperature)
+
+
+def swapped_multi(codes: list[Tensor], scores: list[Tensor], temperature: float) -> Tensor:
+    """SwAV's multi-crop swapped prediction: every view predicts the codes of each of the first
+    len(codes) views but its own, averaged over the V - 1 predicting views and the coded views
+    (SwAV, crops_for_assign 0 1)."""
+    total = [
+        torch.stack([swapped_loss(q, s, temperature) for v, s in enumerate(scores) if v != i]).mean() for i, q in enumerate(codes)
+    ]
+    return torch.stack(total).mean()
 
 
 def overlap_box(a: Crop, b: Crop) -> tuple[float, float, float, float] | None:

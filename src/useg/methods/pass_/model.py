@@ -3,7 +3,9 @@
 
 `arch`: resnet18 | resnet50 (torchvision, as in the paper) or `tiny` (one BasicBlock per stage,
 widths w, 2w, 4w, 8w; for CPU tests). `output_stride` 8 / 16 / 32 removes the stride of the last
-stages so small images keep a usable feature grid.
+stages (without dilation) so small images keep a usable feature grid; `upsample` 4 at stride 32 is the
+release's alternative: bilinear 4x upsampling of the stride-32 features (docs/methods/pass.md, "Stride").
+The fine-tuned head is a 1x1 conv (`fcn`) or DeepLabV3+'s ASPP and low-level decoder ("Ours-D").
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import torchvision
 from torch import Tensor, nn
 from torch.func import functional_call
 from torchvision.models.resnet import BasicBlock
+from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from useg.backbones.weights import backbone_state, read_state_dict
-from useg.errors import ConfigError, WeightsError
+from useg.errors import ConfigError, WeightsError, check_choice
 
 ARCHS = ("tiny", "resnet18", "resnet50")
+HEADS = ("fcn", "deeplabv3plus")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class NetConfig:
     arch: str = "resnet18"
     width: int = 16  # tiny only: channels of the first stage
     output_stride: int = 8
+    upsample: int = 1  # bilinear upsampling of the trunk's features (the release: 4 at output_stride 32)
     weights: str = "random"  # random | <.pth / .safetensors file of torchvision ResNet weights>
     projector_hidden: int = 2048
     projector_dim: int = 128
@@ -66,6 +71,8 @@ class ResNetTrunk(nn.Module):
             raise ConfigError(f"pass.net.arch: {cfg.arch!r} is not one of {list(ARCHS)}")
         if cfg.output_stride not in (8, 16, 32):
             raise ConfigError(f"pass.net.output_stride: {cfg.output_stride} is not 8, 16 or 32")
+        if cfg.upsample not in (1, 2, 4):
+            raise ConfigError(f"pass.net.upsample: {cfg.upsample} is not 1, 2 or 4")
         if cfg.arch == "tiny":
             self.net = _tiny_resnet(cfg.width)
         else:
@@ -77,7 +84,8 @@ class ResNetTrunk(nn.Module):
         for layer in stages[: {8: 2, 16: 1, 32: 0}[cfg.output_stride]]:
             _unstride(layer)
         self.out_dim: int = self.net.inplanes  # channels of the last stage
-        self.stride = cfg.output_stride
+        self.low_dim: int = self.net.layer1[-1].conv1.in_channels  # channels of layer1 (the input of its last block)
+        self.stride, self.upsample = cfg.output_stride, cfg.upsample
 
     def load(self, path: str) -> None:
         """Load torchvision-style ResNet weights (the classifier, if any, is dropped)."""
@@ -93,10 +101,18 @@ class ResNetTrunk(nn.Module):
                 f"{len(unexpected)} unexpected, e.g. {unexpected[:3]})"
             )
 
-    def forward(self, images: Tensor) -> Tensor:
+    def stages(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The stride-4 features of layer1 and the last stage's features at `output_stride`."""
         n = self.net
-        x = n.maxpool(n.relu(n.bn1(n.conv1(images))))
-        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
+        low = n.layer1(n.maxpool(n.relu(n.bn1(n.conv1(images)))))
+        return low, n.layer4(n.layer3(n.layer2(low)))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """The last stage's features, upsampled bilinearly by `upsample`."""
+        z = self.stages(images)[1]
+        if self.upsample == 1:
+            return z
+        return F.interpolate(z, scale_factor=self.upsample, mode="bilinear", align_corners=False)
 
 
 class PASSNet(nn.Module):
@@ -138,17 +154,45 @@ class PASSNet(nn.Module):
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
 
-class SegmentationNet(nn.Module):
-    """Trunk + 1x1 conv to C channels; global pooling gives image logits, no pooling the CAM (Sec. 3.1)."""
+def conv_bn_relu(cin: int, cout: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
-    def __init__(self, cfg: NetConfig, num_categories: int) -> None:
+
+class DeepLabV3PlusHead(nn.Module):
+    """DeepLabV3+ (Chen et al. 2018, Sec. 3.1): ASPP on the last stage (rates 6, 12, 18 at stride 16,
+    scaled to the trunk's stride), upsampled to the stride-4 layer1 features reduced to 48 channels,
+    two 3x3 convs of 256 and a 1x1 classifier; logits at stride 4."""
+
+    def __init__(self, high_dim: int, low_dim: int, num_categories: int, stride: int) -> None:
         super().__init__()
+        self.aspp = ASPP(high_dim, [r * 16 // stride for r in (6, 12, 18)], 256)
+        self.reduce = conv_bn_relu(low_dim, 48, 1)
+        self.fuse = nn.Sequential(conv_bn_relu(256 + 48, 256, 3), conv_bn_relu(256, 256, 3), nn.Conv2d(256, num_categories, 1))
+
+    def forward(self, low: Tensor, high: Tensor) -> Tensor:
+        up = F.interpolate(self.aspp(high), size=low.shape[2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([up, self.reduce(low)], dim=1))
+
+
+class SegmentationNet(nn.Module):
+    """Trunk + head to C channels; global pooling gives image logits, no pooling the CAM (Sec. 3.1). Head
+    `fcn`: a 1x1 conv on the (upsampled) last stage; `deeplabv3plus`: DeepLabV3PlusHead ("Ours-D")."""
+
+    def __init__(self, cfg: NetConfig, num_categories: int, head: str = "fcn") -> None:
+        super().__init__()
+        check_choice("pass.finetune.head", head, HEADS)
         self.trunk = ResNetTrunk(NetConfig(**{**cfg.__dict__, "weights": "random"}))
-        self.head = nn.Conv2d(self.trunk.out_dim, num_categories, 1)
+        self.kind = head
+        if head == "fcn":
+            self.head: nn.Module = nn.Conv2d(self.trunk.out_dim, num_categories, 1)
+        else:
+            self.head = DeepLabV3PlusHead(self.trunk.out_dim, self.trunk.low_dim, num_categories, cfg.output_stride)
 
     def cam(self, images: Tensor) -> Tensor:
         """Per-pixel category scores y [B, C, h, w]."""
-        return self.head(self.trunk(images))
+        if self.kind == "fcn":
+            return self.head(self.trunk(images))
+        return self.head(*self.trunk.stages(images))
 
     def forward(self, images: Tensor) -> Tensor:
         """Image logits y^ [B, C] (global average pooling of the CAM)."""

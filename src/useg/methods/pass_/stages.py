@@ -32,6 +32,7 @@ from useg.stores.background import stream_to_store
 from useg.stores.predictions import PredictionsWriter
 from useg.train import LossGuard, cosine_schedule, load_checkpoint, save_checkpoint
 from useg.train.amp import resolve_precision
+from useg.train.optim import build_optimiser
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,11 @@ class FinetuneConfig:
     min_lr: float = 1e-6
     weight_decay: float = 1e-4
     crop_scale: list[float] | None = None  # random resized crops of the working image; null: [0.5, 1]
+    head: str = "fcn"  # fcn | deeplabv3plus ("Ours-D")
+    optimiser: str = "adamw"  # adamw | sgd | larc
+    momentum: float = 0.9
+    larc_trust: float = 0.001
+    larc_clip: bool = False
 
 
 def finetune(
@@ -150,7 +156,7 @@ def finetune(
     resize: Resize = "squash",
     amp: str = "auto",
 ) -> list[dict[str, float]]:
-    """Train trunk + 1x1 conv head with cross-entropy on the image pseudo labels (Sec. 3.1 step 3)."""
+    """Train trunk + head (1x1 conv, or DeepLabV3+) with cross-entropy on the image pseudo labels (Sec. 3.1 step 3)."""
     by_id = dict(zip(pseudo["ids"], pseudo["labels"]))
     missing = [r.id for r in rows if r.id not in by_id]
     if missing:
@@ -159,14 +165,16 @@ def finetune(
     dev = resolve_device(device)
     precision = resolve_precision(amp, dev)
     pretrained, net_cfg = load_pass_net(checkpoint)
-    model = SegmentationNet(net_cfg, pseudo["k"])
+    model = SegmentationNet(net_cfg, pseudo["k"], cfg.head)
     model.trunk.load_state_dict(pretrained.trunk.state_dict())
     model.to(dev)
     targets = torch.tensor([by_id[r.id] for r in rows])
     batch_size = min(cfg.batch_size, len(rows))
     iters = len(rows) // batch_size
     lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimiser(
+        cfg.optimiser, model.parameters(), cfg.lr, cfg.weight_decay, "pass.finetune.optimiser", cfg.momentum, cfg.larc_trust, cfg.larc_clip
+    )
     aug = ViewAugment(size=input_size, scale=tuple(cfg.crop_scale or (0.5, 1.0)), blur_p=0.0, solarize_p=0.0)
     batches = EpochBatches(len(rows), batch_size, seed)
     dataset = ImageDataset([r.path for r in rows], partial(view_image, aug), seed, input_size, resize)
@@ -214,7 +222,7 @@ def finetune(
         out_path,
         {
             "method": "pass", "model": model.cpu().state_dict(), "net_config": net_cfg.__dict__, "k": pseudo["k"],
-            "history": history,
+            "head": cfg.head, "history": history,
         },  # fmt: skip
     )
     return history
@@ -223,7 +231,7 @@ def finetune(
 def load_segmentation_net(path: str | Path) -> SegmentationNet:
     """The fine-tuned network of a `pass-finetune` checkpoint (eval mode)."""
     state = read_checkpoint(path, "pass-finetune")
-    model = SegmentationNet(NetConfig(**state["net_config"]), state["k"])
+    model = SegmentationNet(NetConfig(**state["net_config"]), state["k"], state["head"])
     model.load_state_dict(state["model"])
     return model.eval()
 

@@ -1,6 +1,6 @@
 """The `pass-pretrain` stage: shape-enhanced SwAV representation learning (LUSS Sec. 4).
 
-Per step, two views of every image go through the trunk; the pixel-attention pooled image
+Per step, two global views of every image (and SwAV's local views, `local_crops`) go through the trunk; the pixel-attention pooled image
 embeddings are trained with the SwAV swapped-prediction loss, the overlap of the two views with
 image-to-pixel and pixel-to-pixel alignment, and (optionally) the pixel attention is supervised by
 an unsupervised saliency prior: the CLS attention of the configured ViT backbone.
@@ -22,16 +22,17 @@ from torch import Tensor
 from tqdm import tqdm
 
 from useg.atomic import write_json
-from useg.data.augment import Crop, View, ViewAugment, two_views
+from useg.data.augment import Crop, View, ViewAugment, make_view, two_views
 from useg.data.pipeline import EpochBatches, ImageDataset, Resize, make_loader
 from useg.errors import ConfigError, DataError
 from useg.methods.common import roi_crop
-from useg.methods.pass_.losses import EmbeddingQueue, overlap_features, swapped_pair, swav_codes, unflip
+from useg.methods.pass_.losses import EmbeddingQueue, overlap_features, swapped_multi, swapped_pair, swav_codes, unflip
 from useg.methods.pass_.model import NetConfig, PASSNet
 from useg.runtime import resolve_device
 from useg.stores.features import FeatureStore
 from useg.train import LossGuard, cosine_schedule, load_checkpoint, save_checkpoint
 from useg.train.amp import resolve_precision
+from useg.train.optim import build_optimiser
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,27 @@ class PretrainConfig:
     queue_start_epoch: int = 0
     view_size: list[int] = field(default_factory=lambda: [224, 224])
     crop_scale: list[float] = field(default_factory=lambda: [0.14, 1.0])
+    local_crops: int = 0  # SwAV multi-crop: small views that predict the global views' codes
+    local_size: list[int] = field(default_factory=lambda: [96, 96])
+    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.14])
+    optimiser: str = "adamw"  # adamw | sgd | larc (the release: LARC-wrapped SGD)
+    momentum: float = 0.9  # sgd and larc
+    larc_trust: float = 0.001
+    larc_clip: bool = False
     augment: dict[str, float] = field(default_factory=dict)
 
     def view_augment(self) -> ViewAugment:
         return ViewAugment(size=tuple(self.view_size), scale=tuple(self.crop_scale), **self.augment)
+
+    def local_augment(self) -> ViewAugment:
+        return ViewAugment(size=tuple(self.local_size), scale=tuple(self.local_scale), **self.augment)
+
+
+def multi_crop(
+    image: np.ndarray, aug: ViewAugment, local: ViewAugment, n_local: int, patch: int, rng: np.random.Generator
+) -> tuple[View, ...]:
+    """SwAV's multi-crop: two global views, then `n_local` independent local views of the same image."""
+    return two_views(image, (aug, aug), patch, rng) + tuple(make_view(image, local, patch, rng) for _ in range(n_local))
 
 
 def attention_priors(stores: list[FeatureStore], rows: list[int]) -> np.ndarray:
@@ -81,9 +99,9 @@ def attention_priors(stores: list[FeatureStore], rows: list[int]) -> np.ndarray:
     return np.stack([maps[r] for r in rows])
 
 
-def collate_pairs(items: list[tuple[int, tuple[View, View]]]) -> tuple[np.ndarray, tuple[list[View], list[View]]]:
-    """The input pipeline's collate: (index, view pair) items -> the indices and the first and second views."""
-    return np.array([i for i, _ in items], np.int64), ([a for _, (a, _) in items], [b for _, (_, b) in items])
+def collate_crops(items: list[tuple[int, tuple[View, ...]]]) -> tuple[np.ndarray, list[list[View]]]:
+    """The input pipeline's collate: (index, views) items -> the indices and, per crop, the batch's views."""
+    return np.array([i for i, _ in items], np.int64), [list(crop) for crop in zip(*(v for _, v in items))]
 
 
 def view_prior(prior: Tensor, crops: list[Crop], frame: tuple[int, int], grid: tuple[int, int]) -> Tensor:
@@ -122,7 +140,9 @@ class PASSTrainer:
         self.cfg, self.device = cfg, resolve_device(device)
         self.precision = resolve_precision(amp, self.device)
         self.net = PASSNet(net_cfg).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = build_optimiser(
+            cfg.optimiser, self.net.parameters(), cfg.lr, cfg.weight_decay, "pass.pretrain.optimiser", cfg.momentum, cfg.larc_trust, cfg.larc_clip
+        )
         self.iters_per_epoch = iters_per_epoch
         self.lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters_per_epoch, cfg.warmup_epochs)
         self.queue = EmbeddingQueue(cfg.queue_length, 2, net_cfg.projector_dim, self.device)
@@ -142,10 +162,9 @@ class PASSTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.queue.embeddings, self.queue.filled = state["queue"].to(self.device), state["queue_filled"]
 
-    def losses(
-        self, views: tuple[list[View], list[View]], prior: Tensor | None, frame: tuple[int, int], epoch: int = 0
-    ) -> Step:
-        """SwAV + I2P + P2P (+ prior) losses of a batch of view pairs (LUSS Sec. 4)."""
+    def losses(self, views: list[list[View]], prior: Tensor | None, frame: tuple[int, int], epoch: int = 0) -> Step:
+        """SwAV + I2P + P2P (+ prior) losses of a batch of two global views and any local views (LUSS Sec. 4;
+        the local views only predict the global views' codes, as in SwAV's multi-crop)."""
         cfg, net = self.cfg, self.net
         net.normalise_prototypes()
         z = [net.trunk(torch.stack([v.image for v in vs]).to(self.device)) for vs in views]
@@ -153,12 +172,12 @@ class PASSTrainer:
         embeddings = [net.image_embedding(zi, ci) for zi, ci in zip(z, c)]
         image_scores = [net.scores(e) for e in embeddings]
         codes = [
-            self.queue.codes(i, s, net.prototypes, cfg.epsilon, cfg.sinkhorn_iters) for i, s in enumerate(image_scores)
+            self.queue.codes(i, s, net.prototypes, cfg.epsilon, cfg.sinkhorn_iters) for i, s in enumerate(image_scores[:2])
         ]
         if cfg.queue_length and epoch >= cfg.queue_start_epoch:
-            self.queue.push(embeddings)
-        parts = {"swav": swapped_pair(codes, image_scores, cfg.temperature)}
-        crops = [[v.crop for v in vs] for vs in views]
+            self.queue.push(embeddings[:2])
+        parts = {"swav": swapped_multi(codes, image_scores, cfg.temperature)}
+        z, c, crops = z[:2], c[:2], [[v.crop for v in vs] for vs in views[:2]]
         rows1, rows2, image = overlap_features(z[0], z[1], crops[0], crops[1], cfg.overlap_size)
         if len(image):
             pixel_scores = [net.scores(net.pixel_embedding(r)) for r in (rows1, rows2)]
@@ -176,7 +195,7 @@ class PASSTrainer:
         total = torch.stack(list(parts.values())).sum()
         return Step(total, {k: float(v.detach()) for k, v in parts.items()})
 
-    def step(self, views: tuple[list[View], list[View]], prior: Tensor | None, frame: tuple[int, int], it: int) -> Step:
+    def step(self, views: list[list[View]], prior: Tensor | None, frame: tuple[int, int], it: int) -> Step:
         """One optimisation step; `frame` is the size of the images the views were cut from."""
         for group in self.optimizer.param_groups:
             group["lr"] = float(self.lr[it])
@@ -214,14 +233,15 @@ def pretrain(
     if not image_paths:
         raise DataError("PASS pretraining needs images: the train split of the manifest is empty")
     aug = cfg.view_augment()
-    if aug.size[0] % net_cfg.output_stride or aug.size[1] % net_cfg.output_stride:
-        raise ConfigError(f"pass.pretrain.view_size {list(aug.size)} must be a multiple of pass.net.output_stride")
+    for key, size in (("view_size", cfg.view_size), ("local_size", cfg.local_size)):
+        if size[0] % net_cfg.output_stride or size[1] % net_cfg.output_stride:
+            raise ConfigError(f"pass.pretrain.{key} {list(size)} must be a multiple of pass.net.output_stride")
     batch_size = min(cfg.batch_size, len(image_paths))
     iters = len(image_paths) // batch_size
     trainer = PASSTrainer(net_cfg, cfg, iters, seed, device, amp)
     batches = EpochBatches(len(image_paths), batch_size, seed)
-    sample = partial(two_views, augs=(aug, aug), patch=net_cfg.output_stride)
-    loader = make_loader(ImageDataset(image_paths, sample, seed, input_size, resize), batches, collate_pairs, threads, trainer.device)
+    sample = partial(multi_crop, aug=aug, local=cfg.local_augment(), n_local=cfg.local_crops, patch=net_cfg.output_stride)
+    loader = make_loader(ImageDataset(image_paths, sample, seed, input_size, resize), batches, collate_crops, threads, trainer.device)
     prior_t = None if priors is None else torch.from_numpy(priors.astype(np.float32))[:, None]
     history: list[dict[str, Any]] = []
     start = 0
