@@ -243,12 +243,30 @@ PAPER_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("pass/imagenet-s50", {"pass.net.arch": "resnet18", "dataset.setting": 50,
                            "paper.results": [["pass", "imagenet-s", "miou", 35.7]]},
      "LUSS/PASS Sec. 3.1 (ResNet-18 for ImageNet-S50), Table 2 (Ours-S4, val 35.7)"),
-    ("pass/imagenet-s300", {"pass.net.arch": "resnet50", "dataset.setting": 300,
-                            "paper.results": [["pass", "imagenet-s", "miou", 26.3]]},
-     "LUSS/PASS Sec. 3.1 (ResNet-50), Table 2 (Ours-S4, val 26.3)"),
-    ("pass/imagenet-s919", {"pass.net.arch": "resnet50", "dataset.setting": 919,
-                            "paper.results": [["pass", "imagenet-s", "miou", 18.3]]},
-     "LUSS/PASS Sec. 3.1 (ResNet-50), Table 3 (Ours-S4, val 18.3)"),
+    ("pass/imagenet-s50", {"pass.net.projector_hidden": 512, "pass.net.prototypes": 500, "pass.net.output_stride": 32,
+                           "pass.net.upsample": 4, "pass.pretrain.local_crops": 6, "pass.pretrain.local_size": [96, 96],
+                           "pass.pretrain.local_scale": [0.05, 0.14], "pass.pretrain.crop_scale": [0.14, 1.0],
+                           "pass.pretrain.optimiser": "larc", "pass.pretrain.larc_trust": 0.001,
+                           "pass.pretrain.larc_clip": False, "pass.pretrain.momentum": 0.9, "pass.pretrain.lr": 0.6,
+                           "pass.pretrain.batch_size": 256, "pass.pretrain.queue_length": 2048,
+                           "pass.pretrain.queue_start_epoch": 15, "pass.pretrain.epochs": 200,
+                           "pass.finetune.optimiser": "larc", "pass.finetune.head": "fcn"},
+     "PASS release scripts/luss50_pass.sh (nmb_crops 2 6, size_crops 224 96, LARC trust 0.001 clip False, "
+     "hidden_mlp 512, queue 2048 from epoch 15) and src/resnet.py (stride 32, features upsampled 4x)"),
+    *[
+        (f"pass/imagenet-s{n}", {"pass.net.arch": "resnet50", "dataset.setting": n,
+                                 "paper.results": [["pass", "imagenet-s", "miou", miou]]},
+         f"LUSS/PASS Sec. 3.1 (ResNet-50), {table} (Ours-S4, val {miou})")
+        for n, table, miou in ((300, "Table 2", 26.3), (919, "Table 3", 18.3))
+    ],
+    *[
+        (f"pass/imagenet-s{n}", {"pass.net.projector_hidden": 2048, "pass.net.prototypes": 3000,
+                                 "pass.pretrain.local_crops": 0, "pass.pretrain.crop_scale": [0.08, 1.0],
+                                 "pass.pretrain.queue_length": 3840, "pass.pretrain.epochs": 100,
+                                 "pass.pretrain.optimiser": "larc", "pass.net.output_stride": 32, "pass.net.upsample": 4},
+         f"PASS release scripts/luss{n}_pass.sh (nmb_crops 2, min_scale 0.08, hidden_mlp 2048, 3000 prototypes, queue 3840)")
+        for n in (300, 919)
+    ],
 ]
 # fmt: on
 
