@@ -25,6 +25,8 @@ from useg.data.synthetic import ShapesConfig, write_shapes_dataset
 from useg.errors import ConfigError
 from useg.methods.alignseg.train import AlignSegConfig, train_alignseg
 from useg.methods.croc.train import CrOCConfig, CrOCTrainer, collate_pairs, pretrain
+from useg.methods.pass_ import train as pass_train
+from useg.methods.pass_.model import NetConfig
 from useg.profiles.gpus import gpu_resource, has_nvidia_gpu
 from useg.train import distributed
 
@@ -106,6 +108,58 @@ def test_rank_zero_checkpoint_resumes_in_one_process(image_paths, tmp_path):
     resumed = [croc_pretrain(image_paths, str(tmp_path / n), 3) for n in ("two", "one")]
     assert [r["resumed_from_epoch"] for r in resumed] == [2, 2]
     np.testing.assert_allclose(resumed[0]["epochs"][2]["loss"], resumed[1]["epochs"][2]["loss"], rtol=0, atol=TOLERANCE)
+
+
+PASS_NET = NetConfig(arch="tiny", width=8, output_stride=8, projector_hidden=16, projector_dim=8, prototypes=6)
+PASS_CFG = pass_train.PretrainConfig(
+    epochs=2, batch_size=4, lr=0.6, view_size=[32, 32], local_crops=2, local_size=[16, 16], overlap_size=2,
+    queue_length=8, queue_start_epoch=0, freeze_prototypes_epochs=1, optimiser="larc",
+)  # fmt: skip
+
+
+def pass_step_losses(paths: list[str], out: str) -> None:
+    """Two epochs of PASS steps (multi-crop, queue from the first step, LARC) with frozen batch statistics:
+    gloo has no SyncBatchNorm, so in training mode each process would normalise its own share."""
+    trainer = pass_train.PASSTrainer(PASS_NET, PASS_CFG, iters_per_epoch=2, seed=0, device="cpu")
+    trainer.net.eval()
+    batches = EpochBatches(len(paths), PASS_CFG.batch_size, 0, rank=trainer.world.rank, world=trainer.world.size)
+    sample = partial(pass_train.multi_crop, aug=PASS_CFG.view_augment(), local=PASS_CFG.local_augment(), n_local=2, patch=8)
+    loader = make_loader(ImageDataset(paths, sample, 0, (48, 48)), batches, pass_train.collate_crops)
+    losses = []
+    for epoch in range(2):
+        batches.epoch = epoch
+        losses += [trainer.step(views, None, (48, 48), epoch * 2 + b).parts for b, (_, views) in enumerate(loader)]
+    if trainer.world.is_main:
+        Path(out).write_text(json.dumps({"losses": losses, "queue_filled": trainer.queue.filled}))
+    distributed.finish()
+
+
+def test_two_gloo_processes_give_the_one_process_pass_losses(image_paths, tmp_path):
+    run_processes(2, pass_step_losses, image_paths, str(tmp_path / "two.json"))
+    pass_step_losses(image_paths, str(tmp_path / "one.json"))
+    two, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("two", "one"))
+    assert len(one["losses"]) == len(two["losses"]) == 4 and one["queue_filled"] == two["queue_filled"] == 8
+    for a, b in zip(one["losses"], two["losses"]):
+        assert set(a) == set(b) == {"swav", "i2p", "p2p"}
+        np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(a)], rtol=0, atol=TOLERANCE)
+    assert len({round(s["swav"], 4) for s in one["losses"]}) > 1, "the steps train: losses change"
+
+
+def pass_pretrain(paths: list[str], out: str, epochs: int) -> dict:
+    """PASS pretraining (training-mode batch norm) for `epochs` into the folder `out`, resuming from its resume.pth."""
+    root = Path(out)
+    cfg = pass_train.PretrainConfig(**{**PASS_CFG.__dict__, "epochs": epochs})
+    return pass_train.pretrain(PASS_NET, cfg, paths, (48, 48), None, root / "ck.pth", root / "log.json", root / "resume.pth", "h", 0, "cpu")
+
+
+def test_rank_zero_pass_checkpoint_resumes_in_one_process(image_paths, tmp_path):
+    run_processes(2, pass_pretrain, image_paths, str(tmp_path), 2)
+    saved = torch.load(tmp_path / "resume.pth", weights_only=False)
+    assert saved["queue"].shape == (2, 8, 8) and saved["queue_filled"] == 8, "rank 0 keeps the global queue"
+    assert len(json.loads((tmp_path / "log.json").read_text())["epochs"]) == 2
+    resumed = pass_pretrain(image_paths, str(tmp_path), 3)
+    assert resumed["resumed_from_epoch"] == 2 and len(resumed["epochs"]) == 3
+    assert resumed["epochs"][:2] == saved["history"] and np.isfinite(resumed["epochs"][2]["loss"])
 
 
 def alignseg_training(paths: list[str], out: str) -> None:

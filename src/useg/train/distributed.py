@@ -37,6 +37,10 @@ def world_size() -> int:
     return dist.get_world_size() if active() else 1
 
 
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
 def start(device: torch.device) -> tuple[World, torch.device]:
     """Join torchrun's process group when there is one (nccl on CUDA, gloo on the CPU); the device of
     this process: GPU `LOCAL_RANK` on CUDA, else `device`."""
@@ -111,6 +115,15 @@ def global_sum(x: Tensor) -> Tensor:
     with warnings.catch_warnings():  # deprecated in favour of a private module; still torch's public autograd all-reduce
         warnings.simplefilter("ignore", FutureWarning)
         return dist_nn.all_reduce(x)
+
+
+def global_row_mean(x: Tensor) -> Tensor:
+    """The mean of per-row values over every process's rows (which may differ in number), scaled so that
+    DDP's average of the processes' gradients is the gradient of that global mean: sum * world / rows."""
+    if not active():
+        return x.mean()
+    rows = global_sum(torch.tensor(float(len(x)), device=x.device))
+    return x.sum() * world_size() / rows.clamp_min(1.0)
 
 
 @torch.no_grad()

@@ -12,24 +12,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from useg.cluster.sinkhorn import sinkhorn
 from useg.data.augment import Crop
 from useg.methods.common import roi_crop
+from useg.train import distributed
 
 
 @torch.no_grad()
 def swav_codes(scores: Tensor, eps: float, iters: int) -> Tensor:
-    """Codes Q [n, P] with equipartition over the prototypes, rows summing to 1 (SwAV, Sinkhorn-Knopp)."""
-    n, p = scores.shape
-    r = torch.full((1, n), 1.0 / n, device=scores.device)
-    c = torch.full((1, p), 1.0 / p, device=scores.device)
-    return sinkhorn(-scores.detach().float()[None], r, c, lam=1.0 / eps, iters=iters)[0] * n
+    """Codes Q [n, P] with equipartition over the prototypes, rows summing to 1 (SwAV's Sinkhorn-Knopp,
+    its `distributed_sinkhorn`): under torchrun the problem is the global batch's, every sum all-reduced."""
+    s = scores.detach().float()
+    p = s.shape[1]
+    n = distributed.global_sum(s.new_tensor(float(len(s))))
+    top = s.amax() if len(s) else s.new_tensor(float("-inf"))
+    if distributed.active():
+        torch.distributed.all_reduce(top, op=torch.distributed.ReduceOp.MAX)
+    q = torch.exp((s - top) / eps)  # the global maximum taken out: the same Q after normalising, no overflow
+    q /= distributed.global_sum(q.sum())
+    for _ in range(iters):
+        q /= distributed.global_sum(q.sum(dim=0, keepdim=True)) * p  # every prototype 1 / P of the mass
+        q /= q.sum(dim=1, keepdim=True) * n  # every row 1 / n
+    return (q * n).to(scores.dtype)
 
 
 class EmbeddingQueue:
     """SwAV's queue: the last `length` image embeddings of each view, scored with the current
     prototypes and put before the batch in the Sinkhorn problem so that small batches can still
-    be equipartitioned; used once full."""
+    be equipartitioned; used once full. Under torchrun every process keeps the global queue (the
+    gathered batches) and puts its 1 / world share of the rows into the global Sinkhorn problem, so
+    the problem is one process's and rank 0's checkpoint resumes on any number of processes."""
 
     def __init__(self, length: int, views: int, dim: int, device: torch.device | str = "cpu") -> None:
         self.embeddings = torch.zeros(views, length, dim, device=device)
@@ -44,21 +55,22 @@ class EmbeddingQueue:
         """Codes of the batch rows of `scores` [n, P], equipartitioned jointly with the queue."""
         if not self.full:
             return swav_codes(scores, eps, iters)
-        past = prototypes(self.embeddings[view])
+        past = prototypes(self.embeddings[view][distributed.rank() :: distributed.world_size()])
         return swav_codes(torch.cat([past, scores.detach()]), eps, iters)[len(past) :]
 
     @torch.no_grad()
     def push(self, embeddings: list[Tensor]) -> None:
-        """Put each view's batch embeddings [n, D] first, dropping the oldest."""
+        """Put each view's batch embeddings [n, D] (every process's, in rank order) first, dropping the oldest."""
         length = self.embeddings.shape[1]
+        embeddings = [distributed.gather_rows(e.detach()) for e in embeddings]
         for view, e in enumerate(embeddings):
-            self.embeddings[view] = torch.cat([e.detach(), self.embeddings[view]])[:length]
+            self.embeddings[view] = torch.cat([e, self.embeddings[view]])[:length]
         self.filled = min(length, self.filled + len(embeddings[0]))
 
 
 def swapped_loss(codes: Tensor, scores: Tensor, temperature: float) -> Tensor:
-    """-sum_k q_k log softmax(scores / T)_k, averaged over rows: the SwAV prediction term."""
-    return -(codes * F.log_softmax(scores / temperature, dim=1)).sum(dim=1).mean()
+    """-sum_k q_k log softmax(scores / T)_k, averaged over rows (of every process): the SwAV prediction term."""
+    return distributed.global_row_mean(-(codes * F.log_softmax(scores / temperature, dim=1)).sum(dim=1))
 
 
 def swapped_pair(codes: tuple[Tensor, Tensor], scores: tuple[Tensor, Tensor], temperature: float) -> Tensor:

@@ -140,7 +140,10 @@ class PASSNet(nn.Module):
         return F.normalize(self.projector((c * z).mean(dim=(2, 3))), dim=1)
 
     def pixel_embedding(self, z: Tensor) -> Tensor:
-        """v~ = M(z~) for pixel rows [n, L] with the gradients to M detached (LUSS Sec. 4)."""
+        """v~ = M(z~) for pixel rows [n, L] with the gradients to M detached (LUSS Sec. 4); no rows (a process
+        whose views do not overlap) give no rows without touching M's batch statistics."""
+        if not len(z):
+            return z.new_zeros((0, self.prototypes.in_features))
         params = {k: v.detach() for k, v in self.projector.named_parameters()}
         buffers = dict(self.projector.named_buffers())
         return F.normalize(functional_call(self.projector, {**params, **buffers}, (z,)), dim=1)
@@ -148,6 +151,14 @@ class PASSNet(nn.Module):
     def scores(self, v: Tensor) -> Tensor:
         """Prototype scores of unit embeddings [n, P]."""
         return self.prototypes(v)
+
+    def forward(self, images: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """Per batch of views: features z, pixel attention c, image embeddings v^ and their prototype scores
+        (the forward DistributedDataParallel wraps)."""
+        z = [self.trunk(x) for x in images]
+        c = [self.pixel_attention(zi) for zi in z]
+        v = [self.image_embedding(zi, ci) for zi, ci in zip(z, c)]
+        return z, c, v, [self.scores(e) for e in v]
 
     @torch.no_grad()
     def normalise_prototypes(self) -> None:

@@ -30,7 +30,7 @@ from useg.methods.pass_.losses import EmbeddingQueue, overlap_features, swapped_
 from useg.methods.pass_.model import NetConfig, PASSNet
 from useg.runtime import resolve_device
 from useg.stores.features import FeatureStore
-from useg.train import LossGuard, cosine_schedule, load_checkpoint, save_checkpoint
+from useg.train import LossGuard, cosine_schedule, distributed, load_checkpoint, save_checkpoint
 from useg.train.amp import resolve_precision
 from useg.train.optim import build_optimiser
 
@@ -137,9 +137,11 @@ class PASSTrainer:
         self, net_cfg: NetConfig, cfg: PretrainConfig, iters_per_epoch: int, seed: int, device: str, amp: str = "auto"
     ) -> None:
         torch.manual_seed(seed)
-        self.cfg, self.device = cfg, resolve_device(device)
+        self.cfg = cfg
+        self.world, self.device = distributed.start(resolve_device(device))
         self.precision = resolve_precision(amp, self.device)
         self.net = PASSNet(net_cfg).to(self.device)
+        self.forward = distributed.wrap(self.net, self.device)
         self.optimizer = build_optimiser(
             cfg.optimiser, self.net.parameters(), cfg.lr, cfg.weight_decay, "pass.pretrain.optimiser", cfg.momentum, cfg.larc_trust, cfg.larc_clip
         )
@@ -167,10 +169,7 @@ class PASSTrainer:
         the local views only predict the global views' codes, as in SwAV's multi-crop)."""
         cfg, net = self.cfg, self.net
         net.normalise_prototypes()
-        z = [net.trunk(torch.stack([v.image for v in vs]).to(self.device)) for vs in views]
-        c = [net.pixel_attention(zi) for zi in z]
-        embeddings = [net.image_embedding(zi, ci) for zi, ci in zip(z, c)]
-        image_scores = [net.scores(e) for e in embeddings]
+        z, c, embeddings, image_scores = self.forward([torch.stack([v.image for v in vs]).to(self.device) for vs in views])
         codes = [
             self.queue.codes(i, s, net.prototypes, cfg.epsilon, cfg.sinkhorn_iters) for i, s in enumerate(image_scores[:2])
         ]
@@ -179,7 +178,7 @@ class PASSTrainer:
         parts = {"swav": swapped_multi(codes, image_scores, cfg.temperature)}
         z, c, crops = z[:2], c[:2], [[v.crop for v in vs] for vs in views[:2]]
         rows1, rows2, image = overlap_features(z[0], z[1], crops[0], crops[1], cfg.overlap_size)
-        if len(image):
+        if distributed.global_sum(torch.tensor(float(len(image)), device=self.device)) > 0:  # rows on any process
             pixel_scores = [net.scores(net.pixel_embedding(r)) for r in (rows1, rows2)]
             pixel_codes = [swav_codes(s, cfg.epsilon, cfg.sinkhorn_iters) for s in pixel_scores]
             image = image.to(self.device)
@@ -193,7 +192,7 @@ class PASSTrainer:
             ]
             parts["prior"] = cfg.w_prior * (bce[0] + bce[1]) / 2
         total = torch.stack(list(parts.values())).sum()
-        return Step(total, {k: float(v.detach()) for k, v in parts.items()})
+        return Step(total, {k: distributed.global_mean(v) for k, v in parts.items()})
 
     def step(self, views: list[list[View]], prior: Tensor | None, frame: tuple[int, int], it: int) -> Step:
         """One optimisation step; `frame` is the size of the images the views were cut from."""
@@ -202,7 +201,7 @@ class PASSTrainer:
         epoch = it // self.iters_per_epoch
         with self.precision.autocast():
             out = self.losses(views, prior, frame, epoch)
-        self.guard.check(out.total, epoch, it % self.iters_per_epoch)
+        self.guard.check(distributed.global_mean(out.total), epoch, it % self.iters_per_epoch)  # every process stops together
 
         def freeze_prototypes() -> None:
             if epoch < self.cfg.freeze_prototypes_epochs:
@@ -229,7 +228,7 @@ def pretrain(
     amp: str = "auto",
 ) -> dict[str, Any]:
     """Train PASSNet on the images (priors [N, h, w] in [0, 1], or None) fitted to `input_size` by `resize`;
-    write the network and a log."""
+    write the network and a log (under torchrun: each process a share of every batch, rank 0 writing)."""
     if not image_paths:
         raise DataError("PASS pretraining needs images: the train split of the manifest is empty")
     aug = cfg.view_augment()
@@ -239,7 +238,8 @@ def pretrain(
     batch_size = min(cfg.batch_size, len(image_paths))
     iters = len(image_paths) // batch_size
     trainer = PASSTrainer(net_cfg, cfg, iters, seed, device, amp)
-    batches = EpochBatches(len(image_paths), batch_size, seed)
+    distributed.check_global_batch(batch_size, "pass.pretrain.batch_size")
+    batches = EpochBatches(len(image_paths), batch_size, seed, rank=trainer.world.rank, world=trainer.world.size)
     sample = partial(multi_crop, aug=aug, local=cfg.local_augment(), n_local=cfg.local_crops, patch=net_cfg.output_stride)
     loader = make_loader(ImageDataset(image_paths, sample, seed, input_size, resize), batches, collate_crops, threads, trainer.device)
     prior_t = None if priors is None else torch.from_numpy(priors.astype(np.float32))[:, None]
@@ -254,15 +254,18 @@ def pretrain(
         batches.epoch = epoch
         sums: dict[str, float] = {}
         trainer.net.train()
-        for b, (idx, views) in enumerate(tqdm(loader, desc=f"pass epoch {epoch + 1}/{cfg.epochs}", unit="step")):
+        steps = tqdm(loader, desc=f"pass epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not trainer.world.is_main)
+        for b, (idx, views) in enumerate(steps):
             out = trainer.step(views, None if prior_t is None else prior_t[idx], input_size, epoch * iters + b)
-            for k, v in {"loss": float(out.total.detach()), **out.parts}.items():
+            for k, v in {"loss": sum(out.parts.values()), **out.parts}.items():
                 sums[k] = sums.get(k, 0.0) + v / iters
         history.append({"epoch": epoch + 1, **sums, "lr": float(trainer.lr[(epoch + 1) * iters - 1])})
         log.info("pass epoch %d/%d: %s", epoch + 1, cfg.epochs, ", ".join(f"{k} {v:.4f}" for k, v in sums.items()))
-        save_checkpoint(resume_path, {**trainer.state(), "epoch": epoch, "history": history, "config_hash": config_hash})
+        if trainer.world.is_main:
+            save_checkpoint(resume_path, {**trainer.state(), "epoch": epoch, "history": history, "config_hash": config_hash})
     wall = time.perf_counter() - began
-    save_checkpoint(out_checkpoint, {"method": "pass", "net": trainer.net.state_dict(), "net_config": net_cfg.__dict__})
+    if trainer.world.is_main:
+        save_checkpoint(out_checkpoint, {"method": "pass", "net": trainer.net.state_dict(), "net_config": net_cfg.__dict__})
     summary = {
         "epochs": history,
         "images": len(image_paths),
@@ -270,6 +273,8 @@ def pretrain(
         "resumed_from_epoch": start,
         "wall_seconds_this_run": wall,
     }
-    write_json(out_log, summary)
+    if trainer.world.is_main:
+        write_json(out_log, summary)
+    distributed.finish()
     log.info("pass: %d epochs on %d images in %.1f s -> %s", cfg.epochs, len(image_paths), wall, out_checkpoint)
     return summary
