@@ -219,14 +219,14 @@ def dry_run_job(tmp_path: Path, rule: str, cfg: dict) -> tuple[str, str]:
 @pytest.mark.parametrize(
     ("rule", "stage", "section", "gpus"),
     [
-        ("pretrain", "pretrain", {"backbone": {"weights": "pretrain"}, "croc": DAG_CROC}, 1),
-        ("pretrain", "pretrain", {"backbone": {"weights": "pretrain"}, "croc": DAG_CROC}, 2),
-        ("alignseg_train", "alignseg-train", {"methods": ["alignseg"], "alignseg": {}}, 4),
+        ("pretrain", "pretrain", {"backbone": {"weights": "pretrain"}, "croc": {**DAG_CROC, "gpus": 1}}, 1),
+        ("pretrain", "pretrain", {"backbone": {"weights": "pretrain"}, "croc": {**DAG_CROC, "gpus": 2}}, 2),
+        ("alignseg_train", "alignseg-train", {"methods": ["alignseg"], "alignseg": {"gpus": 4}}, 4),
+        ("pass_pretrain", "pass-pretrain", {"methods": ["pass"], "pass": {"pretrain": {"gpus": 2}}}, 2),
     ],
 )
 def test_a_training_rule_runs_torchrun_for_more_than_one_gpu_and_asks_for_them(rule, stage, section, gpus, tmp_path):
-    key = next(k for k in ("croc", "alignseg") if k in section)
-    cfg = tiny_config(**{**section, key: {**section[key], "gpus": gpus}})
+    cfg = tiny_config(**section)
     resources, command = dry_run_job(tmp_path, rule, cfg)
     launcher = f"torchrun --standalone --nproc_per_node {gpus} -m useg --" if gpus > 1 else "python -m useg"
     assert command.startswith(f"{launcher} {stage} --params")

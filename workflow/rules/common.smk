@@ -370,6 +370,13 @@ def pass_slice(*keys, **extra):
     return {"pass": {key: config["pass"][key] for key in keys}, "seed": config["seed"], **extra}
 
 
+def pass_pretrain_params():
+    """pass-pretrain's config: its `gpus` stays out of the stage's config and hash (without_gpus)."""
+    params = pass_slice("net", "pretrain", "input_size", "resize", "device", "amp", "saliency_prior", split=DATASET["train_split"])
+    params["pass"]["pretrain"] = without_gpus(config["pass"]["pretrain"])
+    return params
+
+
 def pass_prior_features():
     """Train FeatureStores whose CLS attention is the saliency prior of PASS pretraining (none when off)."""
     return feature_shards(DATASET["train_split"]) if config["pass"]["saliency_prior"] else []

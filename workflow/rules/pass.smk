@@ -9,8 +9,9 @@ rule pass_pretrain:
         checkpoint=f"{OUT}/pass/pretrain.pth",
         log=f"{OUT}/pass/pretrain-log.json",
     params:
-        cfg=lambda w: as_json(pass_slice("net", "pretrain", "input_size", "resize", "device", "amp", "saliency_prior", split=DATASET["train_split"])),
+        cfg=lambda w: as_json(pass_pretrain_params()),
         resume=f"{OUT}/pass/resume/pretrain.pth",
+        useg=useg_launcher(config["pass"]["pretrain"]["gpus"]),
     log:
         f"{OUT}/logs/pass_pretrain.log",
     benchmark:
@@ -19,11 +20,12 @@ rule pass_pretrain:
     resources:
         mem_mb=8000,
         runtime=24 * 60,
-        gpu=gpu_request,
+        gpu=lambda w: gpus_request(config["pass"]["pretrain"]["gpus"]),
+        nodes=1,  # torchrun's processes share the one node of the job
     conda:
         GPU_ENV
     shell:
-        "python -m useg pass-pretrain --params {params.cfg:q} --manifest {input.manifest} --features {input.features}"
+        "{params.useg} pass-pretrain --params {params.cfg:q} --manifest {input.manifest} --features {input.features}"
         " --out {output.checkpoint} --out-log {output.log} --resume {params.resume} --threads {threads} --log {log}"
 
 
