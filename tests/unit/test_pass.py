@@ -194,3 +194,12 @@ def test_deeplabv3plus_head_gives_stride_4_logits_and_trains_a_step():
     opt.step()
     assert not torch.equal(net.head.fuse[0][0].weight, decoder) and net.trunk.net.layer1[0].conv1.weight.grad.abs().sum() > 0
     assert SegmentationNet(NetConfig(arch="tiny", width=8, output_stride=8), 5, head="deeplabv3plus").head.aspp.convs[1][0].dilation == (12, 12)
+
+
+def test_a_process_without_overlap_rows_leaves_the_projector_statistics_alone():
+    from useg.methods.pass_.model import PASSNet
+
+    net = PASSNet(NetConfig(arch="tiny", width=8, projector_hidden=16, projector_dim=8, prototypes=6)).train()
+    stats = net.projector[1].running_mean.clone()
+    assert net.pixel_embedding(torch.zeros(0, 64)).shape == (0, 8)
+    assert torch.equal(net.projector[1].running_mean, stats) and net.projector[1].num_batches_tracked == 0

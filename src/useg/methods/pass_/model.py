@@ -141,8 +141,9 @@ class PASSNet(nn.Module):
 
     def pixel_embedding(self, z: Tensor) -> Tensor:
         """v~ = M(z~) for pixel rows [n, L] with the gradients to M detached (LUSS Sec. 4); no rows (a process
-        whose views do not overlap) give no rows without touching M's batch statistics."""
-        if not len(z):
+        whose views do not overlap) give no rows without touching M's batch statistics, except that a
+        SyncBatchNorm (CUDA, several processes) takes its part in the collective with no rows."""
+        if not len(z) and not isinstance(self.projector[1], nn.SyncBatchNorm):
             return z.new_zeros((0, self.prototypes.in_features))
         params = {k: v.detach() for k, v in self.projector.named_parameters()}
         buffers = dict(self.projector.named_buffers())
