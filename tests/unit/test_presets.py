@@ -267,6 +267,13 @@ PAPER_VALUES: list[tuple[str, dict[str, Any], str]] = [
          f"PASS release scripts/luss{n}_pass.sh (nmb_crops 2, min_scale 0.08, hidden_mlp 2048, 3000 prototypes, queue 3840)")
         for n in (300, 919)
     ],
+    *[
+        (f"pass/imagenet-s{n}-d", {"pass.finetune.head": "deeplabv3plus", "dataset.setting": n, "paper.row": row,
+                                   "paper.results": [["pass", "imagenet-s", "miou", miou]]},
+         f"LUSS/PASS {table} (Ours-D: the modified DeepLabV3+ head, val {miou})")
+        for n, table, row, miou in ((50, "Table 2", "Ours-D, ImageNet-S50", 38.7), (300, "Table 2", "Ours-D, ImageNet-S300", 26.8),
+                                    (919, "Table 3", "Ours-D, ImageNet-S", 19.7))
+    ],
 ]
 # fmt: on
 
