@@ -351,27 +351,30 @@ def pass_net_config(cfg: Config):
     return NetConfig(**{**cfg["pass"]["net"], "weights": "random"})
 
 
-@shape_step("pass", "pretrain", reads=("pass.net", "pass.pretrain.view_size", "pass.saliency_prior"))
+@shape_step(
+    "pass", "pretrain", reads=("pass.net", "pass.pretrain.view_size", "pass.pretrain.local_crops", "pass.pretrain.local_size", "pass.saliency_prior")
+)
 def pass_pretrain(cfg: Config) -> None:
-    """pass-pretrain: trunk on views of pass.pretrain.view_size, pixel attention, projector, prototype scores."""
+    """pass-pretrain: trunk on the global views (and any local views), pixel attention, projector, prototype scores."""
     from useg.methods.pass_.model import PASSNet
 
     net = on_meta(lambda: PASSNet(pass_net_config(cfg)).train())
-    z = net.trunk(images(cfg["pass"]["pretrain"]["view_size"]))
-    scores = net.scores(net.image_embedding(z, net.pixel_attention(z)))
-    assert scores.shape == (BATCH, cfg["pass"]["net"]["prototypes"])
-    backward(scores)
+    section = cfg["pass"]["pretrain"]
+    crops = [images(section["view_size"])] * 2 + [images(section["local_size"])] * section["local_crops"]
+    scores = net(crops)[3]
+    assert [s.shape for s in scores] == [(BATCH, cfg["pass"]["net"]["prototypes"])] * len(crops)
+    backward(*scores)
     if cfg["pass"]["saliency_prior"]:  # the prior is the backbone's CLS attention on the train split
         check_features(cfg, cfg["backbone"]["input_size"])
 
 
-@shape_step("pass", "finetune", reads=("pass.net", "pass.k", "pass.input_size", *CLASSES))
+@shape_step("pass", "finetune", reads=("pass.net", "pass.k", "pass.input_size", "pass.finetune.head", *CLASSES))
 def pass_finetune(cfg: Config) -> None:
     """pass-finetune / threshold / predict: the segmentation head's CAM for the C pseudo categories (Sec. 3.1)."""
     from useg.methods.pass_.model import SegmentationNet
 
     k = cfg["pass"]["k"] or dataset_classes(cfg["dataset"])[1]
-    model = on_meta(lambda: SegmentationNet(pass_net_config(cfg), k).train())
+    model = on_meta(lambda: SegmentationNet(pass_net_config(cfg), k, cfg["pass"]["finetune"]["head"]).train())
     cam = model.cam(images(cfg["pass"]["input_size"]))
     assert cam.shape[:2] == (BATCH, k)
     backward(cam)
