@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 
 from tests.conftest import TINY_BACKBONE
 from tests.integration.dag import run_snakemake, tiny_config
+from tests.integration.test_pass_dag import CONFIG as PASS_DAG
 from tests.integration.test_pretrain_dag import TINY_CROC as DAG_CROC
 from tests.unit.test_croc import TINY_ARCH, TINY_CROC
 from useg.backbones import BackboneConfig, build_backbone
@@ -245,6 +246,20 @@ def test_the_pretrain_rule_trains_in_two_processes_and_rank_zero_writes(tmp_path
     assert (out / "croc/checkpoint.pth").is_file() and (out / "croc/resume/last.pth").is_file()
     lines = (out / "logs/pretrain.log").read_text().splitlines()
     assert sum("croc epoch 1/1" in line for line in lines) == 1, "one process writes the log file"
+
+
+@pytest.mark.integration
+def test_the_pass_pretrain_rule_trains_in_two_processes_and_rank_zero_writes(tmp_path):
+    section = {**PASS_DAG["pass"], "saliency_prior": False}
+    section["pretrain"] = {**section["pretrain"], "gpus": 2, "local_crops": 2, "local_size": [16, 16], "epochs": 2}
+    result = run_snakemake(tmp_path, {**PASS_DAG, "pass": section}, "--until", "pass_pretrain")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "results/tiny"
+    log = json.loads((out / "pass/pretrain-log.json").read_text())
+    assert [e["epoch"] for e in log["epochs"]] == [1, 2] and log["steps_per_epoch"] == 2, "steps of the global batch of 4"
+    assert (out / "pass/pretrain.pth").is_file() and (out / "pass/resume/pretrain.pth").is_file()
+    lines = (out / "logs/pass_pretrain.log").read_text().splitlines()
+    assert sum("pass epoch 2/2" in line for line in lines) == 1, "one process writes the log file"
 
 
 def test_a_stage_asks_for_its_gpus_on_a_cluster_and_for_none_on_a_cpu_machine():
