@@ -1,9 +1,11 @@
 """The `pass-pretrain` stage: shape-enhanced SwAV representation learning (LUSS Sec. 4).
 
-Per step, two global views of every image (and SwAV's local views, `local_crops`) go through the trunk; the pixel-attention pooled image
-embeddings are trained with the SwAV swapped-prediction loss, the overlap of the two views with
+Per step, two global views of every image (and SwAV's local views, `local_crops`) go through the
+trunk; the pixel-attention pooled image embeddings are trained with the SwAV swapped-prediction
+loss (multi-crop), the overlap of the two global views with
 image-to-pixel and pixel-to-pixel alignment, and (optionally) the pixel attention is supervised by
-an unsupervised saliency prior: the CLS attention of the configured ViT backbone.
+an unsupervised saliency prior: the CLS attention of the configured ViT backbone. Under torchrun
+(`pass.pretrain.gpus`) each process takes its share of every global batch (useg.train.distributed).
 """
 
 from __future__ import annotations
