@@ -285,7 +285,12 @@ REPORT_OVERLAYS = f"{REPORT_DIR}/overlays.jpg"
 REPORT_HTML = f"{OUT}/report.html"
 REPORT_CURVES = {
     "croc": [f"{OUT}/croc/train-log.json"],
-    "transfgu": [f"{OUT}/transfgu/round-{r}/train-log.json" for r in range(config["transfgu"]["rounds"] + 1)],
+    "transfgu": [f"{OUT}/transfgu/round-0/train-log.json"]
+    + (
+        [f"{OUT}/transfgu/bootstrap/train-log.json"]
+        if config["transfgu"]["schedule"] == "release"
+        else [f"{OUT}/transfgu/round-{r}/train-log.json" for r in range(1, config["transfgu"]["rounds"] + 1)]
+    ),
     "alignseg": [f"{OUT}/alignseg/train-log.json"],
 }
 REPORT_BENCHMARKS = {}
@@ -350,9 +355,13 @@ def transfgu_teacher(wildcards):
 
 
 def transfgu_model(wildcards):
-    """Decoder a TransFGU column predicts with: round 0 (`transfgu-trained`) or the last round (`transfgu`)."""
-    r = 0 if wildcards.method == "transfgu-trained" else config["transfgu"]["rounds"]
-    return f"{OUT}/transfgu/round-{r}/model.pt"
+    """Decoder a TransFGU column predicts with: round 0 (`transfgu-trained`), else the release schedule's final
+    student (`schedule: release`) or the last round (`schedule: rounds`)."""
+    if wildcards.method == "transfgu-trained":
+        return f"{OUT}/transfgu/round-0/model.pt"
+    if config["transfgu"]["schedule"] == "release":
+        return f"{OUT}/transfgu/bootstrap/model.pt"
+    return f"{OUT}/transfgu/round-{config['transfgu']['rounds']}/model.pt"
 
 
 def alignseg_train_params():
