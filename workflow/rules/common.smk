@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from useg.backbones.sources import is_weight_file, missing_weights_message
+from useg.methods.transfgu import final_model
 
 RESULTS = config["results_dir"]
 DATASET = config["dataset"]
@@ -357,11 +358,7 @@ def transfgu_teacher(wildcards):
 def transfgu_model(wildcards):
     """Decoder a TransFGU column predicts with: round 0 (`transfgu-trained`), else the release schedule's final
     student (`schedule: release`) or the last round (`schedule: rounds`)."""
-    if wildcards.method == "transfgu-trained":
-        return f"{OUT}/transfgu/round-0/model.pt"
-    if config["transfgu"]["schedule"] == "release":
-        return f"{OUT}/transfgu/bootstrap/model.pt"
-    return f"{OUT}/transfgu/round-{config['transfgu']['rounds']}/model.pt"
+    return f"{OUT}/transfgu/round-0/model.pt" if wildcards.method == "transfgu-trained" else f"{OUT}/{final_model(config)}"
 
 
 def alignseg_train_params():
