@@ -418,3 +418,13 @@ def test_report_curve_of_several_logs_draws_one_total_loss_each(tmp_path: Path):
     image = np.asarray(Image.open(tmp_path / "c.png").convert("RGB"))
     assert all((image == np.array(colour_of(i), np.uint8)).all(-1).any() for i in range(3))
     assert not (image == np.array(colour_of(3), np.uint8)).all(-1).any(), "only the total loss of each round"
+
+
+def test_report_curve_draws_the_largest_label_share_of_a_probe_log(tmp_path: Path):
+    for name, extra in (("probe", {"label_shares": [0.5, 0.5]}), ("plain", {})):
+        log = tmp_path / f"{name}.json"
+        log.write_text(json.dumps({"epochs": [{"epoch": e, "loss": 2 / e, **extra} for e in (1, 2)]}))
+        assert main(["report-curve", "--train-log", str(log), "--out", str(tmp_path / f"{name}.png")]) == 0
+    drawn = {n: np.asarray(Image.open(tmp_path / f"{n}.png").convert("RGB")) for n in ("probe", "plain")}
+    second = np.array(colour_of(1), np.uint8)
+    assert (drawn["probe"] == second).all(-1).any() and not (drawn["plain"] == second).all(-1).any()
