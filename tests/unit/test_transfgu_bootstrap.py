@@ -131,3 +131,17 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(tmp_path):
     assert run_schedule.history[0]["epoch"] == 1 and len(run_schedule.history) == 6  # type: ignore[attr-defined]
     for name, value in expected.items():
         assert torch.equal(value, resumed[name]), f"{name} differs after resuming"
+
+
+def test_teacher_on_the_whole_image_and_per_image_views_change_the_student(tmp_path):
+    from useg.backbones import BackboneConfig, build_backbone
+
+    backbone = build_backbone(BackboneConfig.from_dict(TINY_BACKBONE), seed=0).requires_grad_(False)
+    rows, bank = make_split(tmp_path)
+    short = {**CFG, "epochs": 3, "bootstrap_start": 1, "bootstrap_every": 1, "augment_rule": "image"}
+    weights = {}
+    for view in ("augmented", "whole"):
+        student, history = train_bootstrap(backbone, rows, bank, {**short, "teacher_view": view}, 0, torch.device("cpu"), tmp_path / f"{view}.pth")
+        assert [h["teacher_update"] for h in history] == [False, True, True]
+        weights[view] = student.class_embed.detach()
+    assert not torch.equal(weights["augmented"], weights["whole"]), "the teacher's view sets the bootstrapped labels"
