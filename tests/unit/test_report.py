@@ -375,7 +375,7 @@ def test_predict_finds_the_run_from_the_config_not_the_current_folder(tmp_path: 
     (tmp_path / "run").mkdir()
     for path in (tmp_path / "repo" / "configs" / "x.yaml", tmp_path / "run" / "c.yaml"):
         path.write_text("seed: 0\n")
-    config = {"results_dir": "results", "dataset": {"name": "ds"}, "transfgu": {"rounds": 2}}
+    config = {"results_dir": "results", "dataset": {"name": "ds"}, "transfgu": {"schedule": "rounds", "rounds": 2}}
     monkeypatch.chdir(tmp_path / "run")
     in_repo = run_folder(config, [tmp_path / "repo" / "configs" / "x.yaml"], None)
     assert in_repo == tmp_path / "repo" / "results" / "ds"  # the workflow folder above the config
