@@ -80,6 +80,18 @@ def teacher_probs_of_batch(
         return crops
 
 
+def restore(
+    state: dict[str, Any] | None, student: Segmenter, teacher: Segmenter, optimiser: torch.optim.Optimizer
+) -> tuple[list[dict[str, Any]], int]:
+    """Load a resume state into the student, teacher and optimiser; returns its history and the next epoch."""
+    if state is None:
+        return [], 0
+    student.load_state_dict(state["student"])
+    teacher.load_state_dict(state["teacher"])
+    optimiser.load_state_dict(state["optimiser"])
+    return state["history"], state["epoch"] + 1
+
+
 def train_bootstrap(
     backbone: ViTBackbone,
     rows: list[ManifestRow],
@@ -112,14 +124,7 @@ def train_bootstrap(
     plans = bootstrap_schedule(cfg["epochs"], cfg["bootstrap_start"], cfg["bootstrap_every"], tuple(cfg["alpha"]), cfg["alpha_step"])
     update_epochs = {p.epoch for p in plans if p.update}
     digest = config_hash({"transfgu": cfg, "seed": seed, "images": len(rows)})
-    history: list[dict[str, Any]] = []
-    begin = 0
-    state = load_checkpoint(resume_path, digest)
-    if state is not None:
-        student.load_state_dict(state["student"])
-        teacher.load_state_dict(state["teacher"])
-        optimiser.load_state_dict(state["optimiser"])
-        history, begin = state["history"], state["epoch"] + 1
+    history, begin = restore(load_checkpoint(resume_path, digest), student, teacher, optimiser)
     guard = LossGuard("lower transfgu.lr")
     for plan in tqdm(plans[begin:], desc="transfgu bootstrap", unit="epoch"):
         if plan.update:
@@ -133,13 +138,11 @@ def train_bootstrap(
         for b, batch in enumerate(loader):
             rng = np.random.default_rng([seed, plan.epoch, b, 1])  # the batch's shared photometric draw
             views = batch_photometric(batch["view"], rule, rng).to(device)
-            maps = batch["maps"].to(device)
-            with precision.autocast():
-                with torch.no_grad():
-                    patches = backbone(views).patches
-                    if plan.bootstrapping:
-                        maps = bootstrapped_maps(maps, teacher_probs_of_batch(teacher, backbone, batch, patches, out_grid, whole, device))
-            student.train()
+            with precision.autocast(), torch.no_grad():
+                patches = backbone(views).patches
+                maps = batch["maps"].to(device)
+                if plan.bootstrapping:
+                    maps = bootstrapped_maps(maps, teacher_probs_of_batch(teacher, backbone, batch, patches, out_grid, whole, device))
             values = train_step(student, optimiser, patches, maps.argmax(dim=1), generator, plan.alpha, epoch_losses, cfg, precision, guard, plan.epoch, b)
             probe.add(values)
         history.append({"epoch": plan.epoch + 1, **probe.means(), "alpha": plan.alpha, "teacher_update": plan.update, "peer": epoch_losses.peer})
