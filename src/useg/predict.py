@@ -25,16 +25,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Predictor:
-    """A method's model: its loader ("module:function") and its path in a run, formatted with the config."""
+    """A method's model: its loader ("module:function") and its path in a run, formatted with the config
+    (or, as "module:function", the function that returns it from the config)."""
 
     loader: str
     model: str
+
+    def path(self, config: dict[str, Any]) -> str:
+        """The model's run-relative path under `config`."""
+        if ":" not in self.model:
+            return self.model.format_map(config)
+        module, function = self.model.split(":")
+        return getattr(importlib.import_module(module), function)(config)
 
 
 # method -> its model. One line per method.
 PREDICTORS = {
     "kmeans": Predictor("useg.methods.kmeans.stages:load_predictor", "kmeans/centroids.zarr"),
-    "transfgu": Predictor("useg.methods.transfgu.segmenter:load_predictor", "transfgu/round-{transfgu[rounds]}/model.pt"),
+    "transfgu": Predictor("useg.methods.transfgu.segmenter:load_predictor", "useg.methods.transfgu:final_model"),
     "alignseg": Predictor("useg.methods.alignseg.infer:load_predictor", "alignseg/decoder.pt"),
     "maskdistill": Predictor("useg.methods.maskdistill.deeplab:load_predictor", "maskdistill/deeplab/model.pt"),
 }
@@ -88,7 +96,7 @@ def run_folder(config: dict[str, Any], files: list[Path], results: Path | None) 
 
 def model_path(method: str, config: dict[str, Any], run: Path, model: Path | None) -> Path:
     """--model, else the run's model of `method`; it must exist."""
-    path = model or run / predictor(method).model.format_map(config)
+    path = model or run / predictor(method).path(config)
     if not path.exists():
         hint = "pass --model, or --results for a run whose results lie elsewhere" if model is None else "check --model"
         raise ConfigError(f"the {method} model {path} does not exist: run the pipeline with method {method} first, or {hint}")

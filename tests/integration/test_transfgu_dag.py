@@ -1,4 +1,5 @@
-"""TransFGU through the real Snakemake DAG on a tiny config: round chain wiring and the whole chain."""
+"""TransFGU through the real Snakemake DAG on a tiny config: the wiring of both schedules and the whole chain
+(schedule release, two teacher updates in its one bootstrapping job)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tests.integration.predict_check import assert_other_methods_model_is_refuse
 pytestmark = pytest.mark.integration
 
 OUT = "results/tiny"
-TRANSFGU = {"crop_size": 16, "epochs": 2, "rounds": 1, "niter": 5, "nredo": 1, "batch_size": 4, "decoder": {"dim": 16, "layers": 1, "heads": 2}}
+TRANSFGU = {"crop_size": 16, "epochs": 3, "bootstrap_start": 1, "bootstrap_every": 1, "rounds": 1, "niter": 5, "nredo": 1, "batch_size": 4, "decoder": {"dim": 16, "layers": 1, "heads": 2}}
 CONFIG = tiny_config(methods=["transfgu"], features={"shards": 1}, transfgu=TRANSFGU)
 COLUMNS = ("transfgu-initial", "transfgu-trained", "transfgu")
 
@@ -29,8 +30,18 @@ def job_inputs(dry_run: str, output: str) -> str:
     raise AssertionError(f"no job writes {output}:\n{dry_run[-3000:]}")
 
 
+def test_release_schedule_is_one_job_beside_round_0(tmp_path: Path):
+    result = check(run_snakemake(tmp_path, CONFIG, "-n"))
+    text = result.stdout + result.stderr
+    inputs = job_inputs(text, f"{OUT}/transfgu/bootstrap/model.pt")
+    assert f"{OUT}/transfgu/bank/train/shard-0.zarr" in inputs and "model.pt" not in inputs
+    assert f"{OUT}/transfgu/bootstrap/model.pt" in job_inputs(text, f"{OUT}/transfgu/predictions.zarr")
+    assert f"{OUT}/transfgu/round-0/model.pt" in job_inputs(text, f"{OUT}/transfgu-trained/predictions.zarr")
+    assert "round-1" not in text and text.count("rule transfgu_bootstrap:") == 1
+
+
 def test_rounds_form_a_chain(tmp_path: Path):
-    cfg = tiny_config(methods=["transfgu"], transfgu={**TRANSFGU, "rounds": 3})
+    cfg = tiny_config(methods=["transfgu"], transfgu={**TRANSFGU, "schedule": "rounds", "rounds": 3})
     result = check(run_snakemake(tmp_path, cfg, "-n"))
     text = result.stdout + result.stderr
     for r in range(1, 4):
@@ -57,10 +68,13 @@ def test_whole_chain_writes_three_columns(tmp_path: Path, monkeypatch: pytest.Mo
     assert bank.attrs["kind"] == "LabelBank" and bank.attrs["provenance"]["stage"] == "transfgu-bank"
     assert bank["maps"].dtype == np.float32 and bank["maps"].shape == (6, 7, 4, 4)
     assert np.array_equal(bank["labels"][:], bank["maps"][:].astype(np.float32).argmax(1))
-    for r in (0, 1):
-        assert (tmp_path / OUT / f"transfgu/round-{r}/model.pt").is_file()
+    assert (tmp_path / OUT / "transfgu/round-0/model.pt").is_file()
+    train_log = json.loads((tmp_path / OUT / "transfgu/bootstrap/train-log.json").read_text())
+    assert train_log["teacher_updates"] == 2 and [e["teacher_update"] for e in train_log["epochs"]] == [False, True, True]
+    assert all(len(e["label_shares"]) == 7 for e in train_log["epochs"])
+    assert not (tmp_path / OUT / "transfgu/resume/bootstrap.pth").exists(), "a finished run leaves no resume state"
     assert predict_agreement(tmp_path, "transfgu", "transfgu", monkeypatch) >= 0.999  # docs/measurements.md
-    assert_other_methods_model_is_refused(tmp_path, "transfgu", "transfgu/round-1/model.pt", capsys)
+    assert_other_methods_model_is_refused(tmp_path, "transfgu", "transfgu/bootstrap/model.pt", capsys)
     monkeypatch.chdir(tmp_path)  # the manifest's paths are relative to the run's working directory
     assert_concept_probe_reproduces_the_initial_column(Path(OUT))
 

@@ -122,7 +122,7 @@ def test_transfgu_round_teacher_and_prediction_batch(tmp_path, tiny_backbone_cfg
         "decoder": {"dim": 16, "layers": 1, "heads": 2}, "lr": 1e-3, "weight_decay": 5e-4, "epochs": 1,
         "batch_size": 2, "alpha": [0.03, 0.1], "w_div": 1.0, "w_unc": 0.3, "optimiser": "adam", "grad_clamp": 1.0,
         "skip_nonpositive_loss": False, "losses": {"peer": True, "uncertainty": True, "diversity": True},
-        "diversity_form": "release", "augment": {"crop_scale": [0.3, 1.0]},
+        "diversity_form": "release", "augment_rule": "batch", "augment": {"crop_scale": [0.3, 1.0]},
     }  # fmt: skip
     backbone = build_backbone(tiny_backbone_cfg, seed=0)
     store = feature_store(tmp_path, backbone, write_rgb(tmp_path, 2))
@@ -134,6 +134,19 @@ def test_transfgu_round_teacher_and_prediction_batch(tmp_path, tiny_backbone_cfg
         probs = teacher_probabilities(student, backbone, images, DEVICE)
         predict_segmenter(student, [store], tmp_path / "p.zarr", (32, 32), "transfgu", PROV, DEVICE)
     assert np.isfinite(history[0]["loss"]) and probs.shape == maps.shape
+
+
+def test_transfgu_bootstrap_job_with_its_teacher_on_whole_images(tmp_path, tiny_backbone_cfg):
+    from tests.unit.test_transfgu_bootstrap import CFG, make_split
+    from useg.backbones import build_backbone
+    from useg.methods.transfgu.bootstrap import train_bootstrap
+
+    backbone = build_backbone(tiny_backbone_cfg, seed=0)
+    rows, bank = make_split(tmp_path, 2)
+    cfg = {**CFG, "epochs": 2, "bootstrap_start": 1, "bootstrap_every": 1, "teacher_view": "whole"}
+    with DeviceGuard():
+        _, history = train_bootstrap(backbone, rows, bank, cfg, 0, DEVICE, tmp_path / "resume.pth")
+    assert [h["teacher_update"] for h in history] == [False, True] and np.isfinite(history[-1]["loss"])
 
 
 def test_maskdistill_deeplab_and_mask_rcnn(tmp_path):

@@ -375,7 +375,7 @@ def test_predict_finds_the_run_from_the_config_not_the_current_folder(tmp_path: 
     (tmp_path / "run").mkdir()
     for path in (tmp_path / "repo" / "configs" / "x.yaml", tmp_path / "run" / "c.yaml"):
         path.write_text("seed: 0\n")
-    config = {"results_dir": "results", "dataset": {"name": "ds"}, "transfgu": {"rounds": 2}}
+    config = {"results_dir": "results", "dataset": {"name": "ds"}, "transfgu": {"schedule": "rounds", "rounds": 2}}
     monkeypatch.chdir(tmp_path / "run")
     in_repo = run_folder(config, [tmp_path / "repo" / "configs" / "x.yaml"], None)
     assert in_repo == tmp_path / "repo" / "results" / "ds"  # the workflow folder above the config
@@ -418,3 +418,13 @@ def test_report_curve_of_several_logs_draws_one_total_loss_each(tmp_path: Path):
     image = np.asarray(Image.open(tmp_path / "c.png").convert("RGB"))
     assert all((image == np.array(colour_of(i), np.uint8)).all(-1).any() for i in range(3))
     assert not (image == np.array(colour_of(3), np.uint8)).all(-1).any(), "only the total loss of each round"
+
+
+def test_report_curve_draws_the_largest_label_share_of_a_probe_log(tmp_path: Path):
+    for name, extra in (("probe", {"label_shares": [0.5, 0.5]}), ("plain", {})):
+        log = tmp_path / f"{name}.json"
+        log.write_text(json.dumps({"epochs": [{"epoch": e, "loss": 2 / e, **extra} for e in (1, 2)]}))
+        assert main(["report-curve", "--train-log", str(log), "--out", str(tmp_path / f"{name}.png")]) == 0
+    drawn = {n: np.asarray(Image.open(tmp_path / f"{n}.png").convert("RGB")) for n in ("probe", "plain")}
+    second = np.array(colour_of(1), np.uint8)
+    assert (drawn["probe"] == second).all(-1).any() and not (drawn["plain"] == second).all(-1).any()

@@ -413,7 +413,7 @@ ROUND_CFG = {
     "decoder": {"dim": 16, "layers": 1, "heads": 2}, "lr": 1e-3, "weight_decay": 5e-4, "epochs": 2,
     "batch_size": 2, "alpha": [0.03, 0.1], "w_div": 1.0, "w_unc": 0.3, "optimiser": "adam", "grad_clamp": 1.0,
     "skip_nonpositive_loss": True, "losses": {"peer": True, "uncertainty": True, "diversity": True},
-    "diversity_form": "release",
+    "diversity_form": "release", "augment_rule": "image",
     "augment": {"crop_scale": [0.3, 1.0], "saturation": 0.4, "hue": 0.0, "solarize_p": 0.0},
 }  # fmt: skip
 

@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from useg.backbones.sources import is_weight_file, missing_weights_message
+from useg.methods.transfgu import final_model
 
 RESULTS = config["results_dir"]
 DATASET = config["dataset"]
@@ -285,7 +286,12 @@ REPORT_OVERLAYS = f"{REPORT_DIR}/overlays.jpg"
 REPORT_HTML = f"{OUT}/report.html"
 REPORT_CURVES = {
     "croc": [f"{OUT}/croc/train-log.json"],
-    "transfgu": [f"{OUT}/transfgu/round-{r}/train-log.json" for r in range(config["transfgu"]["rounds"] + 1)],
+    "transfgu": [f"{OUT}/transfgu/round-0/train-log.json"]
+    + (
+        [f"{OUT}/transfgu/bootstrap/train-log.json"]
+        if config["transfgu"]["schedule"] == "release"
+        else [f"{OUT}/transfgu/round-{r}/train-log.json" for r in range(1, config["transfgu"]["rounds"] + 1)]
+    ),
     "alignseg": [f"{OUT}/alignseg/train-log.json"],
 }
 REPORT_BENCHMARKS = {}
@@ -350,9 +356,9 @@ def transfgu_teacher(wildcards):
 
 
 def transfgu_model(wildcards):
-    """Decoder a TransFGU column predicts with: round 0 (`transfgu-trained`) or the last round (`transfgu`)."""
-    r = 0 if wildcards.method == "transfgu-trained" else config["transfgu"]["rounds"]
-    return f"{OUT}/transfgu/round-{r}/model.pt"
+    """Decoder a TransFGU column predicts with: round 0 (`transfgu-trained`), else the release schedule's final
+    student (`schedule: release`) or the last round (`schedule: rounds`)."""
+    return f"{OUT}/transfgu/round-0/model.pt" if wildcards.method == "transfgu-trained" else f"{OUT}/{final_model(config)}"
 
 
 def alignseg_train_params():

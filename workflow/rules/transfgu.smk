@@ -1,11 +1,13 @@
-"""TransFGU: crop bank -> concepts -> Grad-CAM label bank -> Segmenter rounds round-0 .. round-R -> predictions."""
+"""TransFGU: crop bank -> concepts -> Grad-CAM label bank -> Segmenter round-0 (`trained`) and either the
+release's bootstrapping schedule in one job (`schedule: release`) or rounds 1 .. R (`schedule: rounds`) -> predictions."""
 
 TRAIN = DATASET["train_split"]
 EVAL = DATASET["eval_split"]
 TRANSFGU_TRAIN_KEYS = (
     "decoder", "epochs", "batch_size", "optimiser", "lr", "weight_decay", "grad_clamp", "skip_nonpositive_loss",
-    "losses", "diversity_form", "alpha", "w_div", "w_unc", "augment", "device", "amp",
+    "losses", "diversity_form", "alpha", "w_div", "w_unc", "augment", "augment_rule", "device", "amp",
 )  # fmt: skip
+TRANSFGU_BOOTSTRAP_KEYS = (*TRANSFGU_TRAIN_KEYS, "bootstrap_start", "bootstrap_every", "alpha_step", "teacher_view")
 TRANSFGU_BANK_KEYS = (
     "gradcam", "gradcam_mass", "gradcam_loss_batch", "zero_other_group", "foreground_only", "t_bg", "bank_batch_size",
     "device",
@@ -125,6 +127,35 @@ rule transfgu_train:
     shell:
         "python -m useg transfgu-train --params {params.cfg:q} --manifest {input.manifest} --bank {input.bank}"
         " --round {wildcards.round} {params.teacher} {params.weights} --out {output.model} --out-log {output.log}"
+        " --threads {threads} --log {log}"
+
+
+rule transfgu_bootstrap:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        bank=transfgu_shards("bank", TRAIN),
+        weights=backbone_weights,
+    output:
+        model=f"{OUT}/transfgu/bootstrap/model.pt",
+        log=f"{OUT}/transfgu/bootstrap/train-log.json",
+    params:
+        cfg=lambda w: as_json({"backbone": config["backbone"], **transfgu_slice(*TRANSFGU_BOOTSTRAP_KEYS)}),
+        resume=f"{OUT}/transfgu/resume/bootstrap.pth",
+        weights=weights_option,
+    log:
+        f"{OUT}/logs/transfgu/bootstrap.log",
+    benchmark:
+        f"{OUT}/benchmarks/transfgu_bootstrap.tsv",
+    threads: 1  # as transfgu_train; more threads become loader workers
+    resources:
+        mem_mb=4000,
+        runtime=1440,
+        gpu=gpu_request,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg transfgu-bootstrap --params {params.cfg:q} --manifest {input.manifest} --bank {input.bank}"
+        " {params.weights} --out {output.model} --out-log {output.log} --resume {params.resume}"
         " --threads {threads} --log {log}"
 
 

@@ -39,6 +39,8 @@ class ViewAugment:
     grayscale_p: float = 0.2
     blur_p: float = 0.5
     solarize_p: float = 0.1
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel: int = 0  # 0: 2·round(2σ) + 1 (DINO); else a fixed odd side (the TransFGU release's 3)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ def patch_coords(crop: Crop, size: tuple[int, int], patch: int, original: tuple[
 
 
 def photometric(image: Tensor, aug: ViewAugment, rng: np.random.Generator) -> Tensor:
-    """Colour jitter, grayscale, Gaussian blur and solarisation of a [3, h, w] image in [0, 1]."""
+    """Colour jitter, grayscale, Gaussian blur and solarisation of a [3, h, w] image in [0, 1]; given a batch
+    [B, 3, h, w], one draw applies to every image of it."""
     if rng.random() < aug.jitter_p:
         ops = [
             lambda x: TF.adjust_brightness(x, rng.uniform(1 - aug.brightness, 1 + aug.brightness)),
@@ -104,8 +107,8 @@ def photometric(image: Tensor, aug: ViewAugment, rng: np.random.Generator) -> Te
     if rng.random() < aug.grayscale_p:
         image = TF.rgb_to_grayscale(image, num_output_channels=3)
     if rng.random() < aug.blur_p:
-        sigma = float(rng.uniform(0.1, 2.0))
-        kernel = 2 * max(1, round(sigma * 2)) + 1
+        sigma = float(rng.uniform(*aug.blur_sigma))
+        kernel = aug.blur_kernel or 2 * max(1, round(sigma * 2)) + 1
         image = TF.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
     if rng.random() < aug.solarize_p:
         image = torch.where(image >= 0.5, 1 - image, image)

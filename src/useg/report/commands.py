@@ -49,7 +49,8 @@ def run_report_overlays(args: argparse.Namespace) -> None:
 
 def run_report_curve(args: argparse.Namespace) -> None:
     """Loss curves of train logs (JSON with `epochs`: [{epoch, <loss key>: value, ...}]) in one PNG: every
-    `loss*` key of a single log, or the total `loss` of each of several logs (named by their folder)."""
+    `loss*` key of a single log, or the total `loss` of each of several logs (named by their folder); with
+    `label_shares` (TransFGU's probe) also the largest label's share, which climbs towards 1 as predictions collapse."""
     from useg.errors import StoreError
     from useg.report.draw import line_chart, save_png
 
@@ -59,8 +60,8 @@ def run_report_curve(args: argparse.Namespace) -> None:
     for path in logs:
         epochs = json.loads(path.read_text()).get("epochs", [])
         keys = ["loss"] if len(logs) > 1 else sorted({k for e in epochs for k in e if k.startswith("loss")})
-        for key in keys:
-            points = [(e["epoch"], e[key]) for e in epochs if key in e]
+        shares = [(e["epoch"], max(e["label_shares"])) for e in epochs if e.get("label_shares")]
+        for key, points in [*((k, [(e["epoch"], e[k]) for e in epochs if k in e]) for k in keys), ("largest label share", shares)]:
             if points:
                 name = f"{path.parent.name}: {key}" if len(logs) > 1 else key
                 series[name] = ([x for x, _ in points], [y for _, y in points])

@@ -1,4 +1,4 @@
-"""Subcommands of TransFGU: crops, concepts, bank, train (one round), initial, predict."""
+"""Subcommands of TransFGU: crops, concepts, bank, train (one round), bootstrap (the release's schedule), initial, predict."""
 
 from __future__ import annotations
 
@@ -93,6 +93,24 @@ def run_train(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def run_bootstrap(args: argparse.Namespace) -> None:
+    """The release's schedule in one resumable job: many teacher updates on the bank's labels."""
+    from useg.data.manifest import read_manifest
+    from useg.methods.transfgu.bootstrap import run_bootstrap as bootstrap
+    from useg.runtime import resolve_device, set_threads
+    from useg.stores.labelbank import LabelBank
+
+    params = stage_params(args)
+    set_threads(args.threads)
+    backbone, _ = _backbone(params, args.weights)
+    bank = LabelBank(args.bank)
+    manifest = read_manifest(args.manifest)
+    bootstrap(
+        backbone, [manifest[i] for i in bank.index], bank, params["transfgu"], params["seed"], args.out, args.out_log,
+        args.resume, resolve_device(params["transfgu"]["device"]), args.threads,
+    )  # fmt: skip
+
+
 def run_initial(args: argparse.Namespace) -> None:
     """`transfgu-initial` predictions: the pseudo labels of the evaluation split alone."""
     from useg.methods.transfgu.stages import predict_initial
@@ -141,6 +159,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="checkpoint file when backbone.weights is 'pretrain'")
     p.add_argument("--out", required=True)
     p.add_argument("--out-log", help="per-epoch losses of the round (JSON)")
+
+    p = add_stage(sub, "transfgu-bootstrap", run_bootstrap, "TransFGU: the release's bootstrapping schedule in one job")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--bank", nargs="+", required=True)
+    p.add_argument("--weights", help="checkpoint file when backbone.weights is 'pretrain'")
+    p.add_argument("--out", required=True)
+    p.add_argument("--out-log", required=True, help="per-epoch losses, alpha, teacher updates, label shares (JSON)")
+    p.add_argument("--resume", required=True, help="resume state, written before every teacher update")
 
     p = add_stage(sub, "transfgu-initial", run_initial, "TransFGU: predictions from the pseudo labels alone")
     p.add_argument("--bank", nargs="+", required=True)

@@ -18,11 +18,12 @@ from useg.data.pipeline import ordered_batches
 from useg.methods.common import load_images, write_feature_predictions
 from useg.train import LossGuard
 from useg.train.amp import resolve_precision
-from useg.train.descent import build_optimiser, descend
+from useg.train.descent import build_optimiser
 from useg.methods.transfgu.augment import training_views, view_augment
 from useg.methods.transfgu.gradcam import LabelConfig, pseudo_label_maps
-from useg.methods.transfgu.losses import LossConfig, bootstrapped_maps, peer_alpha, shuffled_labels, total_loss
+from useg.methods.transfgu.losses import LossConfig, bootstrapped_maps, peer_alpha
 from useg.methods.transfgu.segmenter import Segmenter, SegmenterConfig, build_segmenter, save_segmenter
+from useg.methods.transfgu.training import EpochProbe, train_step
 from useg.stores.background import stream_to_store
 from useg.stores.features import FeatureStore
 from useg.stores.labelbank import LabelBank, LabelBankWriter
@@ -109,7 +110,7 @@ def train_round(
     """Train a freshly initialised student on the arg-max of `maps` (M in round 0, M̂ after) under the §4.2
     augmentations, the maps cropped with each view (eq. 11, 13–16).
 
-    Appends each epoch's mean loss, loss terms and share of skipped steps (`skipped`) to `history` when given."""
+    Appends each epoch's mean loss, loss terms, share of skipped steps (`skipped`) and label shares to `history` when given."""
     backbone = backbone.to(device).eval().requires_grad_(False)
     num_labels = maps.shape[1]
     student = build_segmenter(SegmenterConfig(backbone.embed_dim, num_labels, **cfg["decoder"]), seed).to(device)
@@ -121,33 +122,23 @@ def train_round(
     augment = view_augment(cfg["augment"])
     rng = np.random.default_rng([seed, round_index])
     losses = LossConfig(**cfg["losses"], w_div=cfg["w_div"], w_unc=cfg["w_unc"], diversity_form=cfg["diversity_form"])
-    epochs, step, batch_size = cfg["epochs"], 0, cfg["batch_size"]
+    epochs, batch_size = cfg["epochs"], cfg["batch_size"]
     guard = LossGuard("lower transfgu.lr")
     for epoch in tqdm(range(epochs), desc=f"transfgu round {round_index}", unit="epoch"):
         alpha = peer_alpha(epoch, epochs, *cfg["alpha"])
         order = torch.randperm(len(images), generator=generator)
-        sums: dict[str, float] = {}
+        probe = EpochProbe(num_labels)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            views, crop_maps = training_views(images[idx], maps[idx], out_size, out_grid, augment, rng)
-            with precision.autocast():
-                with torch.no_grad():
-                    patches = backbone(views.to(device)).patches
-                    labels = crop_maps.to(device).argmax(dim=1)
-                logits, classes = student(patches)
-                negatives = shuffled_labels(labels, num_labels, generator)
-                loss, terms = total_loss(logits, classes, labels, negatives, alpha, losses)
-            guard.check(loss, epoch, step)
-            stepped = descend(optimiser, loss, cfg["grad_clamp"], cfg["skip_nonpositive_loss"], precision)
-            step += 1
-            values = {"loss": loss.item(), **{f"loss_{k}": v for k, v in terms.items()}, "skipped": float(not stepped)}
-            for name, value in values.items():
-                sums[name] = sums.get(name, 0.0) + value
-        steps = -(-len(order) // batch_size)
-        means = {name: total / steps for name, total in sums.items()}
+            views, crop_maps = training_views(images[idx], maps[idx], out_size, out_grid, augment, rng, cfg["augment_rule"])
+            with precision.autocast(), torch.no_grad():
+                patches = backbone(views.to(device)).patches
+            labels = crop_maps.to(device).argmax(dim=1)
+            probe.add(train_step(student, optimiser, patches, labels, generator, alpha, losses, cfg, precision, guard, epoch, start // batch_size))
+        means = probe.means()
         if history is not None:
             history.append({"epoch": epoch + 1, **means, "alpha": alpha})
-        log.info("round %d epoch %d: loss %.4f %s (alpha %.3f)", round_index, epoch + 1, means["loss"], terms, alpha)
+        log.info("round %d epoch %d: loss %.4f, label shares %s (alpha %.3f)", round_index, epoch + 1, means["loss"], means["label_shares"], alpha)
     return student.cpu().eval()
 
 
