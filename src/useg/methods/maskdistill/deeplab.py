@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from useg.data.augment import normalise_images
@@ -27,6 +28,7 @@ from useg.stores.labelbank import LabelBank, LabelBankWriter
 from useg.stores.predictions import PredictionsWriter
 from useg.train import LossGuard, distributed, load_checkpoint, save_checkpoint
 from useg.train.amp import Precision, resolve_precision
+from useg.world import World
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,21 @@ def deeplab_step(
     return float(loss.detach())
 
 
+def training_batches(
+    rows: list[ManifestRow], bank: LabelBank, cfg: dict[str, Any], seed: int, world: World, threads: int, device: torch.device
+) -> tuple[tuple[int, int], EpochBatches, DataLoader]:
+    """(size, sampler, loader) of DeepLab-v3's training pairs: images and the bank's labels read per row in the
+    workers, augmented (SegmentationAugment), this process's share of every whole global batch."""
+    size = tuple(cfg["input_size"] or bank.attrs["input_size"])
+    background = int(bank.attrs.get("background_label", bank.num_labels - 1))
+    sample = partial(augmented_pair, size=size, augment=SegmentationAugment.from_config(cfg), background=background)
+    dataset = LabelledDataset([row.path for row in rows], ShardedRows(bank.paths, "labels"), sample, seed, size)
+    batch_size = min(cfg["batch_size"], len(rows))
+    distributed.check_global_batch(batch_size, "maskdistill.deeplab.batch_size")
+    batches = EpochBatches(len(rows), batch_size, seed, rank=world.rank, world=world.size)  # whole batches (BatchNorm needs > 1 sample)
+    return size, batches, make_loader(dataset, batches, stack_pairs, threads, device)  # type: ignore[return-value]
+
+
 def train_deeplab(
     rows: list[ManifestRow],
     bank: LabelBank,
@@ -128,15 +145,8 @@ def train_deeplab(
     `weights`: checkpoint of a `pretrain` pipeline ViT (deeplab.backbone: vit). `resume`: (state file rewritten
     after every epoch, its config hash). Under torchrun each process takes a share of every global batch and
     rank 0 writes (useg.train.distributed); returns the per-epoch losses."""
-    size = tuple(cfg["input_size"] or bank.attrs["input_size"])
-    background = int(bank.attrs.get("background_label", bank.num_labels - 1))
     world, device = distributed.start(device)
-    sample = partial(augmented_pair, size=size, augment=SegmentationAugment.from_config(cfg), background=background)
-    dataset = LabelledDataset([row.path for row in rows], ShardedRows(bank.paths, "labels"), sample, seed, size)
-    batch_size = min(cfg["batch_size"], len(rows))
-    distributed.check_global_batch(batch_size, "maskdistill.deeplab.batch_size")
-    batches = EpochBatches(len(rows), batch_size, seed, rank=world.rank, world=world.size)  # whole batches only (BatchNorm needs > 1 sample)
-    loader = make_loader(dataset, batches, stack_pairs, threads, device)
+    size, batches, loader = training_batches(rows, bank, cfg, seed, world, threads, device)
     model = build_deeplab(cfg, bank.num_labels, seed, weights).to(device)
     optimiser, precision = sgd(model, cfg), resolve_precision(cfg["amp"], device)
     history, start = [], 0
@@ -165,8 +175,6 @@ def train_deeplab(
             save_checkpoint(resume[0], {**state, "config_hash": resume[1]})
     if world.is_main:
         save_model(out_path, model.cpu(), KIND, cfg, num_labels=bank.num_labels, input_size=list(size))
-        if resume:
-            Path(resume[0]).unlink(missing_ok=True)  # only an interrupted run resumes
         log.info("deeplab-v3 -> %s", out_path)
     distributed.finish()
     return {"epochs": history, "resumed_from_epoch": start}
