@@ -1,7 +1,8 @@
 """Peak RSS of the training stages' input path at growing N, and loader vs model rates.
 
 For every N (synthetic shapes images) and training stage (CrOC, PASS pretraining, AlignSeg,
-MaskDistill's DeepLab-v3 and Mask R-CNN, on banks of N rows written beside the images), a fresh
+MaskDistill's DeepLab-v3 and Mask R-CNN, the linear probe; on banks and a feature store of N rows
+written beside the images), a fresh
 process builds the stage's dataset, loader and trainer exactly as the stage does and runs a fixed
 number of steps; its peak RSS (VmHWM) is reported beside that of decoding the whole split into
 memory, the path the stages took before the input pipeline. Then, on the same batches, the loader's
@@ -20,6 +21,7 @@ import platform
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -173,8 +175,43 @@ def maskrcnn_stage(paths: list[str], threads: int):
     return batches, lambda it, pairs: maskrcnn_step(model, optimiser, FULL_PRECISION, guard, pairs, torch.device("cpu"), it)
 
 
-STAGES = {"croc": croc_stage, "pass": pass_stage, "alignseg": alignseg_stage, "deeplab": deeplab_stage, "maskrcnn": maskrcnn_stage}
-LOADER_STAGES = ("croc", "pass", "alignseg", "deeplab")  # the stages that read through the input pipeline
+def write_features(paths: list[str], chunk: int = 1000) -> None:
+    """A FeatureStore of random 64-d patch tokens on the 8 px grid of the images (the probe reads tokens, not pixels)."""
+    from useg.stores import provenance
+    from useg.stores.features import FeatureWriter
+
+    n, grid, rng = len(paths), SIZE // 8, np.random.default_rng(0)
+    prov, ids = provenance("benchmark", {}, seed=0), [Path(p).stem for p in paths]
+    with FeatureWriter(banks_folder(paths) / "features.zarr", np.arange(n), ids, (grid, grid), 64, 2, prov, input_size=[SIZE, SIZE]) as w:
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            patches = rng.standard_normal((m, grid, grid, 64)).astype(np.float16)
+            w.write(start, np.zeros((m, 64), np.float32), patches, np.zeros((m, 2, grid, grid), np.float16))
+
+
+PROBE = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "batch_size": BATCH}
+
+
+def probe_stage(paths: list[str], threads: int):
+    """The linear probe's chunk loader, shuffle pool and step, as `useg.eval.probe.linear_probe` builds them."""
+    from useg.eval.probe import ChunkDataset, epoch_generator, only_item, probe_optimizer, probe_step, rebatch, sample_chunks, store_chunks
+    from useg.stores.features import FeatureStore
+    from useg.train import LossGuard
+
+    store = FeatureStore(banks_folder(paths) / "features.zarr")
+    masks = banks_folder(paths) / "masks"
+    rows = [replace(row, mask_path=str(masks / Path(row.path).name)) for row in manifest_rows(paths)]
+    chunks = sample_chunks(store_chunks([store]), 1.0, 0)
+    order = EpochBatches(len(chunks), 1, 0, drop_last=False)
+    loader = make_loader(ChunkDataset([store.path], chunks, rows, (SIZE, SIZE), 255), order, only_item, threads)
+    probe = torch.nn.Conv2d(64, 12, 1)
+    opt, guard, stats = probe_optimizer(probe.parameters(), PROBE), LossGuard("lower backbone_eval.probe.lr"), (torch.zeros(64), torch.ones(64))
+    step = partial(probe_step, probe, opt, guard, stats=stats, size=(SIZE, SIZE))
+    return rebatch(loader, BATCH, epoch_generator(0, 0)), lambda it, batch: step(batch=batch, where=(0, it))
+
+
+STAGES = {"croc": croc_stage, "pass": pass_stage, "alignseg": alignseg_stage, "deeplab": deeplab_stage, "maskrcnn": maskrcnn_stage, "probe": probe_stage}
+LOADER_STAGES = ("croc", "pass", "alignseg", "deeplab", "probe")  # the stages that read through the input pipeline
 
 
 def run_stage(stage: str, paths: list[str], threads: int, queue: mp.Queue) -> None:
@@ -240,6 +277,7 @@ def main() -> None:
             root = write_shapes_dataset(ShapesConfig(num_train=n, num_val=1, image_size=SIZE), Path(tmp) / f"n{n}")
             paths = sorted(str(p) for p in (root / "images").glob("*.png"))[:n]
             write_banks(paths)
+            write_features(paths)
             row = {stage: in_process(run_stage, stage, paths, 1) for stage in args.stages}
             row["decode_whole_split"] = in_process(run_load_all, paths)[0]
             result["rss_mb"][str(n)] = row
