@@ -285,8 +285,8 @@ def main() -> None:
             if n == min(args.sizes):
                 result["rates_images_per_s"] = {stage: rates(stage, paths) for stage in args.stages if stage in LOADER_STAGES}
                 print(result["rates_images_per_s"], flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=2))  # after every N: an interrupted run keeps its rows
 
 
 if __name__ == "__main__":
