@@ -168,7 +168,8 @@ def maskrcnn_stage(paths: list[str], threads: int):
 
     bank = MaskBank([banks_folder(paths) / "masks.zarr"])
     keep, targets = pseudo_targets(bank, {int(i): int(i) % 2 for i in bank.index})
-    images = load_images([manifest_rows(paths)[i] for i in keep], bank.input_size)
+    rows = manifest_rows(paths)
+    images = load_images([rows[i] for i in keep], bank.input_size)
     model = build_maskrcnn(TINY_RCNN, 2, bank.input_size, 0).train()
     optimiser, guard = sgd(model, TINY_RCNN), LossGuard("lower maskdistill.maskrcnn.lr")
     batches = ([(images[i], targets[i]) for i in range(b * BATCH, (b + 1) * BATCH)] for b in range(len(keep) // BATCH))
