@@ -1,10 +1,13 @@
 """Peak RSS of the training stages' input path at growing N, and loader vs model rates.
 
-For every N (synthetic shapes images) and training stage (CrOC, PASS pretraining, AlignSeg), a
-fresh process builds the stage's dataset, loader and trainer exactly as the stage does and runs a
-fixed number of steps; its peak RSS (VmHWM) is reported beside that of decoding the whole split
-into memory, the path the stages took before the input pipeline. Then, on the same batches, the
-loader's images/s with 0, 1 and 2 workers and the model's own step rate.
+For every N (synthetic shapes images) and training stage (CrOC, PASS pretraining, AlignSeg,
+MaskDistill's DeepLab-v3 and Mask R-CNN, the linear probe; on banks and a feature store of N rows
+written beside the images), a fresh
+process builds the stage's dataset, loader and trainer exactly as the stage does and runs a fixed
+number of steps; its peak RSS (VmHWM) is reported beside that of decoding the whole split into
+memory, the path the stages took before the input pipeline. Then, on the same batches, the loader's
+images/s with 0, 1 and 2 workers and the model's own step rate (Mask R-CNN has no loader: it still
+decodes its pseudo-labelled images up front, so it has no rates row).
 
     nice python benchmarks/train_scale.py --sizes 1000 5000 20000 --out benchmarks/results/train_scale.json
 """
@@ -18,6 +21,7 @@ import platform
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -93,7 +97,122 @@ def alignseg_stage(paths: list[str], threads: int):
     return loader, step
 
 
-STAGES = {"croc": croc_stage, "pass": pass_stage, "alignseg": alignseg_stage}
+def manifest_rows(paths: list[str]):
+    """Manifest rows of the synthetic train images."""
+    from useg.data.manifest import ManifestRow
+
+    return [ManifestRow(id=Path(p).stem, path=p, width=SIZE, height=SIZE, split="train") for p in paths]
+
+
+def banks_folder(paths: list[str]) -> Path:
+    """Where write_banks put the label and mask banks of these images."""
+    return Path(paths[0]).parents[1]
+
+
+def write_banks(paths: list[str], chunk: int = 1000) -> None:
+    """A LabelBank (random labels, 2 the background) and a MaskBank (one square object each) of the images."""
+    from useg.stores import provenance
+    from useg.stores.labelbank import LabelBankWriter
+    from useg.stores.maskbank import MaskBankWriter
+
+    n, grid, prov, rng = len(paths), SIZE // 8, provenance("benchmark", {}, seed=0), np.random.default_rng(0)
+    ids, folder = [Path(p).stem for p in paths], banks_folder(paths)
+    with LabelBankWriter(folder / "labels.zarr", np.arange(n), ids, 3, (SIZE, SIZE), prov, with_maps=False, input_size=[SIZE, SIZE], background_label=2) as w:
+        for start in range(0, n, chunk):
+            labels = rng.integers(0, 3, (min(chunk, n - start), SIZE, SIZE), dtype=np.uint8)
+            w.write(start, None, labels, labels < 2)
+    masks = np.zeros((n, grid, grid), np.uint8)
+    masks[:, 1 : grid - 1, 1 : grid - 1] = 1
+    attrs = {"input_size": [SIZE, SIZE], "patch_size": 8, "topk": 0.4, "background": "none"}
+    with MaskBankWriter(folder / "masks.zarr", np.arange(n), ids, (grid, grid), 8, prov, **attrs) as w:
+        w.write(0, masks=masks, boxes=np.tile([8, 8, SIZE - 8, SIZE - 8], (n, 1)), source=np.zeros(n), cls=np.zeros((n, 8)))
+
+
+TINY_DEEPLAB = {
+    "backbone": "resnet18", "weights": "random", "norm": "batch", "frozen_stages": 0, "epochs": 1, "batch_size": BATCH,
+    "lr": 0.01, "lr_step": 0.5, "weight_decay": 1e-4, "hard_fraction": 0.2, "input_size": None, "rotate": 5.0,
+    "scale": [0.75, 1.25], "amp": "off",
+}  # fmt: skip
+TINY_RCNN = {
+    "backbone": "resnet18", "weights": "random", "trainable_layers": 5, "fpn_channels": 16, "head_dim": 32,
+    "proposals": 50, "roi_batch_size": 16, "train_scales": [0.75, 1.0], "min_score": 0.0, "max_candidates": 5,
+    "anchor_top": 0.64, "norm": "batch", "amp": "off", "lr": 0.01, "weight_decay": 1e-4,
+}  # fmt: skip
+
+
+def deeplab_stage(paths: list[str], threads: int):
+    """DeepLab-v3's loader and step, as `useg.methods.maskdistill.deeplab.train_deeplab` builds them."""
+    from useg.methods.maskdistill.deeplab import deeplab_step, training_batches
+    from useg.methods.maskdistill.models import build_deeplab, sgd
+    from useg.stores.labelbank import LabelBank
+    from useg.train import LossGuard
+    from useg.train.amp import FULL_PRECISION
+    from useg.world import World
+
+    cpu, bank = torch.device("cpu"), LabelBank([banks_folder(paths) / "labels.zarr"])
+    _, _, loader = training_batches(manifest_rows(paths), bank, TINY_DEEPLAB, 0, World(), threads, cpu)
+    model = build_deeplab(TINY_DEEPLAB, bank.num_labels, 0).train()
+    optimiser, guard = sgd(model, TINY_DEEPLAB), LossGuard("lower maskdistill.deeplab.lr")
+    return loader, lambda it, batch: deeplab_step(model, optimiser, FULL_PRECISION, guard, batch, 0.2, cpu, (0, it))
+
+
+def maskrcnn_stage(paths: list[str], threads: int):
+    """Mask R-CNN's pseudo targets, images and step, as `useg.methods.maskdistill.maskrcnn.train_maskrcnn` builds
+    them (every pseudo-labelled image decoded up front; `threads` unused)."""
+    from useg.methods.common import load_images
+    from useg.methods.maskdistill.maskrcnn import maskrcnn_step, pseudo_targets
+    from useg.methods.maskdistill.models import build_maskrcnn, sgd
+    from useg.stores.maskbank import MaskBank
+    from useg.train import LossGuard
+    from useg.train.amp import FULL_PRECISION
+
+    bank = MaskBank([banks_folder(paths) / "masks.zarr"])
+    keep, targets = pseudo_targets(bank, {int(i): int(i) % 2 for i in bank.index})
+    rows = manifest_rows(paths)
+    images = load_images([rows[i] for i in keep], bank.input_size)
+    model = build_maskrcnn(TINY_RCNN, 2, bank.input_size, 0).train()
+    optimiser, guard = sgd(model, TINY_RCNN), LossGuard("lower maskdistill.maskrcnn.lr")
+    batches = ([(images[i], targets[i]) for i in range(b * BATCH, (b + 1) * BATCH)] for b in range(len(keep) // BATCH))
+    return batches, lambda it, pairs: maskrcnn_step(model, optimiser, FULL_PRECISION, guard, pairs, torch.device("cpu"), it)
+
+
+def write_features(paths: list[str], chunk: int = 1000) -> None:
+    """A FeatureStore of random 64-d patch tokens on the 8 px grid of the images (the probe reads tokens, not pixels)."""
+    from useg.stores import provenance
+    from useg.stores.features import FeatureWriter
+
+    n, grid, rng = len(paths), SIZE // 8, np.random.default_rng(0)
+    prov, ids = provenance("benchmark", {}, seed=0), [Path(p).stem for p in paths]
+    with FeatureWriter(banks_folder(paths) / "features.zarr", np.arange(n), ids, (grid, grid), 64, 2, prov, input_size=[SIZE, SIZE]) as w:
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            patches = rng.standard_normal((m, grid, grid, 64)).astype(np.float16)
+            w.write(start, np.zeros((m, 64), np.float32), patches, np.zeros((m, 2, grid, grid), np.float16))
+
+
+PROBE = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "batch_size": BATCH}
+
+
+def probe_stage(paths: list[str], threads: int):
+    """The linear probe's chunk loader, shuffle pool and step, as `useg.eval.probe.linear_probe` builds them."""
+    from useg.eval.probe import ChunkDataset, epoch_generator, only_item, probe_optimizer, probe_step, rebatch, sample_chunks, store_chunks
+    from useg.stores.features import FeatureStore
+    from useg.train import LossGuard
+
+    store = FeatureStore(banks_folder(paths) / "features.zarr")
+    masks = banks_folder(paths) / "masks"
+    rows = [replace(row, mask_path=str(masks / Path(row.path).name)) for row in manifest_rows(paths)]
+    chunks = sample_chunks(store_chunks([store]), 1.0, 0)
+    order = EpochBatches(len(chunks), 1, 0, drop_last=False)
+    loader = make_loader(ChunkDataset([store.path], chunks, rows, (SIZE, SIZE), 255), order, only_item, threads)
+    probe = torch.nn.Conv2d(64, 12, 1)
+    opt, guard, stats = probe_optimizer(probe.parameters(), PROBE), LossGuard("lower backbone_eval.probe.lr"), (torch.zeros(64), torch.ones(64))
+    step = partial(probe_step, probe, opt, guard, stats=stats, size=(SIZE, SIZE))
+    return rebatch(loader, BATCH, epoch_generator(0, 0)), lambda it, batch: step(batch=batch, where=(0, it))
+
+
+STAGES = {"croc": croc_stage, "pass": pass_stage, "alignseg": alignseg_stage, "deeplab": deeplab_stage, "maskrcnn": maskrcnn_stage, "probe": probe_stage}
+LOADER_STAGES = ("croc", "pass", "alignseg", "deeplab", "probe")  # the stages that read through the input pipeline
 
 
 def run_stage(stage: str, paths: list[str], threads: int, queue: mp.Queue) -> None:
@@ -148,6 +267,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--out", default="benchmarks/results/train_scale.json")
+    parser.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES), help="the stages to measure")
     args = parser.parse_args()
     torch.set_num_threads(1)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -157,15 +277,17 @@ def main() -> None:
         for n in sorted(args.sizes):
             root = write_shapes_dataset(ShapesConfig(num_train=n, num_val=1, image_size=SIZE), Path(tmp) / f"n{n}")
             paths = sorted(str(p) for p in (root / "images").glob("*.png"))[:n]
-            row = {stage: in_process(run_stage, stage, paths, 1) for stage in STAGES}
+            write_banks(paths)
+            write_features(paths)
+            row = {stage: in_process(run_stage, stage, paths, 1) for stage in args.stages}
             row["decode_whole_split"] = in_process(run_load_all, paths)[0]
             result["rss_mb"][str(n)] = row
             print(n, {k: round(v, 1) for k, v in row.items()}, flush=True)
             if n == min(args.sizes):
-                result["rates_images_per_s"] = {stage: rates(stage, paths) for stage in STAGES}
+                result["rates_images_per_s"] = {stage: rates(stage, paths) for stage in args.stages if stage in LOADER_STAGES}
                 print(result["rates_images_per_s"], flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=2))  # after every N: an interrupted run keeps its rows
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from tests.integration.dag import run_snakemake, tiny_config
 from tests.integration.test_pass_dag import CONFIG as PASS_DAG
 from tests.integration.test_pretrain_dag import TINY_CROC as DAG_CROC
 from tests.unit.test_croc import TINY_ARCH, TINY_CROC
+from tests.unit.test_maskdistill import TINY_DEEPLAB
 from useg.backbones import BackboneConfig, build_backbone
 from useg.data.augment import two_views
 from useg.data.pipeline import EpochBatches, ImageDataset, make_loader
@@ -34,6 +35,7 @@ from useg.train import distributed
 # Measured on a 2-core CPU (docs/measurements.md): the 2-process losses differ from 1 process's by
 # at most 1.5e-6 (float32 reductions in another order); 1e-5 leaves a margin and still catches a
 # step on per-process statistics (AlignSeg's L_corr summed per process: off by 4.4).
+# DeepLab-v3 in eval mode: the same losses to the last bit, weights within 1.5e-8.
 TOLERANCE = 1e-5
 CROC = CrOCConfig(**{**TINY_CROC, "drop_path_rate": 0.0, "freeze_last_layer_epochs": 0, "device": "cpu"})
 
@@ -187,6 +189,100 @@ def test_two_gloo_processes_give_the_one_process_alignseg_losses(image_paths, tm
         torch.testing.assert_close(value, decoders[1][key], rtol=0, atol=TOLERANCE)
 
 
+def deeplab_bank(tmp_path: Path, n: int = 4) -> tuple[list, Path]:
+    """Manifest rows of `n` 32 px images and a LabelBank of random labels (2 background) for them."""
+    from tests.unit.test_device_placement import write_rgb
+    from useg.stores import provenance
+    from useg.stores.labelbank import LabelBankWriter
+
+    rows = write_rgb(tmp_path, n, size=32)
+    labels = np.random.default_rng(0).integers(0, 3, (n, 32, 32))
+    prov, path = provenance("t", {}, seed=0), tmp_path / "bank.zarr"
+    with LabelBankWriter(path, np.arange(n), [r.id for r in rows], 3, (32, 32), prov, with_maps=False, input_size=[32, 32], background_label=2) as w:
+        w.write(0, None, labels, labels < 2)
+    return rows, path
+
+
+DEEPLAB = {**TINY_DEEPLAB, "batch_size": 4, "epochs": 2, "lr": 0.05}
+
+
+def deeplab_step_losses(rows: list, bank_path: str, out: str) -> None:
+    """Three DeepLab-v3 steps on the global batch of 4; rank 0 writes the losses. The model is in eval mode:
+    on the CPU each gloo process would normalise its own share in BatchNorm (torch has no CPU SyncBatchNorm)
+    and draw its own dropout masks, so train mode makes 2 processes differ from 1 by design."""
+    from useg.methods.maskdistill.deeplab import deeplab_step, training_batches
+    from useg.methods.maskdistill.models import build_deeplab, sgd
+    from useg.stores.labelbank import LabelBank
+    from useg.train import LossGuard
+    from useg.train.amp import FULL_PRECISION
+
+    world, device = distributed.start(torch.device("cpu"))
+    _, batches, loader = training_batches(rows, LabelBank([bank_path]), DEEPLAB, 0, world, 1, device)
+    model = build_deeplab(DEEPLAB, 3, seed=0).eval()
+    trained, optimiser, guard = distributed.wrap(model, device), sgd(model, DEEPLAB), LossGuard("lower maskdistill.deeplab.lr")
+    losses = []
+    for epoch in range(3):
+        batches.epoch = epoch
+        losses += [deeplab_step(trained, optimiser, FULL_PRECISION, guard, b, DEEPLAB["hard_fraction"], device, (epoch, 0)) for b in loader]
+    if world.is_main:
+        Path(out).write_text(json.dumps(losses))
+        torch.save(model.state_dict(), f"{out}.pt")
+    distributed.finish()
+
+
+def test_two_gloo_processes_give_the_one_process_deeplab_losses(tmp_path):
+    rows, bank = deeplab_bank(tmp_path)
+    run_processes(2, deeplab_step_losses, rows, str(bank), str(tmp_path / "two.json"))
+    deeplab_step_losses(rows, str(bank), str(tmp_path / "one.json"))
+    two, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("two", "one"))
+    assert len(one) == len(two) == 3 and len(set(one)) == 3, "three steps that train"
+    np.testing.assert_allclose(two, one, rtol=0, atol=TOLERANCE)
+    weights = [torch.load(tmp_path / f"{n}.json.pt", weights_only=True) for n in ("two", "one")]
+    for key, value in weights[0].items():
+        torch.testing.assert_close(value, weights[1][key], rtol=0, atol=TOLERANCE)
+
+
+def test_the_global_hard_pixels_are_ranked_over_every_process():
+    run_processes(2, check_global_hard_pixels)
+
+
+def check_global_hard_pixels() -> None:
+    """Rank 1's pixels are all harder than rank 0's: the top 25 % of the global batch lie on rank 1 only."""
+    from useg.methods.maskdistill.deeplab import global_hard_pixel_ce, hard_pixel_ce
+
+    distributed.start(torch.device("cpu"))
+    rank = torch.distributed.get_rank()
+    everyone = torch.stack([torch.linspace(0, 1, 16).reshape(1, 1, 4, 4) * 3 * r for r in (1, 4)])  # [2, 1, 1, 4, 4]
+    logits = torch.cat([everyone[rank], -everyone[rank]], dim=1).requires_grad_()  # label 1 is wrong
+    target = torch.ones(1, 4, 4, dtype=torch.long)
+    loss = global_hard_pixel_ce(logits, target, 0.25)
+    whole = torch.cat([torch.cat([e, -e], dim=1) for e in everyone])
+    torch.testing.assert_close(loss.detach(), hard_pixel_ce(whole, torch.ones(2, 4, 4, dtype=torch.long), 0.25))
+    loss.backward()
+    assert (logits.grad.abs().sum() > 0) == (rank == 1), "only the hardest pixels, all on rank 1, carry gradient"
+    distributed.finish()
+
+
+def deeplab_training(rows: list, bank_path: str, out: str, epochs: int) -> dict:
+    """DeepLab-v3 training for `epochs` into the folder `out`, resuming from its resume.pth."""
+    from useg.methods.maskdistill.deeplab import train_deeplab
+    from useg.stores.labelbank import LabelBank
+
+    root = Path(out)
+    cfg = {**DEEPLAB, "epochs": epochs}
+    return train_deeplab(rows, LabelBank([bank_path]), cfg, 0, root / "d.pt", torch.device("cpu"), resume=(root / "resume.pth", "h"))
+
+
+def test_deeplab_rank_zero_writes_and_its_resume_state_resumes_in_one_process(tmp_path):
+    rows, bank = deeplab_bank(tmp_path)
+    (tmp_path / "two").mkdir()
+    run_processes(2, deeplab_training, rows, str(bank), str(tmp_path / "two"), 2)
+    assert (tmp_path / "two/d.pt").is_file() and (tmp_path / "two/resume.pth").is_file()
+    resumed = deeplab_training(rows, str(bank), str(tmp_path / "two"), 3)
+    assert resumed["resumed_from_epoch"] == 2 and [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3]
+    assert all(np.isfinite(e["loss"]) for e in resumed["epochs"])
+
+
 def check_uneven_batch() -> None:
     with pytest.raises(ConfigError, match=r"croc.batch_size \(3\) must be a multiple of the 2 GPUs"):
         distributed.start(torch.device("cpu"))
@@ -233,6 +329,15 @@ def test_a_training_rule_runs_torchrun_for_more_than_one_gpu_and_asks_for_them(r
     assert command.startswith(f"{launcher} {stage} --params")
     assert '"gpus"' not in command, "the GPU count is not part of the stage's config (nor its hash)"
     assert f"gpu={gpus if has_nvidia_gpu() else 0}" in resources
+
+
+@pytest.mark.integration
+def test_the_deeplab_rule_runs_torchrun_for_two_gpus_and_keeps_a_resume_state(tmp_path):
+    cfg = tiny_config(methods=["maskdistill"], maskdistill={"deeplab": {"gpus": 2}})
+    resources, command = dry_run_job(tmp_path, "maskdistill_deeplab", cfg)
+    assert command.startswith("torchrun --standalone --nproc_per_node 2 -m useg -- maskdistill-deeplab --params")
+    assert '"gpus"' not in command and "--resume results/tiny/maskdistill/deeplab" in command
+    assert f"gpu={2 if has_nvidia_gpu() else 0}" in resources and "nodes=1" in resources
 
 
 @pytest.mark.integration

@@ -156,12 +156,12 @@ def test_step_lr_warmup_and_steps():
 TINY_RCNN = {
     "backbone": "resnet18", "weights": "random", "trainable_layers": 5, "fpn_channels": 16, "head_dim": 32,
     "proposals": 50, "roi_batch_size": 16, "train_scales": [0.75, 1.0], "min_score": 0.0, "max_candidates": 5,
-    "anchor_top": 0.64, "norm": "batch",
+    "anchor_top": 0.64, "norm": "batch", "amp": "auto",
 }  # fmt: skip
 TINY_DEEPLAB = {
     "backbone": "resnet18", "weights": "random", "norm": "batch", "frozen_stages": 0, "epochs": 1, "batch_size": 2,
     "lr": 0.01, "lr_step": 0.5, "momentum": 0.9, "weight_decay": 1e-4, "hard_fraction": 0.2, "input_size": None,
-    "rotate": 5.0, "scale": [0.75, 1.25],
+    "rotate": 5.0, "scale": [0.75, 1.25], "amp": "auto",
 }  # fmt: skip
 
 

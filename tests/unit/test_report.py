@@ -348,6 +348,38 @@ def test_predict_folder_with_one_corrupt_file(tmp_path: Path, transfgu_model: tu
     assert Image.open(tmp_path / "out" / "overlays" / "a.png").size[0] == 2 * 48 + 4
 
 
+def test_predict_streams_the_folder_with_the_same_output_for_any_batch_and_workers(tmp_path: Path, transfgu_model: tuple[Path, Path]):
+    import cv2
+    import torch
+
+    from useg.backbones import BackboneConfig, build_backbone
+    from useg.data.images import load_rgb
+    from useg.data.transforms import normalise, resize_rgb
+    from useg.methods.common import scores_to_labels
+    from useg.methods.transfgu.segmenter import load_predictor
+
+    model, config = transfgu_model
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, size in enumerate([(40, 48), (24, 36), (64, 32), (33, 47), (50, 50)]):
+        write_image(folder / f"im{i}.png", size, seed=i)
+    args = ["predict", "--method", "transfgu", "--model", str(model), "--config", str(config), "--images", str(folder)]
+    assert main([*args, "--out", str(tmp_path / "one"), "--batch-size", "1"]) == 0
+    assert main([*args, "--out", str(tmp_path / "workers"), "--batch-size", "2", "--threads", "3"]) == 0  # two loader workers
+    for kind in ("labels", "overlays"):
+        for path in sorted((tmp_path / "one" / kind).iterdir()):
+            assert path.read_bytes() == (tmp_path / "workers" / kind / path.name).read_bytes(), f"{kind}/{path.name}"
+    backbone = build_backbone(BackboneConfig.from_dict(TINY_BACKBONE), seed=0)
+    predictor = load_predictor(model, backbone, torch.device("cpu")).eval()
+    for path in sorted(folder.iterdir()):  # each image on its own, as the folder was read before it streamed
+        image = load_rgb(path)
+        size = tuple(TINY_BACKBONE["input_size"])
+        with torch.inference_mode():
+            labels = scores_to_labels(predictor(normalise(resize_rgb(image, size))[None]), size)[0]
+        expected = cv2.resize(labels.astype(np.int32), image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "workers" / "labels" / path.name)), expected), path.name
+
+
 def test_predict_errors_name_the_problem(tmp_path: Path, transfgu_model: tuple[Path, Path], capsys):
     model, config = transfgu_model
     folder = tmp_path / "images"

@@ -401,7 +401,8 @@ def weights_option(wildcards, input):
 def maskdistill_model_params(section):
     """Parameters of a MaskDistill model stage (`maskrcnn` or `deeplab`): its config, and the `backbone`
     section when the model is built on the pipeline's ViT."""
-    params = maskdistill_slice(section, "device")
+    params = maskdistill_slice("device")
+    params["maskdistill"][section] = without_gpus(config["maskdistill"][section])
     if config["maskdistill"][section]["backbone"] == "vit":
         params["backbone"] = config["backbone"]
     return params

@@ -196,6 +196,8 @@ rule maskdistill_deeplab:
     params:
         cfg=lambda w: as_json(maskdistill_model_params("deeplab")),
         weights=weights_option,
+        resume=f"{MD}/{{model}}/resume/last.pth",
+        useg=useg_launcher(config["maskdistill"]["deeplab"]["gpus"]),
     log:
         f"{OUT}/logs/maskdistill/{{model}}.log",
     benchmark:
@@ -205,12 +207,13 @@ rule maskdistill_deeplab:
     resources:
         mem_mb=lambda w, attempt: 8000 * attempt,
         runtime=lambda w, attempt: 720 * attempt,
-        gpu=gpu_request,
+        gpu=lambda w: gpus_request(config["maskdistill"]["deeplab"]["gpus"]),
+        nodes=1,  # torchrun's processes share the one node of the job
     conda:
         GPU_ENV
     shell:
-        "python -m useg maskdistill-deeplab --params {params.cfg:q} --manifest {input.manifest} --bank {input.bank}"
-        " {params.weights} --out {output} --threads {threads} --log {log}"
+        "{params.useg} maskdistill-deeplab --params {params.cfg:q} --manifest {input.manifest} --bank {input.bank}"
+        " {params.weights} --out {output} --resume {params.resume} --threads {threads} --log {log}"
 
 
 rule maskdistill_predict:

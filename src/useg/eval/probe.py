@@ -173,6 +173,23 @@ def probe_optimizer(params: Iterable[Tensor], cfg: dict[str, Any]) -> torch.opti
     return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
 
+def probe_step(
+    probe: torch.nn.Conv2d, opt: torch.optim.Optimizer, guard: LossGuard, batch: tuple[Tensor, Tensor],
+    stats: tuple[Tensor, Tensor], size: tuple[int, int], where: tuple[int, int],
+) -> Tensor:  # fmt: skip
+    """One step on a batch of (tokens, targets): tokens standardised by (mean, std), logits upsampled bilinearly
+    to `size`, cross-entropy over the non-ignored pixels; the guard checks the loss at (epoch, step) first."""
+    (x, y), (mean, std) = batch, stats
+    x = (x - mean[None, :, None, None]) / std[None, :, None, None]
+    logits = F.interpolate(probe(x), size=size, mode="bilinear", align_corners=False)
+    loss = F.cross_entropy(logits, y, ignore_index=-100)
+    guard.check(loss, *where)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def train_probe(
     batches: Batches,
     stats: tuple[Tensor, Tensor] | None,
@@ -192,14 +209,8 @@ def train_probe(
     guard = LossGuard("lower backbone_eval.probe.lr")
     loss = torch.tensor(float("nan"))
     for epoch in tqdm(range(cfg["epochs"]), desc="linear probe", unit="epoch"):
-        for step, (x, y) in enumerate(batches(epoch)):
-            x = (x - mean[None, :, None, None]) / std[None, :, None, None]
-            logits = F.interpolate(probe(x), size=size, mode="bilinear", align_corners=False)
-            loss = F.cross_entropy(logits, y, ignore_index=-100)
-            guard.check(loss, epoch, step)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        for step, batch in enumerate(batches(epoch)):
+            loss = probe_step(probe, opt, guard, batch, (mean, std), size, (epoch, step))
         schedule.step()
     with torch.no_grad():  # fold the standardisation into the conv
         probe.bias -= (probe.weight[:, :, 0, 0] * (mean / std)).sum(dim=1)

@@ -146,7 +146,20 @@ def run_deeplab(args: argparse.Namespace) -> None:
     bank = LabelBank([args.bank])
     manifest = read_manifest(args.manifest)
     rows, cfg = [manifest[i] for i in bank.index], model_config(params, "deeplab")
-    train_deeplab(rows, bank, cfg, params["seed"], args.out, _device(params), args.weights, args.threads)
+    resume = (args.resume, resume_key(params, args.weights, bank.attrs.get("provenance"))) if args.resume else None
+    train_deeplab(rows, bank, cfg, params["seed"], args.out, _device(params), args.weights, args.threads, resume)
+
+
+def resume_key(params: dict[str, Any], weights: str | None, bank: Any) -> str:
+    """The config hash a resume state belongs to: these parameters, ViT weights and label bank (its provenance,
+    creation time included, so a rewritten bank restarts training)."""
+    import hashlib
+    from pathlib import Path
+
+    from useg.stores.base import config_hash
+
+    sha = hashlib.sha256(Path(weights).read_bytes()).hexdigest() if weights else None
+    return config_hash({**params, "weights_sha256": sha, "bank": bank})
 
 
 def run_predict(args: argparse.Namespace) -> None:
@@ -226,6 +239,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bank", required=True)
     p.add_argument("--weights", help=VIT_WEIGHTS_HELP)
     p.add_argument("--out", required=True)
+    p.add_argument("--resume", help="resume state, rewritten after every epoch")
 
     p = add_stage(sub, "maskdistill-predict", run_predict, "MaskDistill: DeepLab-v3 predictions")
     p.add_argument("--manifest", required=True)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from useg.data.augment import normalise_images
@@ -25,7 +26,9 @@ from useg.stores.background import stream_to_store
 from useg.stores.base import ShardedRows
 from useg.stores.labelbank import LabelBank, LabelBankWriter
 from useg.stores.predictions import PredictionsWriter
-from useg.train import LossGuard
+from useg.train import LossGuard, distributed, load_checkpoint, save_checkpoint
+from useg.train.amp import Precision, resolve_precision
+from useg.world import World
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,25 @@ def hard_pixel_ce(logits: torch.Tensor, target: torch.Tensor, fraction: float, i
         return logits.sum() * 0
     count = max(1, int(round(fraction * len(valid))))
     return valid.topk(count, sorted=False).values.mean()
+
+
+def global_hard_pixel_ce(logits: torch.Tensor, target: torch.Tensor, fraction: float, ignore: int = IGNORE) -> torch.Tensor:
+    """Eq. 4 over the global batch under torchrun: the hardest `fraction` of every process's valid pixels,
+    ranked together, so N processes compute the loss of one (ties at the threshold share its weight)."""
+    if not distributed.active():
+        return hard_pixel_ce(logits, target, fraction, ignore)
+    losses = F.cross_entropy(logits, target.long(), ignore_index=ignore, reduction="none")
+    valid = target != ignore
+    everyone = distributed.gather_rows(torch.where(valid, losses.detach(), float("-inf")))
+    ranked = everyone[torch.isfinite(everyone)]
+    if not len(ranked):
+        return logits.sum() * 0
+    count = max(1, int(round(fraction * len(ranked))))
+    threshold = ranked.topk(count, sorted=False).values.min()
+    tie_share = (count - (ranked > threshold).sum()) / (ranked == threshold).sum()
+    local = losses.detach()
+    weights = (valid & (local > threshold)).float() + tie_share * (valid & (local == threshold)).float()
+    return distributed.global_sum((losses * weights).sum()) / count
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,36 @@ def stack_pairs(items: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]]) -> t
     return torch.stack([x for _, (x, _) in items]), torch.stack([y for _, (_, y) in items])
 
 
+def deeplab_step(
+    model: torch.nn.Module, optimiser: torch.optim.Optimizer, precision: Precision, guard: LossGuard,
+    batch: tuple[torch.Tensor, torch.Tensor], fraction: float, device: torch.device, where: tuple[int, int],
+) -> float:  # fmt: skip
+    """One SGD step on eq. 4's hard-pixel cross-entropy of the global batch (this process's share of it in
+    `batch`); the guard sees the unscaled loss at (epoch, step) before the step; returns the loss."""
+    x, y = (t.to(device, non_blocking=True) for t in batch)
+    with precision.autocast():
+        logits = model(x)["out"]
+    loss = global_hard_pixel_ce(logits.float(), y, fraction)
+    guard.check(loss, *where)
+    precision.step(optimiser, loss)
+    return float(loss.detach())
+
+
+def training_batches(
+    rows: list[ManifestRow], bank: LabelBank, cfg: dict[str, Any], seed: int, world: World, threads: int, device: torch.device
+) -> tuple[tuple[int, int], EpochBatches, DataLoader]:
+    """(size, sampler, loader) of DeepLab-v3's training pairs: images and the bank's labels read per row in the
+    workers, augmented (SegmentationAugment), this process's share of every whole global batch."""
+    size = tuple(cfg["input_size"] or bank.attrs["input_size"])
+    background = int(bank.attrs.get("background_label", bank.num_labels - 1))
+    sample = partial(augmented_pair, size=size, augment=SegmentationAugment.from_config(cfg), background=background)
+    dataset = LabelledDataset([row.path for row in rows], ShardedRows(bank.paths, "labels"), sample, seed, size)
+    batch_size = min(cfg["batch_size"], len(rows))
+    distributed.check_global_batch(batch_size, "maskdistill.deeplab.batch_size")
+    batches = EpochBatches(len(rows), batch_size, seed, rank=world.rank, world=world.size)  # whole batches (BatchNorm needs > 1 sample)
+    return size, batches, make_loader(dataset, batches, stack_pairs, threads, device)  # type: ignore[return-value]
+
+
 def train_deeplab(
     rows: list[ManifestRow],
     bank: LabelBank,
@@ -86,36 +138,46 @@ def train_deeplab(
     device: torch.device,
     weights: str | None = None,
     threads: int = 1,
-) -> None:
+    resume: tuple[str | Path, str] | None = None,
+) -> dict[str, Any]:
     """Train DeepLab-v3 on the bank's labels, streamed through the input pipeline: SGD (momentum 0.9), lr ×0.1
     after `lr_step` of the epochs, flips and ScaleNRotate (§4.1, A.3); at `input_size` (null: the bank's size).
-    `weights`: checkpoint of a `pretrain` pipeline ViT (deeplab.backbone: vit)."""
-    size = tuple(cfg["input_size"] or bank.attrs["input_size"])
-    background = int(bank.attrs.get("background_label", bank.num_labels - 1))
-    sample = partial(augmented_pair, size=size, augment=SegmentationAugment.from_config(cfg), background=background)
-    dataset = LabelledDataset([row.path for row in rows], ShardedRows(bank.paths, "labels"), sample, seed, size)
-    batch_size = min(cfg["batch_size"], len(rows))
-    batches = EpochBatches(len(rows), batch_size, seed)  # whole batches only (BatchNorm needs > 1 sample)
-    loader = make_loader(dataset, batches, stack_pairs, threads, device)
+    `weights`: checkpoint of a `pretrain` pipeline ViT (deeplab.backbone: vit). `resume`: (state file rewritten
+    after every epoch, its config hash). Under torchrun each process takes a share of every global batch and
+    rank 0 writes (useg.train.distributed); returns the per-epoch losses."""
+    world, device = distributed.start(device)
+    size, batches, loader = training_batches(rows, bank, cfg, seed, world, threads, device)
     model = build_deeplab(cfg, bank.num_labels, seed, weights).to(device)
-    optimiser = sgd(model, cfg)
+    optimiser, precision = sgd(model, cfg), resolve_precision(cfg["amp"], device)
+    history, start = [], 0
+    state = load_checkpoint(resume[0], resume[1]) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        history, start = state["history"], state["epoch"] + 1
+    trained = distributed.wrap(model, device)
     epochs = cfg["epochs"]
     log.info("deeplab-v3 (%s): %s, %d images at %dx%d, %d epochs", cfg["backbone"], num_parameters(model), len(rows), *size, epochs)
     guard = LossGuard("lower maskdistill.deeplab.lr")
-    for epoch in tqdm(range(epochs), desc="deeplab-v3", unit="epoch"):
+    for epoch in tqdm(range(start, epochs), desc="deeplab-v3", unit="epoch", disable=not world.is_main):
         batches.epoch = epoch
-        model.train()
+        trained.train()
         for group in optimiser.param_groups:
             group["lr"] = step_lr(cfg["lr"], epoch, epochs, 0, [cfg["lr_step"]])
-        for step, (x, y) in enumerate(loader):
-            loss = hard_pixel_ce(model(x.to(device, non_blocking=True))["out"], y.to(device, non_blocking=True), cfg["hard_fraction"])
-            guard.check(loss, epoch, step)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-        log.info("epoch %d: loss %.4f", epoch, loss.item())
-    save_model(out_path, model.cpu(), KIND, cfg, num_labels=bank.num_labels, input_size=list(size))
-    log.info("deeplab-v3 -> %s", out_path)
+        losses = [
+            deeplab_step(trained, optimiser, precision, guard, batch, cfg["hard_fraction"], device, (epoch, step))
+            for step, batch in enumerate(loader)
+        ]
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "steps": losses})
+        log.info("epoch %d: loss %.4f", epoch, losses[-1])
+        if resume and world.is_main:
+            state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch, "history": history}
+            save_checkpoint(resume[0], {**state, "config_hash": resume[1]})
+    if world.is_main:
+        save_model(out_path, model.cpu(), KIND, cfg, num_labels=bank.num_labels, input_size=list(size))
+        log.info("deeplab-v3 -> %s", out_path)
+    distributed.finish()
+    return {"epochs": history, "resumed_from_epoch": start}
 
 
 def load_deeplab(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:

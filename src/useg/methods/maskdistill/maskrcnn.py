@@ -17,6 +17,7 @@ from useg.methods.maskdistill.models import build_maskrcnn, for_rebuild, inferen
 from useg.stores.candidates import write_candidates
 from useg.stores.maskbank import MaskBank
 from useg.train import LossGuard
+from useg.train.amp import Precision, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,20 @@ def flip(image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch.Te
     return image.flip(-1), {**target, "boxes": boxes, "masks": target["masks"].flip(-1)}
 
 
+def maskrcnn_step(
+    model: torch.nn.Module, optimiser: torch.optim.Optimizer, precision: Precision, guard: LossGuard,
+    pairs: list[tuple[torch.Tensor, dict[str, torch.Tensor]]], device: torch.device, iteration: int,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+    """One SGD step on eq. 3's class + box + mask losses of (image, target) pairs, the forward under `precision`;
+    the guard sees the unscaled total before the step. Returns (total, the loss terms)."""
+    with precision.autocast():
+        losses = model([image.to(device) for image, _ in pairs], [{k: v.to(device) for k, v in t.items()} for _, t in pairs])
+    loss = sum(term.float() for term in losses.values())
+    guard.check(loss, 0, iteration)
+    precision.step(optimiser, loss)
+    return loss, losses
+
+
 def train_maskrcnn(
     rows: list[ManifestRow],
     bank: MaskBank,
@@ -64,7 +79,7 @@ def train_maskrcnn(
         raise DataError("every object mask is empty: no pseudo ground truth to train Mask R-CNN on")
     images = load_images([rows[i] for i in keep], bank.input_size)
     model = build_maskrcnn(cfg, num_clusters, bank.input_size, seed, weights).to(device).train()
-    optimiser = sgd(model, cfg)
+    optimiser, precision = sgd(model, cfg), resolve_precision(cfg["amp"], device)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # torchvision draws the multi-scale training size from the global generator
     total, batch_size = cfg["iterations"], min(cfg["batch_size"], len(keep))
@@ -77,14 +92,9 @@ def train_maskrcnn(
         idx, cursor = order[cursor : cursor + batch_size].tolist(), cursor + batch_size
         flips = torch.rand(len(idx), generator=generator) < 0.5
         pairs = [flip(images[i], targets[i]) if f else (images[i], targets[i]) for i, f in zip(idx, flips)]
-        losses = model([p[0].to(device) for p in pairs], [{k: v.to(device) for k, v in p[1].items()} for p in pairs])
-        loss = sum(losses.values())
-        guard.check(loss, 0, it)
         for group in optimiser.param_groups:
             group["lr"] = step_lr(cfg["lr"], it, total, cfg["warmup_iters"], cfg["steps"])
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        loss, losses = maskrcnn_step(model, optimiser, precision, guard, pairs, device, it)
         if it % max(1, total // 5) == 0 or it == total - 1:
             log.info("iter %d: loss %.4f %s", it, loss.item(), {k: round(v.item(), 4) for k, v in losses.items()})
     save_model(out_path, model.cpu(), KIND, cfg, num_clusters=num_clusters, input_size=list(bank.input_size))
