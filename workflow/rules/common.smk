@@ -240,12 +240,20 @@ def backbone_eval_targets():
     )
 
 
+def maskdistill_linear_columns():
+    """MaskDistill's Table 2a columns (maskdistill.linear): the linear classifier, and with crf.enabled its +CRF row."""
+    if not config["maskdistill"]["linear"]["enabled"]:
+        return []
+    return ["maskdistill-linear"] + (["maskdistill-linear-crf"] if config["maskdistill"]["crf"]["enabled"] else [])
+
+
 # Methods whose run is evaluated in several columns (TransFGU Table 3: initial, trained, bootstrapped).
 # MaskDistill Table 1: initial object masks, Mask R-CNN confident bank, final DeepLab-v3.
 METHOD_COLUMNS = {
     "transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"],
     "maskdistill": ["maskdistill-initial", "maskdistill-maskrcnn", "maskdistill"]
-    + (["maskdistill-crf"] if config["maskdistill"]["crf"]["enabled"] else []),
+    + (["maskdistill-crf"] if config["maskdistill"]["crf"]["enabled"] else [])
+    + maskdistill_linear_columns(),
     "alignseg": ["alignseg"],
 }
 
