@@ -169,7 +169,7 @@ check_pass_k()
 
 # --- benchmark dataset kinds (manifest config slice) ---
 FOLDER_KINDS = ("synthetic", "folder")
-BENCHMARK_KEYS = ("setting", "image_lists", "class_list", "train_split", "eval_split", "extra_splits")
+BENCHMARK_KEYS = ("setting", "image_lists", "class_list", "train_split", "eval_split", "extra_splits", "split_lists")
 
 
 def manifest_config():
@@ -405,6 +405,17 @@ def maskdistill_model_params(section):
 def maskdistill_model_weights(section):
     """Input function: the pretrained ViT checkpoint a MaskDistill model on `backbone: vit` starts from."""
     return lambda w: backbone_weights(w) if config["maskdistill"][section]["backbone"] == "vit" else []
+
+
+def maskdistill_detector_split():
+    """The split whose object masks are clustered and train Mask R-CNN: maskdistill.detector_split, else the train split."""
+    split = config["maskdistill"]["detector_split"] or DATASET["train_split"]
+    listed = [DATASET["train_split"], DATASET["eval_split"], *DATASET.get("extra_splits", [])]
+    if split not in listed:
+        raise ValueError(
+            f"maskdistill.detector_split {split!r} is not a split the manifest lists ({listed}): add it to dataset.extra_splits"
+        )
+    return split
 
 
 def maskdistill_shards(kind, split):

@@ -45,7 +45,7 @@ rule maskdistill_masks:
 rule maskdistill_clusters:
     input:
         classes=f"{OUT}/classes.json",
-        fit=maskdistill_shards("masks", DATASET["train_split"]),
+        fit=maskdistill_shards("masks", maskdistill_detector_split()),
         label=maskdistill_shards("masks", DATASET["eval_split"]),
     output:
         directory(f"{MD}/clusters.zarr"),
@@ -93,7 +93,7 @@ rule maskdistill_initial:
 rule maskdistill_maskrcnn:
     input:
         manifest=f"{OUT}/manifest.csv",
-        masks=maskdistill_shards("masks", DATASET["train_split"]),
+        masks=maskdistill_shards("masks", maskdistill_detector_split()),
         clusters=f"{MD}/clusters.zarr",
         weights=maskdistill_model_weights("maskrcnn"),
     output:
