@@ -158,7 +158,7 @@ def run_linear(args: argparse.Namespace) -> None:
     params = stage_params(args)
     set_threads(args.threads)
     classes = read_classes(args.classes)
-    rows = split_rows(read_manifest(args.manifest), args.split)
+    rows = [row for _, row in split_rows(read_manifest(args.manifest), args.split)]
     train_linear(
         rows, args.model, len(classes["classes"]), params["maskdistill"]["linear"], params["seed"], args.out,
         _device(params), classes.get("ignore_index", 255), args.threads,
