@@ -580,6 +580,13 @@ def test_linear_classifier_trains_a_new_1x1_conv_on_the_frozen_deeplab_and_predi
     assert predictions.supervised and predictions.method == "maskdistill-linear" and predictions.num_labels == 5
 
 
+def test_each_deeplab_checkpoint_fills_its_own_column():
+    from useg.methods.maskdistill.deeplab import column_name
+
+    names = [column_name(supervised, crf) for supervised in (False, True) for crf in (False, True)]
+    assert names == ["maskdistill", "maskdistill-crf", "maskdistill-linear", "maskdistill-linear-crf"]
+
+
 def test_linear_classifier_needs_ground_truth_masks(tmp_path: Path):
     from tests.unit.test_device_placement import write_rgb
     from useg.errors import DataError
