@@ -66,6 +66,19 @@ def make_voc(root: Path) -> dict:
     return {"kind": "voc", "train_split": "train_aug", "eval_split": "val"}
 
 
+def make_voc0712(devkit: Path) -> dict:
+    """VOCdevkit/VOC2012 (make_voc) beside VOC2007 with two detection-only images, and VOC2012's detection
+    trainval (ImageSets/Main) of three images: the split trainval0712 as the union of both trainval lists."""
+    options = make_voc(devkit / "VOC2012")
+    for n, image_id in enumerate(["000005", "000007"]):
+        _image(devkit / "VOC2007" / "JPEGImages" / f"{image_id}.jpg", 20 + n)
+    for year, ids in {"VOC2007": ["000005", "000007"], "VOC2012": ["2007_000032", "2007_000033", "2008_000002"]}.items():
+        (devkit / year / "ImageSets" / "Main").mkdir(parents=True)
+        (devkit / year / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
+    lists = ["../VOC2007/ImageSets/Main/trainval.txt", "ImageSets/Main/trainval.txt"]
+    return {**options, "extra_splits": ["trainval0712"], "split_lists": {"trainval0712": lists}}
+
+
 COCO_IDS = {"train2017": ["000000000009", "000000000025", "000000000030"], "val2017": ["000000000139", "000000000285"]}
 COCO_RAW = [0, 2, 91, 168, 255]  # person, car, banner, tree, unlabeled
 

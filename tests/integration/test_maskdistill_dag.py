@@ -22,8 +22,9 @@ MASKDISTILL = {
         "iterations": 3, "batch_size": 2, "warmup_iters": 1, "max_candidates": 5, "min_score": 0.0,
     },
     "deeplab": {"backbone": "vit", "epochs": 1, "batch_size": 4, "lr": 0.01},
+    "linear": {"enabled": True, "epochs": 2, "batch_size": 4, "lr_epochs": [1]},
 }  # fmt: skip  (the ResNet backbones are covered by the unit tests)
-COLUMNS = ("maskdistill-initial", "maskdistill-maskrcnn", "maskdistill")
+COLUMNS = ("maskdistill-initial", "maskdistill-maskrcnn", "maskdistill", "maskdistill-linear")
 
 
 def test_whole_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
@@ -35,6 +36,8 @@ def test_whole_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
         assert metrics["method"] == column and metrics["num_images"] == 6
         assert metrics["num_clusters"] == 7  # C = 7 classes - 1, plus the background label
         assert column in result.stdout
+    linear = json.loads((out / "maskdistill-linear/metrics.json").read_text())
+    assert linear["supervised"] and "linear-probe" in linear["protocols"]  # class ids, scored without matching
     masks = zarr.open_group(str(out / "maskdistill/masks/train/shard-0.zarr"), mode="r")
     assert masks.attrs["kind"] == "MaskBank" and masks["masks"].shape == (8, 4, 4) and masks["cls"].shape == (8, 64)
     boxes, grid = masks["boxes"][:], masks["masks"][:]
@@ -67,3 +70,22 @@ def test_the_crf_round_trains_a_second_deeplab_on_crf_labels_of_the_train_split(
     assert ("rule maskdistill_crf_labels:" in result.stdout) == crf_round
     assert ("maskdistill-predict --crf --bank" in result.stdout) == crf_round
     assert (f"{OUT}/maskdistill/crf-labels/train.zarr" in result.stdout) == crf_round
+
+
+@pytest.mark.parametrize("crf_round", [True, False])
+def test_the_linear_classifier_reads_the_final_model_and_its_crf_row_the_crf_rounds_model(tmp_path: Path, crf_round: bool):
+    crf = {"enabled": True, "round": crf_round}
+    cfg = tiny_config(methods=["maskdistill"], features={"shards": 1}, maskdistill={**MASKDISTILL, "crf": crf})
+    result = check(run_snakemake(tmp_path, cfg, "-n", "-p"))
+    blocks = result.stdout.split("\n\n")
+    trained = {b.split("maskdistill/linear/")[1].split("/")[0] for b in blocks if "rule maskdistill_linear:" in b}
+    assert trained == ({"deeplab", "deeplab-crf"} if crf_round else {"deeplab"})
+    predicted = [b for b in blocks if "rule maskdistill_linear_predict:" in b]
+    assert len(predicted) == 2
+    (plain,) = [b for b in predicted if "maskdistill-linear/predictions.zarr" in b]
+    (refined,) = [b for b in predicted if "maskdistill-linear-crf/predictions.zarr" in b]
+    assert "maskdistill/linear/deeplab/model.pt" in plain and "--crf" not in plain
+    assert f"maskdistill/linear/{'deeplab-crf' if crf_round else 'deeplab'}/model.pt" in refined and "--crf" in refined
+    assert f"{OUT}/maskdistill-linear-crf/metrics.json" in result.stdout
+    off = check(run_snakemake(tmp_path, tiny_config(methods=["maskdistill"], features={"shards": 1}), "-n"))
+    assert "maskdistill_linear" not in off.stdout  # off by default

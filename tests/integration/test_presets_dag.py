@@ -30,6 +30,11 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def dry_run(workdir: Path, configfile: Path) -> list[str]:
     """`snakemake -n --configfile <configfile>` in `workdir`: the rules of the planned jobs, one per job."""
+    return [rule for rule, _ in planned_jobs(workdir, configfile)]
+
+
+def planned_jobs(workdir: Path, configfile: Path) -> list[tuple[str, list[str]]]:
+    """`snakemake -n --configfile <configfile>` in `workdir`: (rule, outputs) of every planned job."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings import enums
     from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
@@ -43,7 +48,7 @@ def dry_run(workdir: Path, configfile: Path) -> list[str]:
         )
         dag = workflow.dag(DAGSettings())
         dag.execute_workflow(executor="dryrun")
-        return [job.rule.name for job in dag.workflow_api._workflow.dag.jobs]
+        return [(job.rule.name, [str(f) for f in job.output]) for job in dag.workflow_api._workflow.dag.jobs]
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -61,3 +66,13 @@ EXTERNAL = [p for p in PRESETS if preset_config(p)["backbone_eval"]["external"]]
 def test_a_backbone_evaluation_preset_evaluates_the_checkpoint_without_pretraining(workdir: Path, preset: Path):
     rules = dry_run(workdir, preset)
     assert "linear_probe" in rules and "kmeans_fit" in rules and "pretrain" not in rules
+
+
+def test_maskdistill_voc_trains_mask_rcnn_on_voc07_12_trainval_and_deeplab_on_train_aug(workdir: Path):
+    jobs = planned_jobs(workdir, REPO / "configs/presets/maskdistill/voc.yaml")
+    outputs = {rule: [o for r, outs in jobs if r == rule for o in outs] for rule, _ in jobs}
+    mask_splits = {Path(o).parent.name for o in outputs["maskdistill_masks"]}
+    assert mask_splits == {"trainval0712", "val"}  # the train_aug images need no object masks
+    assert {Path(o).parent.name for o in outputs["maskdistill_candidates"]} == {"train_aug", "val"}
+    assert {Path(o).parent.name for o in outputs["maskdistill_linear"]} == {"deeplab", "deeplab-crf"}  # Table 2a
+    assert {Path(o).parent.name for o in outputs["maskdistill_linear_predict"]} == {"maskdistill-linear", "maskdistill-linear-crf"}

@@ -17,6 +17,7 @@ from tests.fake_benchmarks import (
     make_imagenet_s,
     make_lip,
     make_voc,
+    make_voc0712,
 )
 from useg.data.labels import IMAGENET_S_IGNORE, label_setting, load_instances, load_mask, read_mask, table_rows
 from useg.data.manifest import build_manifest, read_classes, read_manifest, write_manifest
@@ -120,6 +121,21 @@ def test_voc_palette_masks_splits_and_objects(tmp_path):
     objects = load_instances(records["2007_000033"])
     assert set(np.unique(objects)) == {0, 1, 2}, "object borders (255) are no instance"
     assert records["2008_000002"].instance_path is None
+
+
+def test_voc_split_lists_make_one_split_of_voc2007_and_voc2012_trainval(tmp_path):
+    options = make_voc0712(tmp_path)
+    listing = list_dataset("voc", tmp_path / "VOC2012", DatasetOptions.from_params(options))
+    union = {r.id: r for r in listing.records if r.split == "trainval0712"}
+    assert set(union) == {"000005", "000007", "2007_000032", "2007_000033", "2008_000002"}
+    assert union["000005"].path == (tmp_path / "VOC2007" / "JPEGImages" / "000005.jpg").resolve()
+    assert union["000005"].mask_path is None and union["2007_000032"].mask_path.parent.name == "SegmentationClass"
+    assert {r.id for r in listing.records if r.split == "train_aug"} == {"2007_000032", "2007_000039", "2008_000002"}
+    rows = build_manifest(listing, min_size=8)  # an image in two splits is one row per split
+    assert sum(row.id == "2007_000032" for row in rows) == 2
+    twice = {**options, "split_lists": {"trainval0712": ["ImageSets/Main/trainval.txt"] * 2}}
+    with pytest.raises(DataError, match="split_lists.trainval0712"):
+        list_dataset("voc", tmp_path / "VOC2012", DatasetOptions.from_params(twice))
 
 
 def test_voc_unknown_split_is_an_error(tmp_path):

@@ -527,3 +527,70 @@ def test_deeplab_trains_at_its_own_input_size(tmp_path: Path):
         w.write(0, None, labels, labels < 2)
     train_deeplab(rows, LabelBank([tmp_path / "b.zarr"]), {**TINY_DEEPLAB, "input_size": [24, 24]}, 0, tmp_path / "d.pt", torch.device("cpu"), threads=2)
     assert load_deeplab(tmp_path / "d.pt")[1]["input_size"] == [24, 24]
+
+
+def test_linear_classifier_lr_drops_tenfold_from_epoch_25():
+    from useg.methods.maskdistill.linear import linear_lr
+
+    assert [linear_lr(0.1, e, [25]) for e in (0, 24)] == [0.1, 0.1]
+    assert linear_lr(0.1, 25, [25]) == pytest.approx(0.01) and linear_lr(0.1, 44, [25]) == pytest.approx(0.01)
+
+
+def rows_with_masks(tmp_path: Path, classes: int) -> list:
+    """Four 32 px RGB images with ground-truth masks (class ids < `classes`, some pixels ignore 255)."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from tests.unit.test_device_placement import write_rgb
+
+    rows, rng = write_rgb(tmp_path, 4, size=32), np.random.default_rng(1)
+    for i, row in enumerate(rows):
+        mask = rng.integers(0, classes, (32, 32)).astype(np.uint8)
+        mask[:2] = 255
+        Image.fromarray(mask).save(tmp_path / f"m{i}.png")
+        rows[i] = replace(row, mask_path=str(tmp_path / f"m{i}.png"))
+    return rows
+
+
+def test_linear_classifier_trains_a_new_1x1_conv_on_the_frozen_deeplab_and_predicts_class_ids(tmp_path: Path):
+    from useg.methods.maskdistill.deeplab import load_deeplab, predict_deeplab, train_deeplab
+    from useg.methods.maskdistill.linear import train_linear
+    from useg.stores.labelbank import LabelBank, LabelBankWriter
+    from useg.stores.predictions import Predictions
+
+    rows = rows_with_masks(tmp_path, classes=5)
+    labels = np.random.default_rng(0).integers(0, 3, (4, 32, 32))
+    prov = provenance("t", {}, seed=0)
+    with LabelBankWriter(tmp_path / "b.zarr", np.arange(4), [r.id for r in rows], 3, (32, 32), prov, with_maps=False, input_size=[32, 32]) as w:
+        w.write(0, None, labels, labels < 2)
+    train_deeplab(rows, LabelBank([tmp_path / "b.zarr"]), TINY_DEEPLAB, 0, tmp_path / "deeplab.pt", torch.device("cpu"))
+    cfg = {"epochs": 3, "batch_size": 2, "lr": 0.1, "lr_epochs": [2], "weight_decay": 1e-4}
+    train_linear(rows, tmp_path / "deeplab.pt", 5, cfg, 0, tmp_path / "linear.pt", torch.device("cpu"))
+    (deeplab, _), (linear, ckpt) = load_deeplab(tmp_path / "deeplab.pt"), load_deeplab(tmp_path / "linear.pt")
+    head = linear.classifier[4]
+    assert head.kernel_size == (1, 1) and head.weight.shape == (5, deeplab.classifier[4].in_channels, 1, 1)
+    assert ckpt["supervised"] and ckpt["num_labels"] == 5
+    before, after = deeplab.state_dict(), linear.state_dict()
+    frozen = [k for k in after if not k.startswith("classifier.4.")]
+    assert all(torch.equal(before[k], after[k]) for k in frozen)  # weights and BatchNorm statistics unchanged
+    assert head.weight.std() > 0 and not torch.allclose(head.bias, torch.zeros(5))  # trained from N(0, 0.01), bias 0
+    predict_deeplab(tmp_path / "linear.pt", list(enumerate(rows)), tmp_path / "p.zarr", prov, torch.device("cpu"))
+    predictions = Predictions(tmp_path / "p.zarr")
+    assert predictions.supervised and predictions.method == "maskdistill-linear" and predictions.num_labels == 5
+
+
+def test_each_deeplab_checkpoint_fills_its_own_column():
+    from useg.methods.maskdistill.deeplab import column_name
+
+    names = [column_name(supervised, crf) for supervised in (False, True) for crf in (False, True)]
+    assert names == ["maskdistill", "maskdistill-crf", "maskdistill-linear", "maskdistill-linear-crf"]
+
+
+def test_linear_classifier_needs_ground_truth_masks(tmp_path: Path):
+    from tests.unit.test_device_placement import write_rgb
+    from useg.errors import DataError
+    from useg.methods.maskdistill.linear import check_ground_truth
+
+    with pytest.raises(DataError, match="maskdistill.linear"):
+        check_ground_truth(write_rgb(tmp_path, 2, size=16))

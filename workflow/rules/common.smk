@@ -170,7 +170,7 @@ check_pass_k()
 
 # --- benchmark dataset kinds (manifest config slice) ---
 FOLDER_KINDS = ("synthetic", "folder")
-BENCHMARK_KEYS = ("setting", "image_lists", "class_list", "train_split", "eval_split", "extra_splits")
+BENCHMARK_KEYS = ("setting", "image_lists", "class_list", "train_split", "eval_split", "extra_splits", "split_lists")
 
 
 def manifest_config():
@@ -241,12 +241,20 @@ def backbone_eval_targets():
     )
 
 
+def maskdistill_linear_columns():
+    """MaskDistill's Table 2a columns (maskdistill.linear): the linear classifier, and with crf.enabled its +CRF row."""
+    if not config["maskdistill"]["linear"]["enabled"]:
+        return []
+    return ["maskdistill-linear"] + (["maskdistill-linear-crf"] if config["maskdistill"]["crf"]["enabled"] else [])
+
+
 # Methods whose run is evaluated in several columns (TransFGU Table 3: initial, trained, bootstrapped).
 # MaskDistill Table 1: initial object masks, Mask R-CNN confident bank, final DeepLab-v3.
 METHOD_COLUMNS = {
     "transfgu": ["transfgu-initial", "transfgu-trained", "transfgu"],
     "maskdistill": ["maskdistill-initial", "maskdistill-maskrcnn", "maskdistill"]
-    + (["maskdistill-crf"] if config["maskdistill"]["crf"]["enabled"] else []),
+    + (["maskdistill-crf"] if config["maskdistill"]["crf"]["enabled"] else [])
+    + maskdistill_linear_columns(),
     "alignseg": ["alignseg"],
 }
 
@@ -411,6 +419,17 @@ def maskdistill_model_params(section):
 def maskdistill_model_weights(section):
     """Input function: the pretrained ViT checkpoint a MaskDistill model on `backbone: vit` starts from."""
     return lambda w: backbone_weights(w) if config["maskdistill"][section]["backbone"] == "vit" else []
+
+
+def maskdistill_detector_split():
+    """The split whose object masks are clustered and train Mask R-CNN: maskdistill.detector_split, else the train split."""
+    split = config["maskdistill"]["detector_split"] or DATASET["train_split"]
+    listed = [DATASET["train_split"], DATASET["eval_split"], *DATASET.get("extra_splits", [])]
+    if split not in listed:
+        raise ValueError(
+            f"maskdistill.detector_split {split!r} is not a split the manifest lists ({listed}): add it to dataset.extra_splits"
+        )
+    return split
 
 
 def maskdistill_shards(kind, split):

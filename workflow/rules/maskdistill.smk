@@ -1,9 +1,15 @@
 """MaskDistill: object masks -> clusters -> Mask R-CNN -> candidate bank -> confident labels -> DeepLab-v3
-(-> CRF-refined train labels -> DeepLab-v3 again: the CRF round, maskdistill.crf.round)."""
+(-> CRF-refined train labels -> DeepLab-v3 again: the CRF round, maskdistill.crf.round)
+(-> a linear classifier on a frozen DeepLab-v3 with ground truth: Table 2a, maskdistill.linear)."""
 
 MD = f"{OUT}/maskdistill"
 # the train-split LabelBank each DeepLab-v3 is trained on: the confident bank, or the CRF round's labels
 DEEPLAB_BANKS = {"deeplab": "labels", "deeplab-crf": "crf-labels"}
+# the linear-classifier columns (Table 2a): the DeepLab-v3 whose features the classifier reads, and CRF or not
+LINEAR_COLUMNS = {
+    "maskdistill-linear": ("deeplab", False),
+    "maskdistill-linear-crf": ("deeplab-crf" if config["maskdistill"]["crf"]["round"] else "deeplab", True),
+}
 
 
 rule maskdistill_masks:
@@ -39,7 +45,7 @@ rule maskdistill_masks:
 rule maskdistill_clusters:
     input:
         classes=f"{OUT}/classes.json",
-        fit=maskdistill_shards("masks", DATASET["train_split"]),
+        fit=maskdistill_shards("masks", maskdistill_detector_split()),
         label=maskdistill_shards("masks", DATASET["eval_split"]),
     output:
         directory(f"{MD}/clusters.zarr"),
@@ -87,7 +93,7 @@ rule maskdistill_initial:
 rule maskdistill_maskrcnn:
     input:
         manifest=f"{OUT}/manifest.csv",
-        masks=maskdistill_shards("masks", DATASET["train_split"]),
+        masks=maskdistill_shards("masks", maskdistill_detector_split()),
         clusters=f"{MD}/clusters.zarr",
         weights=maskdistill_model_weights("maskrcnn"),
     output:
@@ -288,6 +294,61 @@ rule maskdistill_crf:
         CPU_ENV
     shell:
         "python -m useg maskdistill-predict --crf --params {params.cfg:q} --manifest {input.manifest}"
+        " --split {params.split} --model {input.model} --out {output} --threads {threads} --log {log}"
+
+
+rule maskdistill_linear:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        classes=f"{OUT}/classes.json",
+        model=f"{MD}/{{model}}/model.pt",
+    output:
+        f"{MD}/linear/{{model}}/model.pt",
+    wildcard_constraints:
+        model="|".join(DEEPLAB_BANKS),
+    params:
+        cfg=lambda w: as_json(maskdistill_slice("linear", "device")),
+        split=DATASET["train_split"],
+    log:
+        f"{OUT}/logs/maskdistill/linear-{{model}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_linear/{{model}}.tsv",
+    threads: THREADS
+    resources:
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=lambda w, attempt: 360 * attempt,
+        gpu=gpu_request,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg maskdistill-linear --params {params.cfg:q} --manifest {input.manifest} --classes {input.classes}"
+        " --split {params.split} --model {input.model} --out {output} --threads {threads} --log {log}"
+
+
+rule maskdistill_linear_predict:
+    input:
+        manifest=f"{OUT}/manifest.csv",
+        model=lambda w: f"{MD}/linear/{LINEAR_COLUMNS[w.column][0]}/model.pt",
+    output:
+        directory(f"{OUT}/{{column}}/predictions.zarr"),
+    wildcard_constraints:
+        column="|".join(LINEAR_COLUMNS),
+    params:
+        cfg=lambda w: as_json(maskdistill_slice("device", *(["crf"] if LINEAR_COLUMNS[w.column][1] else []))),
+        crf=lambda w: "--crf" if LINEAR_COLUMNS[w.column][1] else "",
+        split=DATASET["eval_split"],
+    log:
+        f"{OUT}/logs/maskdistill/{{column}}-predict.log",
+    benchmark:
+        f"{OUT}/benchmarks/maskdistill_linear_predict/{{column}}.tsv",
+    threads: THREADS
+    resources:
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=lambda w, attempt: 60 * attempt,
+    conda:
+        GPU_ENV
+    shell:
+        "python -m useg maskdistill-predict {params.crf} --params {params.cfg:q} --manifest {input.manifest}"
         " --split {params.split} --model {input.model} --out {output} --threads {threads} --log {log}"
 
 

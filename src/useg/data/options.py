@@ -14,10 +14,12 @@ class DatasetOptions:
     splits: tuple[str, ...] = ()  # split names to list (train_split, eval_split, extra_splits)
     image_lists: dict[str, str] = field(default_factory=dict)  # split -> file naming the images to keep
     class_list: str | None = None  # ImageNet-S class-list file
+    split_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)  # voc: split -> list files of several VOC folders
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> DatasetOptions:
         """Options from the manifest stage's config slice (missing keys: defaults)."""
         named = [params.get("train_split"), params.get("eval_split"), *(params.get("extra_splits") or [])]
         splits = tuple(dict.fromkeys(s for s in named if s))
-        return cls(params.get("setting"), splits, dict(params.get("image_lists") or {}), params.get("class_list"))
+        lists = {split: tuple(files) for split, files in (params.get("split_lists") or {}).items()}
+        return cls(params.get("setting"), splits, dict(params.get("image_lists") or {}), params.get("class_list"), lists)

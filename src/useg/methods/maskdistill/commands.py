@@ -1,5 +1,5 @@
 """Subcommands of MaskDistill: masks, clusters, initial, maskrcnn, candidates, labels, bank-predict,
-deeplab, predict, ap (docs/methods/maskdistill.md)."""
+deeplab, linear, predict, ap (docs/methods/maskdistill.md)."""
 
 from __future__ import annotations
 
@@ -162,6 +162,22 @@ def resume_key(params: dict[str, Any], weights: str | None, bank: Any) -> str:
     return config_hash({**params, "weights_sha256": sha, "bank": bank})
 
 
+def run_linear(args: argparse.Namespace) -> None:
+    """Train the linear classifier (Table 2a) on a trained DeepLab-v3's frozen features with the train split's ground truth."""
+    from useg.data.manifest import read_classes, read_manifest, split_rows
+    from useg.methods.maskdistill.linear import train_linear
+    from useg.runtime import set_threads
+
+    params = stage_params(args)
+    set_threads(args.threads)
+    classes = read_classes(args.classes)
+    rows = [row for _, row in split_rows(read_manifest(args.manifest), args.split)]
+    train_linear(
+        rows, args.model, len(classes["classes"]), params["maskdistill"]["linear"], params["seed"], args.out,
+        _device(params), classes.get("ignore_index", 255), args.threads,
+    )  # fmt: skip
+
+
 def run_predict(args: argparse.Namespace) -> None:
     """Final model's predictions on a split (CRF-refined with --crf), or with --bank the CRF round's LabelBank."""
     from useg.data.manifest import read_manifest, split_rows
@@ -240,6 +256,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help=VIT_WEIGHTS_HELP)
     p.add_argument("--out", required=True)
     p.add_argument("--resume", help="resume state, rewritten after every epoch")
+
+    p = add_stage(sub, "maskdistill-linear", run_linear, "MaskDistill: linear classifier on a DeepLab-v3's frozen features")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--classes", required=True)
+    p.add_argument("--split", required=True, help="the split with ground-truth masks it trains on (the train split)")
+    p.add_argument("--model", required=True, help="the trained DeepLab-v3 (model.pt) whose features stay frozen")
+    p.add_argument("--out", required=True)
 
     p = add_stage(sub, "maskdistill-predict", run_predict, "MaskDistill: DeepLab-v3 predictions")
     p.add_argument("--manifest", required=True)

@@ -218,6 +218,12 @@ def label_maps(
         yield start, logits.argmax(1).numpy().astype(np.uint16)
 
 
+def column_name(supervised: bool, crf: bool) -> str:
+    """The column a DeepLab-v3 checkpoint's predictions fill: the clustering rows (Table 1), or with the
+    linear classifier of `useg.methods.maskdistill.linear` the linear-classifier rows (Table 2a)."""
+    return "maskdistill" + ("-linear" if supervised else "") + ("-crf" if crf else "")
+
+
 def predict_deeplab(
     model_path: str | Path,
     rows: list[tuple[int, ManifestRow]],
@@ -227,11 +233,13 @@ def predict_deeplab(
     batch_size: int = 16,
     crf: CRFConfig | None = None,
 ) -> None:
-    """End-to-end inference per image at the working size, CRF-refined when `crf` is given (the "+CRF" rows)."""
+    """End-to-end inference per image at the working size, CRF-refined when `crf` is given (the "+CRF" rows);
+    class ids of a supervised store for a linear-classifier checkpoint."""
     model, ckpt = load_deeplab(model_path)
     size, index, ids = tuple(ckpt["input_size"]), *row_keys(rows)
-    method = "maskdistill" if crf is None else "maskdistill-crf"
-    with PredictionsWriter(out_path, index, ids, size, ckpt["num_labels"], method, prov) as writer:
+    supervised = bool(ckpt.get("supervised", False))
+    method = column_name(supervised, crf is not None)
+    with PredictionsWriter(out_path, index, ids, size, ckpt["num_labels"], method, prov, supervised=supervised) as writer:
         batches = label_maps(model.to(device), [row for _, row in rows], size, device, batch_size, crf, f"{method} predict")
         stream_to_store(batches, lambda _, labels: {"labels": labels}, writer.write)
     log.info("%s: predicted %d images -> %s", method, len(rows), out_path)
