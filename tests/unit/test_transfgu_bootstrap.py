@@ -115,10 +115,12 @@ def test_schedule_run_logs_updates_alpha_peer_and_label_shares(tmp_path):
 def test_resume_after_a_kill_gives_the_uninterrupted_weights(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir(), killed.mkdir()
-    expected = run_schedule(str(whole), str(whole / "resume.pth"))
-    resume = killed / "resume.pth"
-    code = f"from tests.unit.test_transfgu_bootstrap import run_schedule; run_schedule({str(killed)!r}, {str(resume)!r})"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    fresh = "from tests.unit.test_transfgu_bootstrap import run_schedule; import torch; "
+    subprocess.run([sys.executable, "-c", fresh + f"torch.save(run_schedule({str(whole)!r}, {str(whole / 'resume.pth')!r}), {str(whole / 'final.pth')!r})"], cwd=REPO, env=env, check=True)
+    expected = torch.load(whole / "final.pth", weights_only=True)  # both runs start from a fresh process
+    resume = killed / "resume.pth"
+    code = fresh + f"run_schedule({str(killed)!r}, {str(resume)!r})"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not resume.exists() and proc.poll() is None and time.time() < deadline:
