@@ -72,20 +72,26 @@ def run_bank(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def _bank_rows(args: argparse.Namespace) -> tuple[Any, list]:
+    """The training bank at `--bank` and the manifest rows of its images, in the bank's order."""
+    from useg.data.manifest import read_manifest
+    from useg.stores.labelbank import LabelBank
+
+    bank = LabelBank(args.bank)
+    manifest = read_manifest(args.manifest)
+    return bank, [manifest[i] for i in bank.index]
+
+
 def run_train(args: argparse.Namespace) -> None:
     """One training round: round 0 on the bank's labels, round r > 0 with the previous round as teacher."""
-    from useg.data.manifest import read_manifest
     from useg.methods.transfgu.segmenter import load_segmenter
     from useg.methods.transfgu.stages import run_training_round
     from useg.runtime import resolve_device, set_threads
-    from useg.stores.labelbank import LabelBank
 
     params = stage_params(args)
     set_threads(args.threads)
     backbone, cfg = _backbone(params, args.weights)
-    bank = LabelBank(args.bank)
-    manifest = read_manifest(args.manifest)
-    rows = [manifest[i] for i in bank.index]
+    bank, rows = _bank_rows(args)
     teacher = load_segmenter(args.teacher)[0] if args.teacher else None
     run_training_round(
         backbone, rows, bank, teacher, params["transfgu"], cfg.input_size, params["seed"], args.round, args.out,
@@ -95,18 +101,15 @@ def run_train(args: argparse.Namespace) -> None:
 
 def run_bootstrap(args: argparse.Namespace) -> None:
     """The release's schedule in one resumable job: many teacher updates on the bank's labels."""
-    from useg.data.manifest import read_manifest
     from useg.methods.transfgu.bootstrap import run_bootstrap as bootstrap
     from useg.runtime import resolve_device, set_threads
-    from useg.stores.labelbank import LabelBank
 
     params = stage_params(args)
     set_threads(args.threads)
     backbone, _ = _backbone(params, args.weights)
-    bank = LabelBank(args.bank)
-    manifest = read_manifest(args.manifest)
+    bank, rows = _bank_rows(args)
     bootstrap(
-        backbone, [manifest[i] for i in bank.index], bank, params["transfgu"], params["seed"], args.out, args.out_log,
+        backbone, rows, bank, params["transfgu"], params["seed"], args.out, args.out_log,
         args.resume, resolve_device(params["transfgu"]["device"]), args.threads,
     )  # fmt: skip
 
