@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -28,7 +29,7 @@ from common import save  # noqa: E402
 
 from useg.report.tables import comparison_rows  # noqa: E402
 
-PROTOCOL = "hungarian"
+PROTOCOL = "hungarian"  # reported under the method's name; any other protocol as `<method>@<protocol>`
 SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
 
 
@@ -58,10 +59,15 @@ def run_seed(configs: list[Path], results_dir: Path, seed: int, methods: list[st
     return time.perf_counter() - start
 
 
-def read_mious(results_dir: Path) -> dict[str, float]:
-    """Hungarian mIoU (%) of every method's `<results_dir>/<dataset>/<method>/metrics.json`."""
+def read_mious(results_dir: Path, protocols: Sequence[str] = (PROTOCOL,)) -> dict[str, float]:
+    """mIoU (%) under each of `protocols` of every method's `<results_dir>/<dataset>/<method>/metrics.json`,
+    keyed by the method (hungarian) or `<method>@<protocol>`."""
     rows = comparison_rows(sorted(results_dir.glob("*/*/metrics.json")))
-    return {row["method"]: row["mIoU"] for row in rows if row["protocol"] == PROTOCOL}
+    return {
+        row["method"] if row["protocol"] == PROTOCOL else f"{row['method']}@{row['protocol']}": row["mIoU"]
+        for row in rows
+        if row["protocol"] in protocols
+    }
 
 
 def spread(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -107,6 +113,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=["kmeans", "alignseg", "transfgu"])
+    parser.add_argument(
+        "--protocols", nargs="+", default=[PROTOCOL],
+        help="evaluation protocols to report (they must be in the config's evaluate.protocols)",
+    )  # fmt: skip
     parser.add_argument("--compare", nargs="*", default=["alignseg>kmeans", "transfgu>kmeans"], help="a>b pairs")
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/results/seeds"), help="one results folder per seed")
     parser.add_argument("--cores", type=int, default=2)
@@ -118,11 +128,11 @@ def main() -> None:
     for seed in args.seeds:
         results_dir = args.workdir.resolve() / f"seed-{seed}"
         walls[seed] = run_seed(args.config, results_dir, seed, args.methods, args.cores)
-        per_seed[seed] = read_mious(results_dir)
+        per_seed[seed] = read_mious(results_dir, args.protocols)
         print(f"seed {seed}: " + ", ".join(f"{m} {v:.2f}" for m, v in per_seed[seed].items()), file=sys.stderr)
 
     report = {
-        "protocol": PROTOCOL,
+        "protocols": args.protocols,
         "config": str(args.config),
         "methods": args.methods,
         "per_seed": per_seed,
