@@ -33,22 +33,23 @@ PROTOCOL = "hungarian"  # reported under the method's name; any other protocol a
 SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
 
 
-def overlay(results_dir: Path, seed: int, methods: list[str]) -> dict:
-    """Config overlay of one repetition: its own results folder and seed, no backbone comparison or report."""
+def overlay(results_dir: Path, seed: int, methods: list[str], backbone_eval: bool = False) -> dict:
+    """Config overlay of one repetition: its own results folder and seed, no report, the backbone comparison
+    (pretrained against random weights) only when asked."""
     return {
         "results_dir": str(results_dir),
         "seed": seed,
         "methods": methods,
-        "backbone_eval": {"enabled": False},
+        "backbone_eval": {"enabled": backbone_eval},
         "report": {"enabled": False},
     }
 
 
-def run_seed(configs: list[Path], results_dir: Path, seed: int, methods: list[str], cores: int) -> float:
+def run_seed(configs: list[Path], results_dir: Path, seed: int, methods: list[str], cores: int, backbone_eval: bool = False) -> float:
     """One repetition of the workflow, with its Snakemake state in its own folder; returns its wall seconds."""
     results_dir.mkdir(parents=True, exist_ok=True)
     overlay_file = results_dir / "overlay.yaml"
-    overlay_file.write_text(yaml.safe_dump(overlay(results_dir, seed, methods)))
+    overlay_file.write_text(yaml.safe_dump(overlay(results_dir, seed, methods, backbone_eval)))
     start = time.perf_counter()
     command = [
         sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(results_dir), "--cores", str(cores),
@@ -60,9 +61,11 @@ def run_seed(configs: list[Path], results_dir: Path, seed: int, methods: list[st
 
 
 def read_mious(results_dir: Path, protocols: Sequence[str] = (PROTOCOL,)) -> dict[str, float]:
-    """mIoU (%) under each of `protocols` of every method's `<results_dir>/<dataset>/<method>/metrics.json`,
-    keyed by the method (hungarian) or `<method>@<protocol>`."""
-    rows = comparison_rows(sorted(results_dir.glob("*/*/metrics.json")))
+    """mIoU (%) under each of `protocols` of every method's `<results_dir>/<dataset>/<method>/metrics.json` and
+    every backbone evaluation's `<dataset>/backbone-eval/<variant>/<protocol>/metrics.json`, keyed by the
+    method (hungarian) or `<method>@<protocol>`."""
+    paths = [*results_dir.glob("*/*/metrics.json"), *results_dir.glob("*/backbone-eval/*/*/metrics.json")]
+    rows = comparison_rows(sorted(paths))
     return {
         row["method"] if row["protocol"] == PROTOCOL else f"{row['method']}@{row['protocol']}": row["mIoU"]
         for row in rows
@@ -117,6 +120,7 @@ def main() -> None:
         "--protocols", nargs="+", default=[PROTOCOL],
         help="evaluation protocols to report (they must be in the config's evaluate.protocols)",
     )  # fmt: skip
+    parser.add_argument("--backbone-eval", action="store_true", help="also run and report the backbone evaluation")
     parser.add_argument("--compare", nargs="*", default=["alignseg>kmeans", "transfgu>kmeans"], help="a>b pairs")
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/results/seeds"), help="one results folder per seed")
     parser.add_argument("--cores", type=int, default=2)
@@ -127,7 +131,7 @@ def main() -> None:
     per_seed, walls = {}, {}
     for seed in args.seeds:
         results_dir = args.workdir.resolve() / f"seed-{seed}"
-        walls[seed] = run_seed(args.config, results_dir, seed, args.methods, args.cores)
+        walls[seed] = run_seed(args.config, results_dir, seed, args.methods, args.cores, args.backbone_eval)
         per_seed[seed] = read_mious(results_dir, args.protocols)
         print(f"seed {seed}: " + ", ".join(f"{m} {v:.2f}" for m, v in per_seed[seed].items()), file=sys.stderr)
 

@@ -58,3 +58,10 @@ def test_parse_comparison_and_overlay():
     cfg = overlay(Path("/tmp/x/seed-3"), 3, ["kmeans"])
     assert cfg["seed"] == 3 and cfg["results_dir"] == "/tmp/x/seed-3" and cfg["methods"] == ["kmeans"]
     assert cfg["backbone_eval"] == {"enabled": False} and cfg["report"] == {"enabled": False}
+    assert overlay(Path("/tmp/x/seed-3"), 3, ["kmeans"], backbone_eval=True)["backbone_eval"] == {"enabled": True}
+
+
+def test_read_mious_takes_the_backbone_evaluation_under_its_method_name(tmp_path):
+    write_metrics(tmp_path, "kmeans", 0.35)
+    write_metrics(tmp_path, "backbone-eval/pretrain/kmeans", 0.3)
+    assert read_mious(tmp_path) == pytest.approx({"kmeans": 35.0, "backbone-eval/pretrain/kmeans": 30.0})
