@@ -45,7 +45,9 @@ def overlay(results_dir: Path, seed: int, methods: list[str], backbone_eval: boo
     }
 
 
-def run_seed(configs: list[Path], results_dir: Path, seed: int, methods: list[str], cores: int, backbone_eval: bool = False) -> float:
+def run_seed(
+    configs: list[Path], results_dir: Path, seed: int, methods: list[str], cores: int, backbone_eval: bool = False
+) -> float:
     """One repetition of the workflow, with its Snakemake state in its own folder; returns its wall seconds."""
     results_dir.mkdir(parents=True, exist_ok=True)
     overlay_file = results_dir / "overlay.yaml"

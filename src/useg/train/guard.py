@@ -92,7 +92,9 @@ class CollapseGuard:
     """The collapse rule: fail when the mean pairwise cosine of a trainer's K prototypes (mean_pairwise_cosine)
     stays above `threshold` for `steps` consecutive steps, a run whose bounded loss stays finite."""
 
-    def __init__(self, hint: str, what: str = "prototypes", threshold: float = COLLAPSE_COSINE, steps: int = COLLAPSE_STEPS) -> None:
+    def __init__(
+        self, hint: str, what: str = "prototypes", threshold: float = COLLAPSE_COSINE, steps: int = COLLAPSE_STEPS
+    ) -> None:
         self.hint, self.what, self.threshold, self.steps = hint, what, threshold, steps
         self.run = 0
 
