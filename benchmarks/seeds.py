@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -28,26 +29,29 @@ from common import save  # noqa: E402
 
 from useg.report.tables import comparison_rows  # noqa: E402
 
-PROTOCOL = "hungarian"
+PROTOCOL = "hungarian"  # reported under the method's name; any other protocol as `<method>@<protocol>`
 SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
 
 
-def overlay(results_dir: Path, seed: int, methods: list[str]) -> dict:
-    """Config overlay of one repetition: its own results folder and seed, no backbone comparison or report."""
+def overlay(results_dir: Path, seed: int, methods: list[str], backbone_eval: bool = False) -> dict:
+    """Config overlay of one repetition: its own results folder and seed, no report, the backbone comparison
+    (pretrained against random weights) only when asked."""
     return {
         "results_dir": str(results_dir),
         "seed": seed,
         "methods": methods,
-        "backbone_eval": {"enabled": False},
+        "backbone_eval": {"enabled": backbone_eval},
         "report": {"enabled": False},
     }
 
 
-def run_seed(configs: list[Path], results_dir: Path, seed: int, methods: list[str], cores: int) -> float:
+def run_seed(
+    configs: list[Path], results_dir: Path, seed: int, methods: list[str], cores: int, backbone_eval: bool = False
+) -> float:
     """One repetition of the workflow, with its Snakemake state in its own folder; returns its wall seconds."""
     results_dir.mkdir(parents=True, exist_ok=True)
     overlay_file = results_dir / "overlay.yaml"
-    overlay_file.write_text(yaml.safe_dump(overlay(results_dir, seed, methods)))
+    overlay_file.write_text(yaml.safe_dump(overlay(results_dir, seed, methods, backbone_eval)))
     start = time.perf_counter()
     command = [
         sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(results_dir), "--cores", str(cores),
@@ -58,10 +62,17 @@ def run_seed(configs: list[Path], results_dir: Path, seed: int, methods: list[st
     return time.perf_counter() - start
 
 
-def read_mious(results_dir: Path) -> dict[str, float]:
-    """Hungarian mIoU (%) of every method's `<results_dir>/<dataset>/<method>/metrics.json`."""
-    rows = comparison_rows(sorted(results_dir.glob("*/*/metrics.json")))
-    return {row["method"]: row["mIoU"] for row in rows if row["protocol"] == PROTOCOL}
+def read_mious(results_dir: Path, protocols: Sequence[str] = (PROTOCOL,)) -> dict[str, float]:
+    """mIoU (%) under each of `protocols` of every method's `<results_dir>/<dataset>/<method>/metrics.json` and
+    every backbone evaluation's `<dataset>/backbone-eval/<variant>/<protocol>/metrics.json`, keyed by the
+    method (hungarian) or `<method>@<protocol>`."""
+    paths = [*results_dir.glob("*/*/metrics.json"), *results_dir.glob("*/backbone-eval/*/*/metrics.json")]
+    rows = comparison_rows(sorted(paths))
+    return {
+        row["method"] if row["protocol"] == PROTOCOL else f"{row['method']}@{row['protocol']}": row["mIoU"]
+        for row in rows
+        if row["protocol"] in protocols
+    }
 
 
 def spread(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -107,6 +118,11 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=["kmeans", "alignseg", "transfgu"])
+    parser.add_argument(
+        "--protocols", nargs="+", default=[PROTOCOL],
+        help="evaluation protocols to report (they must be in the config's evaluate.protocols)",
+    )  # fmt: skip
+    parser.add_argument("--backbone-eval", action="store_true", help="also run and report the backbone evaluation")
     parser.add_argument("--compare", nargs="*", default=["alignseg>kmeans", "transfgu>kmeans"], help="a>b pairs")
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/results/seeds"), help="one results folder per seed")
     parser.add_argument("--cores", type=int, default=2)
@@ -117,12 +133,12 @@ def main() -> None:
     per_seed, walls = {}, {}
     for seed in args.seeds:
         results_dir = args.workdir.resolve() / f"seed-{seed}"
-        walls[seed] = run_seed(args.config, results_dir, seed, args.methods, args.cores)
-        per_seed[seed] = read_mious(results_dir)
+        walls[seed] = run_seed(args.config, results_dir, seed, args.methods, args.cores, args.backbone_eval)
+        per_seed[seed] = read_mious(results_dir, args.protocols)
         print(f"seed {seed}: " + ", ".join(f"{m} {v:.2f}" for m, v in per_seed[seed].items()), file=sys.stderr)
 
     report = {
-        "protocol": PROTOCOL,
+        "protocols": args.protocols,
         "config": str(args.config),
         "methods": args.methods,
         "per_seed": per_seed,

@@ -181,7 +181,7 @@ def test_two_gloo_processes_give_the_one_process_alignseg_losses(image_paths, tm
     two, one = (json.loads((tmp_path / f"{n}/log.json").read_text())["epochs"] for n in ("two", "one"))
     assert len(one) == len(two) == 3
     for a, b in zip(one, two):
-        assert set(a) == set(b) == {"epoch", "loss", "loss_proto", "loss_corr"}
+        assert set(a) == set(b) == {"epoch", "loss", "loss_proto", "loss_corr", "prototype_cosine"}
         np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(a)], rtol=0, atol=TOLERANCE)
     assert one[0]["loss"] != one[2]["loss"], "the steps train: losses change"
     decoders = [torch.load(tmp_path / f"{n}/d.pt", weights_only=True)["state_dict"] for n in ("two", "one")]

@@ -1,5 +1,6 @@
 """Every trainer at an absurd learning rate stops with "training diverged" and names the key to lower
-(issue 30, case 9): the loss guard of src/useg/train/guard.py is wired into each of them. TransFGU's
+(issue 30, case 9): the loss guard of src/useg/train/guard.py is wired into each of them; AlignSeg's bounded
+loss cannot explode, so at a too-high (finite-loss) learning rate its collapse guard stops it. TransFGU's
 round and the linear probe have their own tests (test_transfgu.py, test_train.py)."""
 
 from __future__ import annotations
@@ -66,16 +67,56 @@ def test_pass_finetuning_at_an_absurd_lr_fails_naming_its_key(tmp_path):
     assert not (tmp_path / "f.pth").exists()
 
 
-def test_alignseg_at_an_absurd_lr_fails_naming_alignseg_lr(tmp_path, tiny_backbone_cfg):
+def train_tiny_alignseg(tmp_path, backbone_cfg, lr: float, seed: int = 0, epochs: int = 6) -> dict:
+    """AlignSeg's trainer on 4 random 40 px images, 32 / 16 px crops of the tiny ViT, K = 3, 2 steps an epoch."""
     from useg.backbones import build_backbone
     from useg.methods.alignseg.train import AlignSegConfig, train_alignseg
 
     rows = write_rgb(tmp_path, 4)
-    backbone = build_backbone(tiny_backbone_cfg, seed=0)
-    cfg = AlignSegConfig(k=3, heads=2, global_size=[32, 32], local_size=[16, 16], epochs=6, batch_size=2, lr=ABSURD_LR, attention_blur=0.0)
+    backbone = build_backbone(backbone_cfg, seed=0)
+    cfg = AlignSegConfig(k=3, heads=2, global_size=[32, 32], local_size=[16, 16], epochs=epochs, batch_size=2, lr=lr, attention_blur=0.0)
+    paths = [r.path for r in rows]
+    return train_alignseg(cfg, backbone, paths, 3, tmp_path / "d.pt", tmp_path / "d.json", tmp_path / "r", "h", seed, torch.device("cpu"))
+
+
+def test_alignseg_at_an_absurd_lr_fails_naming_alignseg_lr(tmp_path, tiny_backbone_cfg):
     with diverges(r"alignseg\.lr"):
-        train_alignseg(cfg, backbone, [r.path for r in rows], 3, tmp_path / "d.pt", tmp_path / "d.json", tmp_path / "r", "h", 0, torch.device("cpu"))
+        train_tiny_alignseg(tmp_path, tiny_backbone_cfg, ABSURD_LR)
     assert not (tmp_path / "d.pt").exists()
+
+
+@pytest.mark.parametrize("lr", [0.1, 1.0])
+def test_alignseg_collapsing_at_a_high_lr_with_a_finite_loss_fails_naming_alignseg_lr(tmp_path, tiny_backbone_cfg, lr):
+    with pytest.raises(TrainingError, match=r"prototypes collapsed: their mean pairwise cosine similarity was (0\.9[5-9]\d|1\.000) at epoch.*Try to lower alignseg\.lr"):
+        train_tiny_alignseg(tmp_path, tiny_backbone_cfg, lr, epochs=8)
+    assert not (tmp_path / "d.pt").exists()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_alignseg_at_its_release_lr_keeps_its_prototypes_apart(tmp_path, tiny_backbone_cfg, seed):
+    history = train_tiny_alignseg(tmp_path, tiny_backbone_cfg, 5e-4, seed=seed)["epochs"]
+    assert len(history) == 6 and max(e["prototype_cosine"] for e in history) < 0.2
+
+
+def test_mean_pairwise_cosine_averages_the_distinct_pairs():
+    from useg.train import mean_pairwise_cosine
+
+    # pairs (a, b) 0, (a, c) 1/sqrt(2), (b, c) 1/sqrt(2), each counted twice, over 3 x 2 ordered pairs
+    vectors = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]]])
+    assert mean_pairwise_cosine(vectors) == pytest.approx(2 / 3 / 2**0.5)
+    assert mean_pairwise_cosine(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        mean_pairwise_cosine(torch.ones(1, 4))
+
+
+def test_collapse_guard_needs_its_steps_in_a_row():
+    from useg.train import CollapseGuard
+
+    guard = CollapseGuard("lower x.lr", threshold=0.9, steps=3)
+    for step, cosine in enumerate([0.99, 0.99, 0.5, 0.99, 0.99]):  # the dip resets the count
+        guard.check(cosine, 0, step)
+    with pytest.raises(TrainingError, match=r"0\.995 at epoch 1, step 6, above 0\.9 for 3 steps in a row.*lower x\.lr"):
+        guard.check(0.995, 0, 5)
 
 
 def object_masks(tmp_path, rows) -> "MaskBank":  # noqa: F821

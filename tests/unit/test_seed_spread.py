@@ -10,8 +10,8 @@ import pytest
 from benchmarks.seeds import comparisons, overlay, parse_comparison, read_mious, spread
 
 
-def write_metrics(root: Path, method: str, miou: float | None) -> None:
-    protocols = {} if miou is None else {"hungarian": {"miou": miou, "pixel_accuracy": 0.5}}
+def write_metrics(root: Path, method: str, miou: float | None, protocol: str = "hungarian") -> None:
+    protocols = {} if miou is None else {protocol: {"miou": miou, "pixel_accuracy": 0.5}}
     path = root / "shapes" / method / "metrics.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"method": method, "num_clusters": 7, "num_images": 4, "protocols": protocols}))
@@ -22,6 +22,14 @@ def test_read_mious_takes_every_method_with_a_hungarian_block(tmp_path):
     write_metrics(tmp_path, "transfgu-initial", 0.2)
     write_metrics(tmp_path, "supervised-only", None)
     assert read_mious(tmp_path) == pytest.approx({"kmeans": 35.0, "transfgu-initial": 20.0})
+
+
+def test_read_mious_keys_other_protocols_by_method_at_protocol(tmp_path):
+    write_metrics(tmp_path, "kmeans", 0.35)
+    write_metrics(tmp_path, "alignseg", 0.4, protocol="alignseg")
+    assert read_mious(tmp_path) == pytest.approx({"kmeans": 35.0})
+    got = read_mious(tmp_path, ["hungarian", "alignseg"])
+    assert got == pytest.approx({"kmeans": 35.0, "alignseg@alignseg": 40.0})
 
 
 def test_spread_is_mean_sample_std_min_max_over_the_seeds_reporting_a_method():
@@ -50,3 +58,10 @@ def test_parse_comparison_and_overlay():
     cfg = overlay(Path("/tmp/x/seed-3"), 3, ["kmeans"])
     assert cfg["seed"] == 3 and cfg["results_dir"] == "/tmp/x/seed-3" and cfg["methods"] == ["kmeans"]
     assert cfg["backbone_eval"] == {"enabled": False} and cfg["report"] == {"enabled": False}
+    assert overlay(Path("/tmp/x/seed-3"), 3, ["kmeans"], backbone_eval=True)["backbone_eval"] == {"enabled": True}
+
+
+def test_read_mious_takes_the_backbone_evaluation_under_its_method_name(tmp_path):
+    write_metrics(tmp_path, "kmeans", 0.35)
+    write_metrics(tmp_path, "backbone-eval/pretrain/kmeans", 0.3)
+    assert read_mious(tmp_path) == pytest.approx({"kmeans": 35.0, "backbone-eval/pretrain/kmeans": 30.0})

@@ -30,7 +30,7 @@ from useg.methods.alignseg.crops import CropBatch, CropConfig, collate_crops, cr
 from useg.methods.alignseg.decoder import Activation, DecoderConfig, Init, build_decoder, save_decoder, similarity
 from useg.methods.alignseg.losses import LossConfig, Reduction, Source, total_loss
 from useg.methods.alignseg.optim import Schedule, build_optimiser, build_schedule
-from useg.train import LossGuard, distributed, load_checkpoint, save_checkpoint
+from useg.train import CollapseGuard, LossGuard, distributed, load_checkpoint, mean_pairwise_cosine, save_checkpoint
 from useg.train.amp import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -140,17 +140,21 @@ def step_loss(
     losses: LossConfig,
     device: torch.device,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Loss of one batch of crops (eq. 11); `decode` maps the crops' tokens to their prototypes P^x (eq. 1)."""
+    """Loss of one batch of crops (eq. 11) and its terms, with the global prototypes' mean pairwise cosine;
+    `decode` maps the crops' tokens to their prototypes P^x (eq. 1)."""
     crops = [encode(backbone, v.to(device), cfg) for v in (batch.global_views, *batch.local_views)]
     protos = decode([c.tokens for c in crops])
     sims = [similarity(c.tokens, p) for c, p in zip(crops, protos)]
-    return total_loss(
+    loss, terms = total_loss(
         losses,
         (protos[0], protos[1:]),
         (sims[0], sims[1:]),
         (crops[0].tokens, [c.tokens for c in crops[1:]]),
         (crops[0].saliency, [c.saliency for c in crops[1:]]),
     )
+    if protos[0].shape[-2] > 1:  # the collapse statistic of the global crops' prototypes (useg.train.guard)
+        terms["prototype_cosine"] = mean_pairwise_cosine(protos[0])
+    return loss, terms
 
 
 def check_sizes(cfg: AlignSegConfig, patch: int) -> None:
@@ -205,7 +209,7 @@ def train_alignseg(
         decoder.load_state_dict(state["decoder"])
         optimiser.load_state_dict(state["optimiser"])
         history, start = state["history"], state["epoch"] + 1
-    began, guard = time.perf_counter(), LossGuard("lower alignseg.lr")
+    began, guard, collapse = time.perf_counter(), LossGuard("lower alignseg.lr"), CollapseGuard("lower alignseg.lr")
     for epoch in range(start, cfg.epochs):
         batches.epoch = epoch
         decoder.train()
@@ -218,6 +222,8 @@ def train_alignseg(
                 loss, terms = step_loss(decode, backbone, batch, cfg, losses, device)
             logged = {name: distributed.global_mean(value) for name, value in {"loss": loss, **terms}.items()}
             guard.check(logged["loss"], epoch, b)  # the global batch's loss: every process stops together
+            if "prototype_cosine" in logged:
+                collapse.check(logged["prototype_cosine"], epoch, b)
             precision.step(optimiser, loss)
             for name, value in logged.items():
                 totals[name] = totals.get(name, 0.0) + value / iters
