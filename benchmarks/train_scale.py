@@ -1,6 +1,7 @@
 """Peak RSS of the training stages' input path at growing N, and loader vs model rates.
 
-For every N (synthetic shapes images) and training stage (CrOC, PASS pretraining, AlignSeg), a
+For every N (synthetic shapes images) and training stage (CrOC, PASS pretraining, AlignSeg, a TransFGU
+round with its teacher on a label bank of random maps), a
 fresh process builds the stage's dataset, loader and trainer exactly as the stage does and runs a
 fixed number of steps; its peak RSS (VmHWM) is reported beside that of decoding the whole split
 into memory, the path the stages took before the input pipeline. Then, on the same batches, the
@@ -32,6 +33,11 @@ STEPS, BATCH, SIZE = 4, 8, 48
 TINY_ARCH = dict(model="vit_tiny_patch16_224", patch_size=8, embed_dim=64, depth=2, num_heads=2, input_size=(32, 32))
 TINY_CROC = dict(epochs=1, batch_size=BATCH, warmup_epochs=0, k_start=4, sinkhorn_iters=20, head_hidden_dim=32,
                  head_bottleneck_dim=16, head_global_dim=64, head_dense_dim=32, view_size=[32, 32], device="cpu")  # fmt: skip
+TINY_TRANSFGU = {
+    "decoder": {"dim": 16, "layers": 1, "heads": 2}, "alpha": [0.03, 0.1], "w_div": 1.0, "w_unc": 0.3, "grad_clamp": 1.0,
+    "skip_nonpositive_loss": True, "losses": {"peer": True, "uncertainty": True, "diversity": True},
+    "diversity_form": "release", "augment_rule": "batch", "augment": {}, "amp": "off",
+}  # fmt: skip
 
 
 def peak_rss_mb() -> float:
@@ -93,7 +99,43 @@ def alignseg_stage(paths: list[str], threads: int):
     return loader, step
 
 
-STAGES = {"croc": croc_stage, "pass": pass_stage, "alignseg": alignseg_stage}
+def label_bank(paths: list[str], labels: int = 3) -> str:
+    """A label bank of random response maps for `paths` at the tiny backbone's grid (TransFGU's input)."""
+    from useg.stores.labelbank import LabelBankWriter
+
+    bank_path = Path(paths[0]).parent.parent / "bank.zarr"
+    if not bank_path.exists():
+        n, grid = len(paths), SIZE // TINY_ARCH["patch_size"]
+        maps = np.random.default_rng(0).random((n, labels, grid, grid), dtype=np.float32)
+        with LabelBankWriter(bank_path, np.arange(n), [Path(p).stem for p in paths], labels, (grid, grid), {}, input_size=[SIZE, SIZE]) as writer:
+            writer.write(0, maps, maps.argmax(1), np.ones((n, grid, grid), np.uint8))
+    return str(bank_path)
+
+
+def transfgu_stage(paths: list[str], threads: int):
+    """A TransFGU round with a teacher (round 1 of `rounds`; the release job's batches are the same), as
+    `useg.methods.transfgu.stages.train_round` builds it: images and maps streamed from the bank."""
+    from useg.backbones import BackboneConfig, build_backbone
+    from useg.data.manifest import ManifestRow
+    from useg.methods.transfgu.segmenter import SegmenterConfig, build_segmenter
+    from useg.methods.transfgu.training import step_setup, train_batch, training_stream
+    from useg.stores.labelbank import LabelBank
+    from useg.train.descent import build_optimiser
+
+    cfg = {**TINY_TRANSFGU, "batch_size": BATCH}
+    backbone = build_backbone(BackboneConfig(**TINY_ARCH), seed=0).eval().requires_grad_(False)
+    bank = LabelBank([label_bank(paths)])
+    rows = [ManifestRow(Path(p).stem, p, SIZE, SIZE, "train") for p in paths]
+    cpu = torch.device("cpu")
+    stream = training_stream(backbone, rows, bank, cfg, 0, True, cpu, threads)
+    seg_cfg = SegmenterConfig(64, bank.num_labels, **cfg["decoder"])
+    student, teacher = build_segmenter(seg_cfg, 0), build_segmenter(seg_cfg, 1).eval()
+    optimiser, setup = build_optimiser(student, "adam", 1e-4, 5e-4), step_setup(cfg, cpu)
+    generator = torch.Generator().manual_seed(0)
+    return stream.loader, lambda it, batch: train_batch(student, optimiser, backbone, stream, teacher, setup, batch, 0, it, 0.05, (0, 1, 0), generator, cpu)
+
+
+STAGES = {"croc": croc_stage, "pass": pass_stage, "alignseg": alignseg_stage, "transfgu": transfgu_stage}
 
 
 def run_stage(stage: str, paths: list[str], threads: int, queue: mp.Queue) -> None:
@@ -148,6 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--out", default="benchmarks/results/train_scale.json")
+    parser.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES))
     args = parser.parse_args()
     torch.set_num_threads(1)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -157,12 +200,12 @@ def main() -> None:
         for n in sorted(args.sizes):
             root = write_shapes_dataset(ShapesConfig(num_train=n, num_val=1, image_size=SIZE), Path(tmp) / f"n{n}")
             paths = sorted(str(p) for p in (root / "images").glob("*.png"))[:n]
-            row = {stage: in_process(run_stage, stage, paths, 1) for stage in STAGES}
+            row = {stage: in_process(run_stage, stage, paths, 1) for stage in args.stages}
             row["decode_whole_split"] = in_process(run_load_all, paths)[0]
             result["rss_mb"][str(n)] = row
             print(n, {k: round(v, 1) for k, v in row.items()}, flush=True)
             if n == min(args.sizes):
-                result["rates_images_per_s"] = {stage: rates(stage, paths) for stage in STAGES}
+                result["rates_images_per_s"] = {stage: rates(stage, paths) for stage in args.stages}
                 print(result["rates_images_per_s"], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -88,26 +88,34 @@ def step_setup(cfg: dict[str, Any], device: torch.device) -> StepSetup:
     return StepSetup(losses, cfg, resolve_precision(cfg.get("amp", "auto"), device), LossGuard("lower transfgu.lr"))
 
 
+def train_batch(
+    student: Segmenter, optimiser: torch.optim.Optimizer, backbone: ViTBackbone, stream: Stream,
+    teacher: Segmenter | None, setup: StepSetup, batch: dict[str, Tensor], epoch: int, step: int, alpha: float,
+    key: Sequence[int], generator: torch.Generator, device: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    """One step on one streamed batch: labels are the arg-max of the cropped maps M, or of M̂ = ½(M + P̂) with P̂
+    from `teacher` on the same batch (eq. 11–12); the batch's photometric draw comes from (key, step)."""
+    rng = np.random.default_rng([*key, step, 1])  # the batch's shared photometric draw
+    views = batch_photometric(batch["view"], stream.rule, rng).to(device)
+    with setup.precision.autocast(), torch.no_grad():
+        patches = backbone(views).patches
+        maps = batch["maps"].to(device)
+        if teacher is not None:
+            maps = bootstrapped_maps(maps, teacher_probs_of_batch(teacher, backbone, batch, patches, stream.out_grid, stream.whole, device))
+    labels = maps.argmax(dim=1)
+    return train_step(student, optimiser, patches, labels, generator, alpha, setup.losses, setup.cfg, setup.precision, setup.guard, epoch, step)
+
+
 def train_epoch(
     student: Segmenter, optimiser: torch.optim.Optimizer, backbone: ViTBackbone, stream: Stream,
     teacher: Segmenter | None, setup: StepSetup, epoch: int, alpha: float, key: Sequence[int],
     generator: torch.Generator, device: torch.device,
 ) -> dict[str, Any]:  # fmt: skip
-    """One epoch on the stream: labels are the arg-max of the cropped maps M, or of M̂ = ½(M + P̂) with P̂ from
-    `teacher` on the same batch (eq. 11–12); the batch's photometric draw comes from (key, batch). Returns the
-    probe's means."""
+    """One epoch of `train_batch` over the stream in the order of (seed, epoch); returns the probe's means."""
     stream.batches.epoch = epoch
     probe = EpochProbe(student.cfg.num_labels)
     for b, batch in enumerate(stream.loader):
-        rng = np.random.default_rng([*key, b, 1])  # the batch's shared photometric draw
-        views = batch_photometric(batch["view"], stream.rule, rng).to(device)
-        with setup.precision.autocast(), torch.no_grad():
-            patches = backbone(views).patches
-            maps = batch["maps"].to(device)
-            if teacher is not None:
-                maps = bootstrapped_maps(maps, teacher_probs_of_batch(teacher, backbone, batch, patches, stream.out_grid, stream.whole, device))
-        labels = maps.argmax(dim=1)
-        probe.add(train_step(student, optimiser, patches, labels, generator, alpha, setup.losses, setup.cfg, setup.precision, setup.guard, epoch, b))
+        probe.add(train_batch(student, optimiser, backbone, stream, teacher, setup, batch, epoch, b, alpha, key, generator, device))
     return probe.means()
 
 
