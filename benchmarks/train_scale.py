@@ -1,7 +1,7 @@
 """Peak RSS of the training stages' input path at growing N, and loader vs model rates.
 
-For every N (synthetic shapes images) and training stage (CrOC, PASS pretraining, AlignSeg,
-MaskDistill's DeepLab-v3 and Mask R-CNN, the linear probe; on banks and a feature store of N rows
+For every N (synthetic shapes images) and training stage (CrOC, PASS pretraining, AlignSeg, a
+TransFGU round with its teacher on a label bank of random maps, MaskDistill's DeepLab-v3 and Mask R-CNN, the linear probe; on banks and a feature store of N rows
 written beside the images), a fresh
 process builds the stage's dataset, loader and trainer exactly as the stage does and runs a fixed
 number of steps; its peak RSS (VmHWM) is reported beside that of decoding the whole split into
@@ -36,6 +36,11 @@ STEPS, BATCH, SIZE = 4, 8, 48
 TINY_ARCH = dict(model="vit_tiny_patch16_224", patch_size=8, embed_dim=64, depth=2, num_heads=2, input_size=(32, 32))
 TINY_CROC = dict(epochs=1, batch_size=BATCH, warmup_epochs=0, k_start=4, sinkhorn_iters=20, head_hidden_dim=32,
                  head_bottleneck_dim=16, head_global_dim=64, head_dense_dim=32, view_size=[32, 32], device="cpu")  # fmt: skip
+TINY_TRANSFGU = {
+    "decoder": {"dim": 16, "layers": 1, "heads": 2}, "alpha": [0.03, 0.1], "w_div": 1.0, "w_unc": 0.3, "grad_clamp": 1.0,
+    "skip_nonpositive_loss": True, "losses": {"peer": True, "uncertainty": True, "diversity": True},
+    "diversity_form": "release", "augment_rule": "batch", "augment": {}, "amp": "off",
+}  # fmt: skip
 
 
 def peak_rss_mb() -> float:
@@ -62,14 +67,14 @@ def croc_stage(paths: list[str], threads: int):
 def pass_stage(paths: list[str], threads: int):
     """PASS pretraining's trainer and loader, as `useg.methods.pass_.train.pretrain` builds them."""
     from useg.methods.pass_.model import NetConfig
-    from useg.methods.pass_.train import PASSTrainer, PretrainConfig, collate_pairs
+    from useg.methods.pass_.train import PASSTrainer, PretrainConfig, collate_crops, multi_crop
 
     net_cfg = NetConfig(arch="tiny", width=8, output_stride=8, projector_hidden=16, projector_dim=8, prototypes=6)
     cfg = PretrainConfig(batch_size=BATCH, view_size=[32, 32], overlap_size=2)
     trainer = PASSTrainer(net_cfg, cfg, len(paths) // BATCH, 0, "cpu")
-    aug = cfg.view_augment()
-    dataset = ImageDataset(paths, partial(two_views, augs=(aug, aug), patch=8), 0, (SIZE, SIZE))
-    loader = make_loader(dataset, EpochBatches(len(paths), BATCH, 0), collate_pairs, threads)
+    sample = partial(multi_crop, aug=cfg.view_augment(), local=cfg.local_augment(), n_local=cfg.local_crops, patch=8)
+    dataset = ImageDataset(paths, sample, 0, (SIZE, SIZE))
+    loader = make_loader(dataset, EpochBatches(len(paths), BATCH, 0), collate_crops, threads)
     return loader, lambda it, batch: trainer.step(batch[1], None, (SIZE, SIZE), it)
 
 
@@ -126,6 +131,42 @@ def write_banks(paths: list[str], chunk: int = 1000) -> None:
     attrs = {"input_size": [SIZE, SIZE], "patch_size": 8, "topk": 0.4, "background": "none"}
     with MaskBankWriter(folder / "masks.zarr", np.arange(n), ids, (grid, grid), 8, prov, **attrs) as w:
         w.write(0, masks=masks, boxes=np.tile([8, 8, SIZE - 8, SIZE - 8], (n, 1)), source=np.zeros(n), cls=np.zeros((n, 8)))
+
+
+def label_bank(paths: list[str], labels: int = 3) -> str:
+    """A label bank of random response maps for `paths` at the tiny backbone's grid (TransFGU's input)."""
+    from useg.stores.labelbank import LabelBankWriter
+
+    bank_path = Path(paths[0]).parent.parent / "bank.zarr"
+    if not bank_path.exists():
+        n, grid = len(paths), SIZE // TINY_ARCH["patch_size"]
+        maps = np.random.default_rng(0).random((n, labels, grid, grid), dtype=np.float32)
+        with LabelBankWriter(bank_path, np.arange(n), [Path(p).stem for p in paths], labels, (grid, grid), {}, input_size=[SIZE, SIZE]) as writer:
+            writer.write(0, maps, maps.argmax(1), np.ones((n, grid, grid), np.uint8))
+    return str(bank_path)
+
+
+def transfgu_stage(paths: list[str], threads: int):
+    """A TransFGU round with a teacher (round 1 of `rounds`; the release job's batches are the same), as
+    `useg.methods.transfgu.stages.train_round` builds it: images and maps streamed from the bank."""
+    from useg.backbones import BackboneConfig, build_backbone
+    from useg.data.manifest import ManifestRow
+    from useg.methods.transfgu.segmenter import SegmenterConfig, build_segmenter
+    from useg.methods.transfgu.training import step_setup, train_batch, training_stream
+    from useg.stores.labelbank import LabelBank
+    from useg.train.descent import build_optimiser
+
+    cfg = {**TINY_TRANSFGU, "batch_size": BATCH}
+    backbone = build_backbone(BackboneConfig(**TINY_ARCH), seed=0).eval().requires_grad_(False)
+    bank = LabelBank([label_bank(paths)])
+    rows = [ManifestRow(Path(p).stem, p, SIZE, SIZE, "train") for p in paths]
+    cpu = torch.device("cpu")
+    stream = training_stream(backbone, rows, bank, cfg, 0, True, cpu, threads)
+    seg_cfg = SegmenterConfig(64, bank.num_labels, **cfg["decoder"])
+    student, teacher = build_segmenter(seg_cfg, 0), build_segmenter(seg_cfg, 1).eval()
+    optimiser, setup = build_optimiser(student, "adam", 1e-4, 5e-4), step_setup(cfg, cpu)
+    generator = torch.Generator().manual_seed(0)
+    return stream.loader, lambda it, batch: train_batch(student, optimiser, backbone, stream, teacher, setup, batch, 0, it, 0.05, (0, 1, 0), generator, cpu)
 
 
 TINY_DEEPLAB = {
@@ -211,8 +252,8 @@ def probe_stage(paths: list[str], threads: int):
     return rebatch(loader, BATCH, epoch_generator(0, 0)), lambda it, batch: step(batch=batch, where=(0, it))
 
 
-STAGES = {"croc": croc_stage, "pass": pass_stage, "alignseg": alignseg_stage, "deeplab": deeplab_stage, "maskrcnn": maskrcnn_stage, "probe": probe_stage}
-LOADER_STAGES = ("croc", "pass", "alignseg", "deeplab", "probe")  # the stages that read through the input pipeline
+STAGES = {"croc": croc_stage, "pass": pass_stage, "alignseg": alignseg_stage, "transfgu": transfgu_stage, "deeplab": deeplab_stage, "maskrcnn": maskrcnn_stage, "probe": probe_stage}
+LOADER_STAGES = ("croc", "pass", "alignseg", "transfgu", "deeplab", "probe")  # the stages that read through the input pipeline
 
 
 def run_stage(stage: str, paths: list[str], threads: int, queue: mp.Queue) -> None:

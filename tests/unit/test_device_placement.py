@@ -115,8 +115,9 @@ def test_alignseg_training_step_and_prediction_batch(tmp_path, tiny_backbone_cfg
 
 
 def test_transfgu_round_teacher_and_prediction_batch(tmp_path, tiny_backbone_cfg):
+    from tests.unit.test_transfgu_bootstrap import make_split
     from useg.backbones import build_backbone
-    from useg.methods.transfgu.stages import predict_segmenter, teacher_probabilities, train_round
+    from useg.methods.transfgu.stages import predict_segmenter, train_round
 
     cfg = {
         "decoder": {"dim": 16, "layers": 1, "heads": 2}, "lr": 1e-3, "weight_decay": 5e-4, "epochs": 1,
@@ -126,14 +127,14 @@ def test_transfgu_round_teacher_and_prediction_batch(tmp_path, tiny_backbone_cfg
     }  # fmt: skip
     backbone = build_backbone(tiny_backbone_cfg, seed=0)
     store = feature_store(tmp_path, backbone, write_rgb(tmp_path, 2))
-    g = torch.Generator().manual_seed(0)
-    images, maps = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 4, 4, generator=g)
+    (tmp_path / "split").mkdir()
+    rows, bank = make_split(tmp_path / "split", 2)
     history: list = []
     with DeviceGuard():
-        student = train_round(backbone, images, maps, cfg, 0, 0, DEVICE, history)
-        probs = teacher_probabilities(student, backbone, images, DEVICE)
-        predict_segmenter(student, [store], tmp_path / "p.zarr", (32, 32), "transfgu", PROV, DEVICE)
-    assert np.isfinite(history[0]["loss"]) and probs.shape == maps.shape
+        student = train_round(backbone, rows, bank, None, cfg, 0, 0, DEVICE, history)
+        taught = train_round(backbone, rows, bank, student, cfg, 0, 1, DEVICE, history)
+        predict_segmenter(taught, [store], tmp_path / "p.zarr", (32, 32), "transfgu", PROV, DEVICE)
+    assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
 
 
 def test_transfgu_bootstrap_job_with_its_teacher_on_whole_images(tmp_path, tiny_backbone_cfg):

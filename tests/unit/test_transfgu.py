@@ -12,11 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from useg.backbones import build_backbone
-from useg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from useg.errors import ConfigError, StoreError
 from useg.methods.common import roi_crop
 from useg.methods.transfgu import gradcam as gc
-from useg.methods.transfgu.augment import random_crop_boxes, training_views, view_augment
+from useg.methods.transfgu.augment import crop_views, draw_boxes, half_size, random_crop_boxes, view_augment
 from useg.methods.transfgu.concepts import cluster_concepts, concept_counts
 from useg.methods.transfgu.crops import BACKGROUND, FOREGROUND, UNUSED, crop_boxes, crop_groups, foreground_mask
 from useg.methods.transfgu.losses import (
@@ -38,7 +37,6 @@ from useg.methods.transfgu.segmenter import (
     mask_logits,
     save_segmenter,
 )
-from useg.methods.transfgu.stages import half_size
 from useg.train.descent import build_optimiser, descend
 
 
@@ -312,11 +310,11 @@ def test_training_views_crop_images_and_maps_together():
     ramp = torch.linspace(0, 1, 32)  # images and maps both increase from left to right
     images = ramp.expand(8, 3, 32, 32).clone()
     maps = torch.linspace(0, 1, 4).expand(8, 5, 4, 4).clone()
-    views, crops = training_views(images, maps, (16, 16), (2, 2), aug, np.random.default_rng(1))
-    again = training_views(images, maps, (16, 16), (2, 2), aug, np.random.default_rng(1))
+    views, crops = crop_views(images, maps, *draw_boxes(8, 32, 32, aug, "image", np.random.default_rng(1)), (16, 16), (2, 2))
+    again = crop_views(images, maps, *draw_boxes(8, 32, 32, aug, "image", np.random.default_rng(1)), (16, 16), (2, 2))
     assert views.shape == (8, 3, 16, 16) and crops.shape == (8, 5, 2, 2)
     assert torch.equal(views, again[0]) and torch.equal(crops, again[1]), "views depend only on the generator"
-    raw = views[:, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+    raw = views[:, 0]
     view_rises = raw[:, :, -1].mean(1) > raw[:, :, 0].mean(1)
     map_rises = crops[:, 0, :, -1].mean(1) > crops[:, 0, :, 0].mean(1)
     assert torch.equal(view_rises, map_rises), "an image and its label crop are flipped together"
@@ -418,36 +416,40 @@ ROUND_CFG = {
 }  # fmt: skip
 
 
-def test_training_round_at_a_diverging_learning_rate_fails_with_advice(backbone):
+def test_training_round_at_a_diverging_learning_rate_fails_with_advice(backbone, tmp_path):
+    from tests.unit.test_transfgu_bootstrap import make_split
     from useg.errors import TrainingError
     from useg.methods.transfgu.stages import train_round
 
-    g = torch.Generator().manual_seed(0)
-    images, maps = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 3, 4, 4, generator=g)
+    rows, bank = make_split(tmp_path)
     with pytest.raises(TrainingError, match="training diverged. Try to lower transfgu.lr"):
-        train_round(backbone, images, maps, {**ROUND_CFG, "lr": 1e3, "epochs": 10}, 0, 0, torch.device("cpu"))
+        train_round(backbone, rows, bank, None, {**ROUND_CFG, "lr": 1e3, "epochs": 10}, 0, 0, torch.device("cpu"))
 
 
-def test_training_round_is_deterministic_and_uses_the_teacher(backbone):
-    cfg = ROUND_CFG
+def test_training_round_streams_deterministically_and_uses_the_teacher(backbone, tmp_path):
+    from tests.unit.test_transfgu_bootstrap import make_split
     from useg.data.augment import normalise_images
-    from useg.methods.transfgu.stages import teacher_probabilities, train_round
+    from useg.methods.transfgu.stages import train_round
+    from useg.methods.transfgu.training import teacher_probs_of_batch
 
-    g = torch.Generator().manual_seed(0)
-    images, maps = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 3, 4, 4, generator=g)
+    rows, bank = make_split(tmp_path)
     cpu = torch.device("cpu")
-    first = train_round(backbone, images, maps, cfg, 0, 0, cpu)
+    first = train_round(backbone, rows, bank, None, ROUND_CFG, 0, 0, cpu)
     history: list = []
-    again = train_round(backbone, images, maps, cfg, 0, 0, cpu, history)
+    again = train_round(backbone, rows, bank, None, ROUND_CFG, 0, 0, cpu, history, threads=2)
     assert [h["epoch"] for h in history] == [1, 2] and {"loss", "loss_main", "loss_div", "loss_unc"} <= set(history[0])
     assert all(0 <= h["skipped"] <= 1 for h in history)
     for (name, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items()):
-        assert torch.equal(a, b), f"{name} differs between identical runs"
-    probs = teacher_probabilities(first, backbone, images, cpu, batch_size=3)
+        assert torch.equal(a, b), f"{name} differs between identical runs (0 and 1 loader workers)"
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    batch = {"image": images, "box": torch.tensor([[0.0, 0.0, 32.0, 32.0]] * 2), "flip": torch.tensor([False, True])}
+    probs = teacher_probs_of_batch(first, backbone, batch, torch.empty(0), (4, 4), True, cpu)
     clean = first(backbone(normalise_images(images)).patches)[0].softmax(dim=1)
-    assert probs.shape == maps.shape and torch.allclose(probs, clean, atol=1e-6), "P̂ is the teacher on the whole clean image"
-    student = train_round(backbone, images, bootstrapped_maps(maps, probs), cfg, 0, 1, cpu)
-    assert not torch.equal(student.class_embed, first.class_embed)
+    assert torch.allclose(probs[0], clean[0], atol=1e-6), "P̂ is the teacher on the whole clean image"
+    assert torch.allclose(probs[1], clean[1].flip(-1), atol=1e-6), "and flipped with the view"
+    taught = train_round(backbone, rows, bank, first, ROUND_CFG, 0, 1, cpu)
+    alone = train_round(backbone, rows, bank, None, ROUND_CFG, 0, 1, cpu)
+    assert not torch.equal(taught.class_embed, alone.class_embed), "round 1 learns from M̂, not M"
     assert first.cfg.num_labels == 3
 
 

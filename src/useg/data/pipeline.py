@@ -149,10 +149,13 @@ def make_loader(
     threads: int = 1,
     device: torch.device | str = "cpu",
 ) -> DataLoader:
-    """A DataLoader over `batches` of `dataset` with `threads - 1` persistent workers, pinned memory on CUDA."""
+    """A DataLoader over `batches` of `dataset` with `threads - 1` persistent workers, pinned memory on CUDA.
+    Its own generator draws the workers' base seed, so the global torch RNG (dropout) is the same for any
+    worker count (an iterator is made each epoch without workers, once with persistent ones)."""
     workers = loader_workers(threads)
     return DataLoader(
         dataset,
+        generator=torch.Generator().manual_seed(batches.seed),
         batch_sampler=batches,
         collate_fn=collate,
         num_workers=workers,

@@ -33,6 +33,12 @@ def view_augment(cfg: dict[str, Any]) -> ViewAugment:
     return ViewAugment(scale=tuple(params.pop("crop_scale", (0.3, 1.0))), **params)
 
 
+def half_size(input_size: tuple[int, int], patch: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Training view size (H/2, W/2) rounded down to whole patches (at least one), and its grid (§4.2)."""
+    grid = tuple(max(1, s // 2 // patch) for s in input_size)
+    return (grid[0] * patch, grid[1] * patch), grid  # type: ignore[return-value]
+
+
 def random_crop_boxes(n: int, height: int, width: int, aug: ViewAugment, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
     """`n` random-resized-crop boxes [n, 4] (x0, y0, x1, y1) in pixels and their flip flags [n]."""
     crops = [sample_crop((height, width), aug, rng) for _ in range(n)]
@@ -70,22 +76,6 @@ def draw_boxes(n: int, height: int, width: int, aug: ViewAugment, rule: str, rng
 def per_image_photometric(views: Tensor, aug: ViewAugment, rule: str, rng: np.random.Generator) -> Tensor:
     """Views [B, 3, h, w] in [0, 1] with one photometric draw per image under the `image` rule (unchanged under `batch`)."""
     return torch.stack([photometric(v, aug, rng) for v in views]) if rule == "image" else views
-
-
-def training_views(
-    images: Tensor,
-    maps: Tensor,
-    out_size: tuple[int, int],
-    out_grid: tuple[int, int],
-    aug: ViewAugment,
-    rng: np.random.Generator,
-    rule: str = "image",
-) -> tuple[Tensor, Tensor]:
-    """Augmented normalised views [B, 3, *out_size] and their response maps cropped by RoI-Align [B, L, *out_grid]
-    under `rule` (`batch`: the release's crops and one photometric draw for the batch; `image`: per image)."""
-    boxes, flip = draw_boxes(len(images), *images.shape[-2:], aug, rule, rng)
-    views, crops = crop_views(images, maps, boxes, flip, out_size, out_grid)
-    return batch_photometric(per_image_photometric(views, aug, rule, rng), rule, rng), crops
 
 
 def bootstrap_sample(

@@ -90,12 +90,12 @@ def run_train(args: argparse.Namespace) -> None:
 
     params = stage_params(args)
     set_threads(args.threads)
-    backbone, cfg = _backbone(params, args.weights)
+    backbone, _ = _backbone(params, args.weights)
     bank, rows = _bank_rows(args)
     teacher = load_segmenter(args.teacher)[0] if args.teacher else None
     run_training_round(
-        backbone, rows, bank, teacher, params["transfgu"], cfg.input_size, params["seed"], args.round, args.out,
-        resolve_device(params["transfgu"]["device"]), args.out_log,
+        backbone, rows, bank, teacher, params["transfgu"], params["seed"], args.round, args.out,
+        resolve_device(params["transfgu"]["device"]), args.out_log, args.threads,
     )  # fmt: skip
 
 

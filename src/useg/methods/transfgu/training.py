@@ -1,18 +1,122 @@
-"""One optimisation step of the TransFGU student and the per-epoch probe of its losses and label shares
-(eq. 13–16), shared by the `rounds` and `release` schedules."""
+"""The TransFGU student's data path, one optimisation step, one epoch and the per-epoch probe of its losses
+and label shares (eq. 10–16), shared by the `rounds` and `release` schedules: images and the bank's maps M are
+streamed per batch, the teacher run on each batch."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
-from useg.methods.transfgu.losses import LossConfig, shuffled_labels, total_loss
+from useg.backbones.vit import ViTBackbone
+from useg.data.augment import normalise_images
+from useg.data.manifest import ManifestRow
+from useg.data.pipeline import EpochBatches, LabelledDataset, make_loader
+from useg.methods.common import roi_crop
+from useg.methods.transfgu.augment import batch_photometric, bootstrap_sample, half_size, stack_samples, view_augment
+from useg.methods.transfgu.losses import LossConfig, bootstrapped_maps, shuffled_labels, total_loss
 from useg.methods.transfgu.segmenter import Segmenter
+from useg.stores.base import ShardedRows
+from useg.stores.labelbank import LabelBank
 from useg.train import LossGuard
-from useg.train.amp import Precision
+from useg.train.amp import Precision, resolve_precision
 from useg.train.descent import descend
+
+
+@dataclass
+class Stream:
+    """The training batches of one job: its loader, the sampler whose `epoch` selects the order, the view's
+    patch grid, the augmentation rule and whether samples carry the whole image for the teacher."""
+
+    loader: DataLoader
+    batches: EpochBatches
+    out_grid: tuple[int, int]
+    rule: str
+    whole: bool
+
+
+def training_stream(
+    backbone: ViTBackbone, rows: Sequence[ManifestRow], bank: LabelBank, cfg: dict[str, Any], seed: int,
+    whole: bool, device: torch.device, threads: int = 1,
+) -> Stream:  # fmt: skip
+    """Images and the bank's maps M read per sample from their Zarr shards (LabelledDataset + ShardedRows), each
+    cropped and flipped as its view inside the loader worker, from a generator of (seed, epoch, sample) (§4.2)."""
+    size = tuple(bank.attrs["input_size"])
+    out_size, out_grid = half_size(size, backbone.patch_size)
+    rule = cfg["augment_rule"]
+    sample = partial(bootstrap_sample, rule=rule, aug=view_augment(cfg["augment"]), out_size=out_size, out_grid=out_grid, whole=whole)
+    dataset = LabelledDataset([row.path for row in rows], ShardedRows(bank.paths, "maps"), sample, seed, size)
+    batches = EpochBatches(len(rows), min(cfg["batch_size"], len(rows)), seed)
+    return Stream(make_loader(dataset, batches, stack_samples, threads, device), batches, out_grid, rule, whole)
+
+
+def teacher_probs_of_batch(
+    teacher: Segmenter, backbone: ViTBackbone, batch: dict[str, Tensor], patches: Tensor,
+    out_grid: tuple[int, int], whole: bool, device: torch.device,
+) -> Tensor:  # fmt: skip
+    """P̂ of a batch at the view's grid: the teacher on the student's view (`augmented`, the release), or on the
+    whole unaugmented image cropped and flipped as the view (`whole`) (eq. 10)."""
+    with torch.no_grad():
+        if not whole:
+            return teacher(patches)[0].softmax(dim=1)
+        images = batch["image"].to(device)
+        probs = teacher(backbone(normalise_images(images)).patches)[0].softmax(dim=1)
+        crops = roi_crop(probs, batch["box"].to(device), out_grid, spatial_scale=probs.shape[-1] / images.shape[-1])
+        flip = batch["flip"].to(device)
+        crops[flip] = crops[flip].flip(-1)
+        return crops
+
+
+@dataclass
+class StepSetup:
+    """What every step of a job shares: the losses' settings, the `transfgu` section, precision and guard."""
+
+    losses: LossConfig
+    cfg: dict[str, Any]
+    precision: Precision
+    guard: LossGuard
+
+
+def step_setup(cfg: dict[str, Any], device: torch.device) -> StepSetup:
+    """The step settings of a `transfgu` section: its losses (eq. 13–16), precision on `device`, the NaN guard."""
+    losses = LossConfig(**cfg["losses"], w_div=cfg["w_div"], w_unc=cfg["w_unc"], diversity_form=cfg["diversity_form"])
+    return StepSetup(losses, cfg, resolve_precision(cfg.get("amp", "auto"), device), LossGuard("lower transfgu.lr"))
+
+
+def train_batch(
+    student: Segmenter, optimiser: torch.optim.Optimizer, backbone: ViTBackbone, stream: Stream,
+    teacher: Segmenter | None, setup: StepSetup, batch: dict[str, Tensor], epoch: int, step: int, alpha: float,
+    key: Sequence[int], generator: torch.Generator, device: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    """One step on one streamed batch: labels are the arg-max of the cropped maps M, or of M̂ = ½(M + P̂) with P̂
+    from `teacher` on the same batch (eq. 11–12); the batch's photometric draw comes from (key, step)."""
+    rng = np.random.default_rng([*key, step, 1])  # the batch's shared photometric draw
+    views = batch_photometric(batch["view"], stream.rule, rng).to(device)
+    with setup.precision.autocast(), torch.no_grad():
+        patches = backbone(views).patches
+        maps = batch["maps"].to(device)
+        if teacher is not None:
+            maps = bootstrapped_maps(maps, teacher_probs_of_batch(teacher, backbone, batch, patches, stream.out_grid, stream.whole, device))
+    labels = maps.argmax(dim=1)
+    return train_step(student, optimiser, patches, labels, generator, alpha, setup.losses, setup.cfg, setup.precision, setup.guard, epoch, step)
+
+
+def train_epoch(
+    student: Segmenter, optimiser: torch.optim.Optimizer, backbone: ViTBackbone, stream: Stream,
+    teacher: Segmenter | None, setup: StepSetup, epoch: int, alpha: float, key: Sequence[int],
+    generator: torch.Generator, device: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    """One epoch of `train_batch` over the stream in the order of (seed, epoch); returns the probe's means."""
+    stream.batches.epoch = epoch
+    probe = EpochProbe(student.cfg.num_labels)
+    for b, batch in enumerate(stream.loader):
+        probe.add(train_batch(student, optimiser, backbone, stream, teacher, setup, batch, epoch, b, alpha, key, generator, device))
+    return probe.means()
 
 
 def train_step(
