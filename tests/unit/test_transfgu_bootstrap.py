@@ -112,16 +112,28 @@ def test_schedule_run_logs_updates_alpha_peer_and_label_shares(tmp_path):
     assert torch.load(tmp_path / "resume.pth", weights_only=True)["epoch"] == 3, "state written before the last update"
 
 
+def schedule_in_a_fresh_process(root: Path, resume: Path, wait: bool = True) -> subprocess.Popen:
+    """run_schedule in its own interpreter (thread counts and RNG untouched by earlier tests); it saves
+    the weights and the history to root/final.pth."""
+    code = (
+        "from tests.unit.test_transfgu_bootstrap import run_schedule; import torch; "
+        f"weights = run_schedule({str(root)!r}, {str(resume)!r}); "
+        f"torch.save({{'weights': weights, 'history': run_schedule.history}}, {str(root / 'final.pth')!r})"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if wait:
+        assert proc.wait() == 0, proc.stderr.read().decode()
+    return proc
+
+
 def test_resume_after_a_kill_gives_the_uninterrupted_weights(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir(), killed.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    fresh = "from tests.unit.test_transfgu_bootstrap import run_schedule; import torch; "
-    subprocess.run([sys.executable, "-c", fresh + f"torch.save(run_schedule({str(whole)!r}, {str(whole / 'resume.pth')!r}), {str(whole / 'final.pth')!r})"], cwd=REPO, env=env, check=True)
-    expected = torch.load(whole / "final.pth", weights_only=True)  # both runs start from a fresh process
+    schedule_in_a_fresh_process(whole, whole / "resume.pth")
+    expected = torch.load(whole / "final.pth", weights_only=True)["weights"]
     resume = killed / "resume.pth"
-    code = fresh + f"run_schedule({str(killed)!r}, {str(resume)!r})"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = schedule_in_a_fresh_process(killed, resume, wait=False)
     deadline = time.time() + 120
     while not resume.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -129,10 +141,11 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(tmp_path):
     proc.wait()
     assert resume.exists(), "the killed run wrote a resume state"
     assert torch.load(resume, weights_only=True)["epoch"] in (1, 3), "the state of an epoch before an update"
-    resumed = run_schedule(str(killed), str(resume))
-    assert run_schedule.history[0]["epoch"] == 1 and len(run_schedule.history) == 6  # type: ignore[attr-defined]
+    schedule_in_a_fresh_process(killed, resume)  # the three runs all start from fresh processes
+    resumed = torch.load(killed / "final.pth", weights_only=False)
+    assert resumed["history"][0]["epoch"] == 1 and len(resumed["history"]) == 6
     for name, value in expected.items():
-        assert torch.equal(value, resumed[name]), f"{name} differs after resuming"
+        assert torch.equal(value, resumed["weights"][name]), f"{name} differs after resuming"
 
 
 def test_teacher_on_the_whole_image_and_per_image_views_change_the_student(tmp_path):
