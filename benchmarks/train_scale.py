@@ -155,13 +155,14 @@ def transfgu_stage(paths: list[str], threads: int):
     from useg.methods.transfgu.training import step_setup, train_batch, training_stream
     from useg.stores.labelbank import LabelBank
     from useg.train.descent import build_optimiser
+    from useg.world import World
 
     cfg = {**TINY_TRANSFGU, "batch_size": BATCH}
     backbone = build_backbone(BackboneConfig(**TINY_ARCH), seed=0).eval().requires_grad_(False)
     bank = LabelBank([label_bank(paths)])
     rows = [ManifestRow(Path(p).stem, p, SIZE, SIZE, "train") for p in paths]
     cpu = torch.device("cpu")
-    stream = training_stream(backbone, rows, bank, cfg, 0, True, cpu, threads)
+    stream = training_stream(backbone, rows, bank, cfg, 0, True, World(), cpu, threads)
     seg_cfg = SegmenterConfig(64, bank.num_labels, **cfg["decoder"])
     student, teacher = build_segmenter(seg_cfg, 0), build_segmenter(seg_cfg, 1).eval()
     optimiser, setup = build_optimiser(student, "adam", 1e-4, 5e-4), step_setup(cfg, cpu)

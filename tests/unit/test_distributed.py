@@ -20,6 +20,8 @@ from tests.integration.test_pass_dag import CONFIG as PASS_DAG
 from tests.integration.test_pretrain_dag import TINY_CROC as DAG_CROC
 from tests.unit.test_croc import TINY_ARCH, TINY_CROC
 from tests.unit.test_maskdistill import TINY_DEEPLAB
+from tests.unit.test_transfgu_bootstrap import CFG as TRANSFGU_BOOTSTRAP
+from tests.unit.test_transfgu_bootstrap import make_split
 from useg.backbones import BackboneConfig, build_backbone
 from useg.data.augment import two_views
 from useg.data.pipeline import EpochBatches, ImageDataset, make_loader
@@ -36,6 +38,7 @@ from useg.train import distributed
 # at most 1.5e-6 (float32 reductions in another order); 1e-5 leaves a margin and still catches a
 # step on per-process statistics (AlignSeg's L_corr summed per process: off by 4.4).
 # DeepLab-v3 in eval mode: the same losses to the last bit, weights within 1.5e-8.
+# TransFGU (dropout 0): losses within 1.2e-7, decoder weights within 1.9e-7 but the key bias (assert_same_segmenter).
 TOLERANCE = 1e-5
 CROC = CrOCConfig(**{**TINY_CROC, "drop_path_rate": 0.0, "freeze_last_layer_epochs": 0, "device": "cpu"})
 
@@ -283,6 +286,91 @@ def test_deeplab_rank_zero_writes_and_its_resume_state_resumes_in_one_process(tm
     assert all(np.isfinite(e["loss"]) for e in resumed["epochs"])
 
 
+TRANSFGU = {**TRANSFGU_BOOTSTRAP, "decoder": {"dim": 16, "layers": 1, "heads": 2, "dropout": 0.0}, "batch_size": 4, "lr": 1e-2}
+
+
+def transfgu_round(rows: list, bank_path: str, out: str) -> None:
+    """Round 1 of the `rounds` schedule (a teacher on the whole image) for 3 epochs of 2 global batches of 4;
+    rank 0 writes the model and the log. The decoder's dropout is 0: each process draws its own dropout masks,
+    so with dropout 2 processes differ from 1 by design."""
+    from useg.methods.transfgu.segmenter import SegmenterConfig, build_segmenter
+    from useg.methods.transfgu.stages import run_training_round
+    from useg.stores.labelbank import LabelBank
+
+    backbone = build_backbone(BackboneConfig.from_dict(TINY_BACKBONE), seed=0)
+    bank = LabelBank([bank_path])
+    teacher = build_segmenter(SegmenterConfig(backbone.embed_dim, bank.num_labels, **TRANSFGU["decoder"]), seed=1)
+    root = Path(out)
+    cfg = {**TRANSFGU, "epochs": 3}
+    run_training_round(backbone, rows, bank, teacher, cfg, 0, 1, root / "model.pt", torch.device("cpu"), root / "log.json")
+
+
+def epoch_values(entry: dict) -> list[float]:
+    """A TransFGU history entry's numbers in key order, its label shares among them."""
+    return [float(v) for k in sorted(entry) for v in np.atleast_1d(entry[k])]
+
+
+def assert_same_segmenter(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Two Segmenter state dicts agree within TOLERANCE, but for the attention's key bias: softmax ignores it,
+    so its gradient is float rounding alone, which Adam's normalisation turns into steps of up to lr / 100 that
+    differ with the order of the reductions (1e-4 apart after 3 steps at lr 1e-2); it changes no output."""
+    for key, value in a.items():
+        other = b[key]
+        if key.endswith("self_attn.in_proj_bias"):  # [query; key; value] biases
+            dim = len(value) // 3
+            value, other = (torch.cat([t[:dim], t[2 * dim :]]) for t in (value, other))
+        torch.testing.assert_close(value, other, rtol=0, atol=TOLERANCE, msg=lambda m: f"{key}: {m}")
+
+
+def test_two_gloo_processes_give_the_one_process_transfgu_round(tmp_path):
+    rows, _ = make_split(tmp_path, 8)
+    for name in ("two", "one"):
+        (tmp_path / name).mkdir()
+    run_processes(2, transfgu_round, rows, str(tmp_path / "bank.zarr"), str(tmp_path / "two"))
+    transfgu_round(rows, str(tmp_path / "bank.zarr"), str(tmp_path / "one"))
+    two, one = (json.loads((tmp_path / f"{n}/log.json").read_text())["epochs"] for n in ("two", "one"))
+    assert len(one) == len(two) == 3
+    for a, b in zip(one, two):
+        assert set(a) == set(b) == {"epoch", "loss", "loss_main", "loss_div", "loss_unc", "skipped", "alpha", "label_shares"}
+        np.testing.assert_allclose(epoch_values(a), epoch_values(b), rtol=0, atol=TOLERANCE)
+    assert one[0]["loss"] != one[2]["loss"], "the steps train: losses change"
+    assert_same_segmenter(*(torch.load(tmp_path / f"{n}/model.pt", weights_only=True)["state_dict"] for n in ("two", "one")))
+
+
+def transfgu_bootstrap(rows: list, bank_path: str, out: str) -> None:
+    """The release's schedule (6 epochs, teacher updates at epochs 2 and 4) on global batches of 4 into the folder
+    `out`, resuming from its resume.pth; rank 0 saves the final weights and history. Dropout 0, as transfgu_round."""
+    from useg.methods.transfgu.bootstrap import train_bootstrap
+    from useg.stores.labelbank import LabelBank
+
+    backbone = build_backbone(BackboneConfig.from_dict(TINY_BACKBONE), seed=0)
+    root = Path(out)
+    student, history = train_bootstrap(backbone, rows, LabelBank([bank_path]), TRANSFGU, 0, torch.device("cpu"), root / "resume.pth")
+    if distributed.is_main():
+        torch.save({"weights": student.state_dict(), "history": history}, root / "final.pth")
+    distributed.finish()
+
+
+def test_two_gloo_processes_give_the_one_process_transfgu_schedule_and_rank_zero_state_resumes(tmp_path):
+    rows, _ = make_split(tmp_path, 8)
+    bank = str(tmp_path / "bank.zarr")
+    for name in ("two", "one"):
+        (tmp_path / name).mkdir()
+    run_processes(2, transfgu_bootstrap, rows, bank, str(tmp_path / "two"))
+    transfgu_bootstrap(rows, bank, str(tmp_path / "one"))
+    two, one = (torch.load(tmp_path / f"{n}/final.pth", weights_only=False) for n in ("two", "one"))
+    assert [h["teacher_update"] for h in one["history"]] == [False, False, True, False, True, False]
+    for a, b in zip(one["history"], two["history"], strict=True):
+        np.testing.assert_allclose(epoch_values(a), epoch_values(b), rtol=0, atol=TOLERANCE)
+    assert_same_segmenter(one["weights"], two["weights"])
+    saved = torch.load(tmp_path / "two/resume.pth", weights_only=True)
+    assert saved["epoch"] == 3 and saved["history"] == two["history"][:4], "rank 0 kept the state before the last update"
+    transfgu_bootstrap(rows, bank, str(tmp_path / "two"))  # one process resumes rank 0's state at epoch 5
+    resumed = torch.load(tmp_path / "two/final.pth", weights_only=False)
+    assert resumed["history"][:4] == saved["history"] and len(resumed["history"]) == 6
+    assert_same_segmenter(one["weights"], resumed["weights"])
+
+
 def check_uneven_batch() -> None:
     with pytest.raises(ConfigError, match=r"croc.batch_size \(3\) must be a multiple of the 2 GPUs"):
         distributed.start(torch.device("cpu"))
@@ -320,6 +408,9 @@ def dry_run_job(tmp_path: Path, rule: str, cfg: dict) -> tuple[str, str]:
         ("pretrain", "pretrain", {"backbone": {"weights": "pretrain"}, "croc": {**DAG_CROC, "gpus": 2}}, 2),
         ("alignseg_train", "alignseg-train", {"methods": ["alignseg"], "alignseg": {"gpus": 4}}, 4),
         ("pass_pretrain", "pass-pretrain", {"methods": ["pass"], "pass": {"pretrain": {"gpus": 2}}}, 2),
+        ("transfgu_train", "transfgu-train", {"methods": ["transfgu"], "transfgu": {"gpus": 2}}, 2),
+        ("transfgu_bootstrap", "transfgu-bootstrap", {"methods": ["transfgu"], "transfgu": {"gpus": 2}}, 2),
+        ("transfgu_bootstrap", "transfgu-bootstrap", {"methods": ["transfgu"], "transfgu": {"gpus": 1}}, 1),
     ],
 )
 def test_a_training_rule_runs_torchrun_for_more_than_one_gpu_and_asks_for_them(rule, stage, section, gpus, tmp_path):
@@ -328,7 +419,7 @@ def test_a_training_rule_runs_torchrun_for_more_than_one_gpu_and_asks_for_them(r
     launcher = f"torchrun --standalone --nproc_per_node {gpus} -m useg --" if gpus > 1 else "python -m useg"
     assert command.startswith(f"{launcher} {stage} --params")
     assert '"gpus"' not in command, "the GPU count is not part of the stage's config (nor its hash)"
-    assert f"gpu={gpus if has_nvidia_gpu() else 0}" in resources
+    assert f"gpu={gpus if has_nvidia_gpu() else 0}" in resources and "nodes=1" in resources
 
 
 @pytest.mark.integration

@@ -113,6 +113,7 @@ rule transfgu_train:
         cfg=lambda w: as_json({"backbone": config["backbone"], **transfgu_slice(*TRANSFGU_TRAIN_KEYS)}),
         teacher=lambda w, input: f"--teacher {input.teacher}" if input.teacher else "",
         weights=weights_option,
+        useg=useg_launcher(config["transfgu"]["gpus"]),
     log:
         f"{OUT}/logs/transfgu/train-round-{{round}}.log",
     benchmark:
@@ -121,11 +122,12 @@ rule transfgu_train:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=gpu_request,
+        gpu=lambda w: gpus_request(config["transfgu"]["gpus"]),
+        nodes=1,  # torchrun's processes share the one node of the job
     conda:
         GPU_ENV
     shell:
-        "python -m useg transfgu-train --params {params.cfg:q} --manifest {input.manifest} --bank {input.bank}"
+        "{params.useg} transfgu-train --params {params.cfg:q} --manifest {input.manifest} --bank {input.bank}"
         " --round {wildcards.round} {params.teacher} {params.weights} --out {output.model} --out-log {output.log}"
         " --threads {threads} --log {log}"
 
@@ -142,6 +144,7 @@ rule transfgu_bootstrap:
         cfg=lambda w: as_json({"backbone": config["backbone"], **transfgu_slice(*TRANSFGU_BOOTSTRAP_KEYS)}),
         resume=f"{OUT}/transfgu/resume/bootstrap.pth",
         weights=weights_option,
+        useg=useg_launcher(config["transfgu"]["gpus"]),
     log:
         f"{OUT}/logs/transfgu/bootstrap.log",
     benchmark:
@@ -150,11 +153,12 @@ rule transfgu_bootstrap:
     resources:
         mem_mb=4000,
         runtime=1440,
-        gpu=gpu_request,
+        gpu=lambda w: gpus_request(config["transfgu"]["gpus"]),
+        nodes=1,  # as transfgu_train
     conda:
         GPU_ENV
     shell:
-        "python -m useg transfgu-bootstrap --params {params.cfg:q} --manifest {input.manifest} --bank {input.bank}"
+        "{params.useg} transfgu-bootstrap --params {params.cfg:q} --manifest {input.manifest} --bank {input.bank}"
         " {params.weights} --out {output.model} --out-log {output.log} --resume {params.resume}"
         " --threads {threads} --log {log}"
 

@@ -25,10 +25,13 @@ def descend(
     clamp: float | None = None,
     skip_nonpositive: bool = False,
     precision: Precision = FULL_PRECISION,
+    value: float | None = None,
 ) -> bool:
     """One step on `loss` (backward scaled under fp16 `precision`): each unscaled gradient element clamped to
-    ±`clamp` (None: not clamped); with `skip_nonpositive` a loss ≤ 0 takes no step. Returns whether a step was taken."""
-    if skip_nonpositive and loss.item() <= 0:
+    ±`clamp` (None: not clamped); with `skip_nonpositive` a loss ≤ 0 takes no step, judged on `value` where given
+    (the global batch's loss under torchrun, so every process decides alike), else on `loss`. Returns whether a
+    step was taken."""
+    if skip_nonpositive and (loss.item() if value is None else value) <= 0:
         return False
     precision.step(optimiser, loss, None if clamp is None else lambda: clamp_gradients(optimiser, clamp))
     return True

@@ -22,7 +22,7 @@ from useg.methods.transfgu.segmenter import Segmenter, SegmenterConfig, build_se
 from useg.methods.transfgu.training import step_setup, train_epoch, training_stream
 from useg.stores.base import config_hash
 from useg.stores.labelbank import LabelBank
-from useg.train import load_checkpoint, save_checkpoint
+from useg.train import distributed, load_checkpoint, save_checkpoint
 from useg.train.descent import build_optimiser
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,12 @@ def train_bootstrap(
 ) -> tuple[Segmenter, list[dict[str, Any]]]:
     """Run the release's schedule on the bank's maps M, images and maps streamed per batch; a resume state is
     written after every epoch that precedes a teacher update and the run continues from it after a kill.
-    Returns the final student and the per-epoch history (losses, α, teacher updates, label shares)."""
+    Returns the final student and the per-epoch history (losses, α, teacher updates, label shares). Under torchrun
+    each process trains the DDP-wrapped student on its share of every global batch (backbone and teacher
+    unwrapped), rank 0 writes the resume state and every process resumes from it."""
+    world, device = distributed.start(device)
     backbone = backbone.to(device).eval().requires_grad_(False)
-    stream = training_stream(backbone, rows, bank, cfg, seed, cfg["teacher_view"] == "whole", device, threads)
+    stream = training_stream(backbone, rows, bank, cfg, seed, cfg["teacher_view"] == "whole", world, device, threads)
     seg_cfg = SegmenterConfig(backbone.embed_dim, bank.num_labels, **cfg["decoder"])
     student = build_segmenter(seg_cfg, seed).to(device)
     initial = copy.deepcopy(student.state_dict())
@@ -91,7 +94,8 @@ def train_bootstrap(
     update_epochs = {p.epoch for p in plans if p.update}
     digest = config_hash({"transfgu": cfg, "seed": seed, "images": len(rows)})
     history, begin = restore(load_checkpoint(resume_path, digest), student, teacher, optimiser)
-    for plan in tqdm(plans[begin:], desc="transfgu bootstrap", unit="epoch"):
+    trained = distributed.wrap(student, device)
+    for plan in tqdm(plans[begin:], desc="transfgu bootstrap", unit="epoch", disable=not world.is_main):
         if plan.update:
             teacher.load_state_dict(student.state_dict())
             student.load_state_dict(initial)
@@ -100,10 +104,10 @@ def train_bootstrap(
         peer = setup.losses.peer and plan.bootstrapping
         epoch_setup = replace(setup, losses=replace(setup.losses, peer=peer))
         active = teacher if plan.bootstrapping else None
-        means = train_epoch(student, optimiser, backbone, stream, active, epoch_setup, plan.epoch, plan.alpha, (seed, plan.epoch), generator, device)
+        means = train_epoch(trained, optimiser, backbone, stream, active, epoch_setup, plan.epoch, plan.alpha, (seed, plan.epoch), generator, device)
         history.append({"epoch": plan.epoch + 1, **means, "alpha": plan.alpha, "teacher_update": plan.update, "peer": peer})
         log.info("bootstrap epoch %d: loss %.4f, label shares %s", plan.epoch + 1, history[-1]["loss"], history[-1]["label_shares"])
-        if plan.epoch + 1 in update_epochs:
+        if plan.epoch + 1 in update_epochs and world.is_main:
             state = {"student": student.state_dict(), "teacher": teacher.state_dict(), "optimiser": optimiser.state_dict()}
             save_checkpoint(resume_path, {**state, "epoch": plan.epoch, "history": history, "config_hash": digest})
     return student.cpu().eval(), history
@@ -121,10 +125,14 @@ def run_bootstrap(
     device: torch.device,
     threads: int = 1,
 ) -> None:
-    """Train the release's schedule, save the final student and its train log, drop the resume state."""
+    """Train the release's schedule, save the final student and its train log, drop the resume state: rank 0
+    writes under torchrun, the others wait for it."""
     student, history = train_bootstrap(backbone, rows, bank, cfg, seed, device, resume_path, threads)
     updates = sum(1 for h in history if h["teacher_update"])
-    save_segmenter(student, out_path, {"schedule": "release", "teacher_updates": updates, "background_label": bank.attrs.get("background_label")})
-    write_json(out_log, {"schedule": "release", "images": len(rows), "teacher_updates": updates, "epochs": history})
-    Path(resume_path).unlink(missing_ok=True)  # only an interrupted run resumes
+    if distributed.is_main():
+        extra = {"schedule": "release", "teacher_updates": updates, "background_label": bank.attrs.get("background_label")}
+        save_segmenter(student, out_path, extra)
+        write_json(out_log, {"schedule": "release", "images": len(rows), "teacher_updates": updates, "epochs": history})
+        Path(resume_path).unlink(missing_ok=True)  # only an interrupted run resumes
+    distributed.finish()
     log.info("bootstrap: %d epochs, %d teacher updates on %d images -> %s", len(history), updates, len(rows), out_path)

@@ -1,4 +1,5 @@
-"""Bootstrapping targets and losses (TransFGU eq. 12–16)."""
+"""Bootstrapping targets and losses (TransFGU eq. 12–16). Every mean over the batch is taken over the global
+batch under torchrun (useg.train.distributed.global_row_mean), so N processes compute the loss of one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from useg.errors import check_choice
+from useg.train import distributed
 
 DIVERSITY_FORMS = ("release", "paper")
 
@@ -27,15 +29,20 @@ def shuffled_labels(labels: Tensor, num_labels: int, generator: torch.Generator)
     return mapping.to(labels.device)[labels]
 
 
+def batch_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """CE(P, M) [B, K, h, w] against [B, h, w], the mean over every location of the global batch (eq. 9)."""
+    return distributed.global_row_mean(F.cross_entropy(logits, labels, reduction="none").flatten())
+
+
 def peer_loss(logits: Tensor, labels: Tensor, negatives: Tensor, alpha: float) -> Tensor:
     """L_peer = CE(P, M̂) − α·CE(P, M̂′) (eq. 13)."""
-    return F.cross_entropy(logits, labels) - alpha * F.cross_entropy(logits, negatives)
+    return batch_cross_entropy(logits, labels) - alpha * batch_cross_entropy(logits, negatives)
 
 
 def uncertainty_loss(logits: Tensor) -> Tensor:
     """L_unc = 1 − mean over locations of (p′ − p″), the gap of the two largest probabilities (eq. 14)."""
     top2 = logits.softmax(dim=1).topk(2, dim=1).values
-    return 1 - (top2[:, 0] - top2[:, 1]).mean()
+    return 1 - distributed.global_row_mean((top2[:, 0] - top2[:, 1]).flatten())
 
 
 def diversity_loss(classes: Tensor, form: str = "release") -> Tensor:
@@ -49,8 +56,8 @@ def diversity_loss(classes: Tensor, form: str = "release") -> Tensor:
     gram = classes @ classes.transpose(-1, -2)
     if form == "release":
         i, j = torch.triu_indices(k, k, offset=1, device=classes.device)
-        return 1 + gram[..., i, j].mean()
-    return 1 + gram.sum(dim=(-1, -2)).mean() / (k * k * math.sqrt(d))
+        return 1 + distributed.global_row_mean(gram[:, i, j].mean(dim=-1))
+    return 1 + distributed.global_row_mean(gram.sum(dim=(-1, -2))) / (k * k * math.sqrt(d))
 
 
 def peer_alpha(epoch: int, epochs: int, start: float, end: float) -> float:
@@ -77,7 +84,7 @@ def total_loss(
     logits: Tensor, classes: Tensor, labels: Tensor, negatives: Tensor, alpha: float, cfg: LossConfig
 ) -> tuple[Tensor, dict[str, float]]:
     """L = L_peer + ω₁·L_div + ω₂·L_unc, each term switchable; without peer, plain CE (eq. 9, 16)."""
-    main = peer_loss(logits, labels, negatives, alpha) if cfg.peer else F.cross_entropy(logits, labels)
+    main = peer_loss(logits, labels, negatives, alpha) if cfg.peer else batch_cross_entropy(logits, labels)
     terms = {"main": main}
     if cfg.diversity:
         terms["div"] = cfg.w_div * diversity_loss(classes, cfg.diversity_form)

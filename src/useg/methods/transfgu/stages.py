@@ -19,6 +19,7 @@ from useg.methods.transfgu.gradcam import LabelConfig, pseudo_label_maps
 from useg.methods.transfgu.losses import peer_alpha
 from useg.methods.transfgu.segmenter import Segmenter, SegmenterConfig, build_segmenter, save_segmenter
 from useg.methods.transfgu.training import step_setup, train_epoch, training_stream
+from useg.train import distributed
 from useg.train.descent import build_optimiser
 from useg.stores.background import stream_to_store
 from useg.stores.features import FeatureStore
@@ -90,20 +91,24 @@ def train_round(
     P̂ from `teacher` on the whole unaugmented image (rounds > 0), images and maps streamed per batch and cropped
     with each §4.2 view; α linear over the round (eq. 11, 13–16).
 
-    Appends each epoch's mean loss, loss terms, share of skipped steps (`skipped`) and label shares to `history` when given."""
+    Appends each epoch's mean loss, loss terms, share of skipped steps (`skipped`) and label shares to `history` when given.
+    Under torchrun each process trains on its share of every global batch, the student DDP-wrapped (the frozen
+    backbone and the teacher run on each process's share unwrapped)."""
+    world, device = distributed.start(device)
     backbone = backbone.to(device).eval().requires_grad_(False)
     key = seed * 1000 + round_index
-    stream = training_stream(backbone, rows, bank, cfg, key, teacher is not None, device, threads)
+    stream = training_stream(backbone, rows, bank, cfg, key, teacher is not None, world, device, threads)
     student = build_segmenter(SegmenterConfig(backbone.embed_dim, bank.num_labels, **cfg["decoder"]), seed).to(device)
+    trained = distributed.wrap(student, device)
     teacher = None if teacher is None else teacher.to(device).eval()
     optimiser = build_optimiser(student, cfg["optimiser"], cfg["lr"], cfg["weight_decay"])
     setup = step_setup(cfg, device)
     torch.manual_seed(key)  # the decoder's dropout draws
     generator = torch.Generator().manual_seed(key)
     epochs = cfg["epochs"]
-    for epoch in tqdm(range(epochs), desc=f"transfgu round {round_index}", unit="epoch"):
+    for epoch in tqdm(range(epochs), desc=f"transfgu round {round_index}", unit="epoch", disable=not world.is_main):
         alpha = peer_alpha(epoch, epochs, *cfg["alpha"])
-        means = train_epoch(student, optimiser, backbone, stream, teacher, setup, epoch, alpha, (seed, round_index, epoch), generator, device)
+        means = train_epoch(trained, optimiser, backbone, stream, teacher, setup, epoch, alpha, (seed, round_index, epoch), generator, device)
         if history is not None:
             history.append({"epoch": epoch + 1, **means, "alpha": alpha})
         log.info("round %d epoch %d: loss %.4f, label shares %s (alpha %.3f)", round_index, epoch + 1, means["loss"], means["label_shares"], alpha)
@@ -124,12 +129,14 @@ def run_training_round(
     threads: int = 1,
 ) -> None:
     """Train one round on the images and the bank's maps streamed per batch (the teacher, if any, run per
-    batch), save the student (and its train log)."""
+    batch), save the student (and its train log): rank 0 writes under torchrun, the others wait for it."""
     history: list[dict[str, Any]] = []
     student = train_round(backbone, rows, bank, teacher, cfg, seed, round_index, device, history, threads)
-    save_segmenter(student, out_path, {"round": round_index, "background_label": bank.attrs.get("background_label")})
-    if out_log is not None:
-        write_json(out_log, {"round": round_index, "images": len(rows), "epochs": history})
+    if distributed.is_main():
+        save_segmenter(student, out_path, {"round": round_index, "background_label": bank.attrs.get("background_label")})
+        if out_log is not None:
+            write_json(out_log, {"round": round_index, "images": len(rows), "epochs": history})
+    distributed.finish()
     log.info("round %d: trained on %d images -> %s", round_index, len(rows), out_path)
 
 
