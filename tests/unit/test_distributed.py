@@ -436,6 +436,19 @@ def test_the_pass_pretrain_rule_trains_in_two_processes_and_rank_zero_writes(tmp
     assert sum("pass epoch 2/2" in line for line in lines) == 1, "one process writes the log file"
 
 
+@pytest.mark.integration
+def test_the_pass_finetune_rule_trains_in_two_processes_and_rank_zero_writes(tmp_path):
+    section = {**PASS_DAG["pass"], "saliency_prior": False}
+    section["finetune"] = {**section["finetune"], "gpus": 2, "epochs": 2}
+    result = run_snakemake(tmp_path, {**PASS_DAG, "pass": section}, "--until", "pass_finetune")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "results/tiny"
+    model = torch.load(out / "pass/model.pth", weights_only=True)
+    assert [e["epoch"] for e in model["history"]] == [1, 2] and (out / "pass/resume/finetune.pth").is_file()
+    lines = (out / "logs/pass_finetune.log").read_text().splitlines()
+    assert sum("pass finetune 2/2" in line for line in lines) == 1, "one process writes the log file"
+
+
 def test_a_stage_asks_for_its_gpus_on_a_cluster_and_for_none_on_a_cpu_machine():
     assert gpu_resource(4, on_cluster=True) == 4
     assert gpu_resource(4, on_cluster=False) == (4 if has_nvidia_gpu() else 0)
