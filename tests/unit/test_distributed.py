@@ -30,15 +30,17 @@ from useg.errors import ConfigError
 from useg.methods.alignseg.train import AlignSegConfig, train_alignseg
 from useg.methods.croc.train import CrOCConfig, CrOCTrainer, collate_pairs, pretrain
 from useg.methods.pass_ import train as pass_train
-from useg.methods.pass_.model import NetConfig
+from useg.methods.pass_.model import NetConfig, PASSNet
+from useg.methods.pass_.stages import FinetuneConfig, Finetuner, finetune, finetune_loader
 from useg.profiles.gpus import gpu_resource, has_nvidia_gpu
-from useg.train import distributed
+from useg.train import distributed, save_checkpoint
 
 # Measured on a 2-core CPU (docs/measurements.md): the 2-process losses differ from 1 process's by
 # at most 1.5e-6 (float32 reductions in another order); 1e-5 leaves a margin and still catches a
 # step on per-process statistics (AlignSeg's L_corr summed per process: off by 4.4).
 # DeepLab-v3 in eval mode: the same losses to the last bit, weights within 1.5e-8.
 # TransFGU (dropout 0): losses within 1.2e-7, decoder weights within 1.9e-7 but the key bias (assert_same_segmenter).
+# PASS fine-tuning in eval mode: losses within 3.0e-8, weights within 3.5e-7.
 TOLERANCE = 1e-5
 CROC = CrOCConfig(**{**TINY_CROC, "drop_path_rate": 0.0, "freeze_last_layer_epochs": 0, "device": "cpu"})
 
@@ -166,6 +168,72 @@ def test_rank_zero_pass_checkpoint_resumes_in_one_process(image_paths, tmp_path)
     resumed = pass_pretrain(image_paths, str(tmp_path), 3)
     assert resumed["resumed_from_epoch"] == 2 and len(resumed["epochs"]) == 3
     assert resumed["epochs"][:2] == saved["history"] and np.isfinite(resumed["epochs"][2]["loss"])
+
+
+FINETUNE = FinetuneConfig(epochs=2, batch_size=4, lr=0.01)
+
+
+def finetune_inputs(tmp_path: Path, n: int = 8) -> tuple[list, dict, Path]:
+    """Manifest rows of `n` 32 px images, their pseudo labels in 2 categories and a PASS pretraining checkpoint."""
+    from tests.unit.test_device_placement import write_rgb
+
+    rows = write_rgb(tmp_path, n, size=32)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "pretrain.pth", {"net": PASSNet(PASS_NET).state_dict(), "net_config": PASS_NET.__dict__})
+    return rows, {"ids": [r.id for r in rows], "labels": [i % 2 for i in range(n)], "k": 2}, tmp_path / "pretrain.pth"
+
+
+def finetune_step_losses(rows: list, pseudo: dict, checkpoint: str, out: str) -> None:
+    """Two epochs of two PASS fine-tuning steps on the global batch of 4; rank 0 writes each step's loss and
+    correct count and the final weights. The model is in eval mode: on the CPU each gloo process would
+    normalise its own share in BatchNorm (torch has no CPU SyncBatchNorm), so train mode makes 2 processes
+    differ from 1 by design."""
+    trainer = Finetuner(checkpoint, pseudo["k"], FINETUNE, iters_per_epoch=2, seed=0, device="cpu")
+    trainer.model.eval()
+    batches, loader = finetune_loader(rows, FINETUNE, (32, 32), 0, trainer.world, 1, trainer.device)
+    targets = torch.tensor(pseudo["labels"])
+    steps = []
+    for epoch in range(2):
+        batches.epoch = epoch
+        for b, (idx, images) in enumerate(loader):
+            loss, correct = trainer.step(images, targets[idx], epoch * 2 + b, (epoch, b))
+            steps.append([loss, trainer.global_count(correct)])
+    if trainer.world.is_main:
+        Path(out).write_text(json.dumps(steps))
+        torch.save(trainer.model.state_dict(), f"{out}.pt")
+    distributed.finish()
+
+
+def test_two_gloo_processes_give_the_one_process_pass_finetuning_steps(tmp_path):
+    rows, pseudo, checkpoint = finetune_inputs(tmp_path)
+    run_processes(2, finetune_step_losses, rows, pseudo, str(checkpoint), str(tmp_path / "two.json"))
+    finetune_step_losses(rows, pseudo, str(checkpoint), str(tmp_path / "one.json"))
+    two, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("two", "one"))
+    assert len(one) == len(two) == 4 and len({round(loss, 4) for loss, _ in one}) == 4, "four steps that train"
+    np.testing.assert_allclose([loss for loss, _ in two], [loss for loss, _ in one], rtol=0, atol=TOLERANCE)
+    assert [c for _, c in two] == [c for _, c in one], "the correct predictions of the whole global batch"
+    weights = [torch.load(tmp_path / f"{n}.json.pt", weights_only=True) for n in ("two", "one")]
+    for key, value in weights[0].items():
+        torch.testing.assert_close(value, weights[1][key], rtol=0, atol=TOLERANCE)
+
+
+def pass_finetuning(rows: list, pseudo: dict, checkpoint: str, out: str, epochs: int) -> list[dict]:
+    """PASS fine-tuning (training-mode batch norm) for `epochs` into the folder `out`, resuming from its resume.pth."""
+    root = Path(out)
+    cfg = FinetuneConfig(**{**FINETUNE.__dict__, "epochs": epochs})
+    return finetune(checkpoint, pseudo, rows, cfg, (32, 32), 0, root / "model.pth", root / "resume.pth", "h", "cpu")
+
+
+def test_rank_zero_pass_finetuning_state_resumes_in_one_process(tmp_path):
+    rows, pseudo, checkpoint = finetune_inputs(tmp_path)
+    (tmp_path / "two").mkdir()
+    run_processes(2, pass_finetuning, rows, pseudo, str(checkpoint), str(tmp_path / "two"), 2)
+    saved = torch.load(tmp_path / "two/resume.pth", weights_only=False)
+    assert saved["epoch"] == 1 and [e["epoch"] for e in saved["history"]] == [1, 2]
+    assert torch.load(tmp_path / "two/model.pth", weights_only=True)["history"] == saved["history"]
+    resumed = pass_finetuning(rows, pseudo, str(checkpoint), str(tmp_path / "two"), 3)
+    assert resumed[:2] == saved["history"] and [e["epoch"] for e in resumed] == [1, 2, 3], "epochs 1-2 are rank 0's"
+    assert np.isfinite(resumed[2]["loss"]) and 0 <= resumed[2]["pseudo_label_accuracy"] <= 1
 
 
 def alignseg_training(paths: list[str], out: str) -> None:
@@ -411,6 +479,7 @@ def dry_run_job(tmp_path: Path, rule: str, cfg: dict) -> tuple[str, str]:
         ("transfgu_train", "transfgu-train", {"methods": ["transfgu"], "transfgu": {"gpus": 2}}, 2),
         ("transfgu_bootstrap", "transfgu-bootstrap", {"methods": ["transfgu"], "transfgu": {"gpus": 2}}, 2),
         ("transfgu_bootstrap", "transfgu-bootstrap", {"methods": ["transfgu"], "transfgu": {"gpus": 1}}, 1),
+        ("pass_finetune", "pass-finetune", {"methods": ["pass"], "pass": {"finetune": {"gpus": 2}}}, 2),
     ],
 )
 def test_a_training_rule_runs_torchrun_for_more_than_one_gpu_and_asks_for_them(rule, stage, section, gpus, tmp_path):
@@ -456,6 +525,19 @@ def test_the_pass_pretrain_rule_trains_in_two_processes_and_rank_zero_writes(tmp
     assert (out / "pass/pretrain.pth").is_file() and (out / "pass/resume/pretrain.pth").is_file()
     lines = (out / "logs/pass_pretrain.log").read_text().splitlines()
     assert sum("pass epoch 2/2" in line for line in lines) == 1, "one process writes the log file"
+
+
+@pytest.mark.integration
+def test_the_pass_finetune_rule_trains_in_two_processes_and_rank_zero_writes(tmp_path):
+    section = {**PASS_DAG["pass"], "saliency_prior": False}
+    section["finetune"] = {**section["finetune"], "gpus": 2, "epochs": 2}
+    result = run_snakemake(tmp_path, {**PASS_DAG, "pass": section}, "--until", "pass_finetune")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "results/tiny"
+    model = torch.load(out / "pass/model.pth", weights_only=True)
+    assert [e["epoch"] for e in model["history"]] == [1, 2] and (out / "pass/resume/finetune.pth").is_file()
+    lines = (out / "logs/pass_finetune.log").read_text().splitlines()
+    assert sum("pass finetune 2/2" in line for line in lines) == 1, "one process writes the log file"
 
 
 def test_a_stage_asks_for_its_gpus_on_a_cluster_and_for_none_on_a_cpu_machine():

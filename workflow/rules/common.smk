@@ -384,10 +384,11 @@ def pass_slice(*keys, **extra):
     return {"pass": {key: config["pass"][key] for key in keys}, "seed": config["seed"], **extra}
 
 
-def pass_pretrain_params():
-    """pass-pretrain's config: its `gpus` stays out of the stage's config and hash (without_gpus)."""
-    params = pass_slice("net", "pretrain", "input_size", "resize", "device", "amp", "saliency_prior", split=DATASET["train_split"])
-    params["pass"]["pretrain"] = without_gpus(config["pass"]["pretrain"])
+def pass_training_params(section, *keys):
+    """The config of the PASS training stage of `pass.<section>` (with the `pass` keys `keys`) on the train
+    split: the section's `gpus` stays out of the stage's config and hash (without_gpus)."""
+    params = pass_slice(section, *keys, split=DATASET["train_split"])
+    params["pass"][section] = without_gpus(config["pass"][section])
     return params
 
 

@@ -9,7 +9,7 @@ rule pass_pretrain:
         checkpoint=f"{OUT}/pass/pretrain.pth",
         log=f"{OUT}/pass/pretrain-log.json",
     params:
-        cfg=lambda w: as_json(pass_pretrain_params()),
+        cfg=lambda w: as_json(pass_training_params("pretrain", "net", "input_size", "resize", "device", "amp", "saliency_prior")),
         resume=f"{OUT}/pass/resume/pretrain.pth",
         useg=useg_launcher(config["pass"]["pretrain"]["gpus"]),
     log:
@@ -61,8 +61,9 @@ rule pass_finetune:
     output:
         f"{OUT}/pass/model.pth",
     params:
-        cfg=lambda w: as_json(pass_slice("finetune", "input_size", "resize", "device", "amp", split=DATASET["train_split"])),
+        cfg=lambda w: as_json(pass_training_params("finetune", "input_size", "resize", "device", "amp")),
         resume=f"{OUT}/pass/resume/finetune.pth",
+        useg=useg_launcher(config["pass"]["finetune"]["gpus"]),
     log:
         f"{OUT}/logs/pass_finetune.log",
     benchmark:
@@ -71,11 +72,12 @@ rule pass_finetune:
     resources:
         mem_mb=8000,
         runtime=12 * 60,
-        gpu=gpu_request,
+        gpu=lambda w: gpus_request(config["pass"]["finetune"]["gpus"]),
+        nodes=1,  # torchrun's processes share the one node of the job
     conda:
         GPU_ENV
     shell:
-        "python -m useg pass-finetune --params {params.cfg:q} --manifest {input.manifest} --checkpoint {input.checkpoint}"
+        "{params.useg} pass-finetune --params {params.cfg:q} --manifest {input.manifest} --checkpoint {input.checkpoint}"
         " --pseudo-labels {input.pseudo} --out {output} --resume {params.resume} --threads {threads} --log {log}"
 
 

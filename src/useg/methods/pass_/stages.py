@@ -1,6 +1,7 @@
 """PASS after pretraining (LUSS Sec. 3.1): image-level k-means into C pseudo categories (step 2),
 fine-tuning of a 1x1-conv + global-pooling head on them (step 3), CAM inference with a foreground
-threshold tau (step 4), tau chosen on a held-out split.
+threshold tau (step 4), tau chosen on a held-out split. Under torchrun (`pass.finetune.gpus`) each
+process fine-tunes on its share of every global batch (useg.train.distributed).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from useg.methods.pass_.model import NetConfig, PASSNet, SegmentationNet
 from useg.runtime import resolve_device
 from useg.stores.background import stream_to_store
 from useg.stores.predictions import PredictionsWriter
-from useg.train import LossGuard, cosine_schedule, load_checkpoint, save_checkpoint
+from useg.train import LossGuard, cosine_schedule, distributed, load_checkpoint, save_checkpoint
 from useg.train.amp import resolve_precision
 from useg.train.optim import build_optimiser
+from useg.world import World
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +143,60 @@ class FinetuneConfig:
     larc_clip: bool = False
 
 
+class Finetuner:
+    """SegmentationNet (trunk from the pretrained PASSNet), optimiser and lr schedule of one fine-tuning
+    run; under torchrun (`pass.finetune.gpus`) the forward is DDP's and each process takes a share of the batch."""
+
+    def __init__(
+        self, checkpoint: str | Path, k: int, cfg: FinetuneConfig, iters_per_epoch: int, seed: int, device: str, amp: str = "auto"
+    ) -> None:
+        torch.manual_seed(seed)
+        self.world, self.device = distributed.start(resolve_device(device))
+        self.precision = resolve_precision(amp, self.device)
+        pretrained, self.net_cfg = load_pass_net(checkpoint)
+        self.model = SegmentationNet(self.net_cfg, k, cfg.head)
+        self.model.trunk.load_state_dict(pretrained.trunk.state_dict())
+        self.model.to(self.device)
+        self.forward = distributed.wrap(self.model, self.device)
+        self.lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters_per_epoch)
+        self.optimizer = build_optimiser(
+            cfg.optimiser, self.model.parameters(), cfg.lr, cfg.weight_decay, "pass.finetune.optimiser", cfg.momentum, cfg.larc_trust, cfg.larc_clip
+        )
+        self.guard = LossGuard("lower pass.finetune.lr")
+
+    def step(self, images: torch.Tensor, targets: torch.Tensor, it: int, where: tuple[int, int]) -> tuple[float, int]:
+        """One step on the cross-entropy of the image logits with the pseudo labels (Sec. 3.1 step 3; this
+        process's share of the global batch); the guard sees the global batch's loss at (epoch, step), so
+        every process stops together. Returns that loss and this process's correct predictions."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(self.lr[it])
+        targets = targets.to(self.device)
+        with self.precision.autocast():
+            logits = self.forward(images.to(self.device))
+            loss = F.cross_entropy(logits, targets)
+        total = distributed.global_mean(loss)
+        self.guard.check(total, *where)
+        self.precision.step(self.optimizer, loss)
+        return total, int((logits.argmax(1) == targets).sum())
+
+    def global_count(self, count: int) -> int:
+        """`count` summed over the processes."""
+        return int(distributed.global_sum(torch.tensor(count, device=self.device)))
+
+
+def finetune_loader(
+    rows: list[ManifestRow], cfg: FinetuneConfig, input_size: tuple[int, int], seed: int, world: World, threads: int,
+    device: torch.device, resize: Resize = "squash",
+) -> tuple[EpochBatches, Batches]:  # fmt: skip
+    """(sampler, loader) of the fine-tuning crops: this process's share of every whole global batch."""
+    batch_size = min(cfg.batch_size, len(rows))
+    distributed.check_global_batch(batch_size, "pass.finetune.batch_size")
+    aug = ViewAugment(size=input_size, scale=tuple(cfg.crop_scale or (0.5, 1.0)), blur_p=0.0, solarize_p=0.0)
+    batches = EpochBatches(len(rows), batch_size, seed, rank=world.rank, world=world.size)
+    dataset = ImageDataset([r.path for r in rows], partial(view_image, aug), seed, input_size, resize)
+    return batches, make_loader(dataset, batches, stack_images, threads, device)
+
+
 def finetune(
     checkpoint: str | Path,
     pseudo: dict[str, Any],
@@ -156,75 +212,46 @@ def finetune(
     resize: Resize = "squash",
     amp: str = "auto",
 ) -> list[dict[str, float]]:
-    """Train trunk + head (1x1 conv, or DeepLabV3+) with cross-entropy on the image pseudo labels (Sec. 3.1 step 3)."""
+    """Train trunk + head (1x1 conv, or DeepLabV3+) with cross-entropy on the image pseudo labels (Sec. 3.1 step 3);
+    under torchrun each process takes a share of every global batch and rank 0 writes."""
     by_id = dict(zip(pseudo["ids"], pseudo["labels"]))
     missing = [r.id for r in rows if r.id not in by_id]
     if missing:
         raise DataError(f"no pseudo label for {len(missing)} train images, e.g. {missing[:3]}: rerun pass-cluster")
-    torch.manual_seed(seed)
-    dev = resolve_device(device)
-    precision = resolve_precision(amp, dev)
-    pretrained, net_cfg = load_pass_net(checkpoint)
-    model = SegmentationNet(net_cfg, pseudo["k"], cfg.head)
-    model.trunk.load_state_dict(pretrained.trunk.state_dict())
-    model.to(dev)
     targets = torch.tensor([by_id[r.id] for r in rows])
     batch_size = min(cfg.batch_size, len(rows))
     iters = len(rows) // batch_size
-    lr = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs, iters)
-    optimizer = build_optimiser(
-        cfg.optimiser, model.parameters(), cfg.lr, cfg.weight_decay, "pass.finetune.optimiser", cfg.momentum, cfg.larc_trust, cfg.larc_clip
-    )
-    aug = ViewAugment(size=input_size, scale=tuple(cfg.crop_scale or (0.5, 1.0)), blur_p=0.0, solarize_p=0.0)
-    batches = EpochBatches(len(rows), batch_size, seed)
-    dataset = ImageDataset([r.path for r in rows], partial(view_image, aug), seed, input_size, resize)
-    loader = make_loader(dataset, batches, stack_images, threads, dev)
+    trainer = Finetuner(checkpoint, pseudo["k"], cfg, iters, seed, device, amp)
+    batches, loader = finetune_loader(rows, cfg, input_size, seed, trainer.world, threads, trainer.device, resize)
     history, start = [], 0
     state = load_checkpoint(resume_path, config_hash)
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
         history, start = state["history"], state["epoch"] + 1
-    guard = LossGuard("lower pass.finetune.lr")
     for epoch in range(start, cfg.epochs):
         batches.epoch = epoch
-        model.train()
+        trainer.model.train()
         total, correct = 0.0, 0
-        for b, (idx, batch) in enumerate(tqdm(loader, desc=f"pass finetune {epoch + 1}/{cfg.epochs}", unit="step")):
-            for group in optimizer.param_groups:
-                group["lr"] = float(lr[epoch * iters + b])
-            with precision.autocast():
-                logits = model(batch.to(dev))
-                loss = F.cross_entropy(logits, targets[idx].to(dev))
-            guard.check(loss, epoch, b)
-            precision.step(optimizer, loss)
-            total += float(loss.detach()) / iters
-            correct += int((logits.argmax(1).cpu() == targets[idx]).sum())
-        history.append({"epoch": epoch + 1, "loss": total, "pseudo_label_accuracy": correct / (iters * batch_size)})
-        log.info(
-            "pass finetune %d/%d: loss %.4f, pseudo-label accuracy %.3f",
-            epoch + 1,
-            cfg.epochs,
-            total,
-            history[-1]["pseudo_label_accuracy"],
-        )
+        steps = tqdm(loader, desc=f"pass finetune {epoch + 1}/{cfg.epochs}", unit="step", disable=not trainer.world.is_main)
+        for b, (idx, batch) in enumerate(steps):
+            loss, right = trainer.step(batch, targets[idx], epoch * iters + b, (epoch, b))
+            total, correct = total + loss / iters, correct + right
+        accuracy = trainer.global_count(correct) / (iters * batch_size)
+        history.append({"epoch": epoch + 1, "loss": total, "pseudo_label_accuracy": accuracy})
+        log.info("pass finetune %d/%d: loss %.4f, pseudo-label accuracy %.3f", epoch + 1, cfg.epochs, total, accuracy)
+        if trainer.world.is_main:
+            state = {"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(), "epoch": epoch, "history": history}
+            save_checkpoint(resume_path, {**state, "config_hash": config_hash})
+    if trainer.world.is_main:
         save_checkpoint(
-            resume_path,
+            out_path,
             {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "config_hash": config_hash,
-            },
+                "method": "pass", "model": trainer.model.cpu().state_dict(), "net_config": trainer.net_cfg.__dict__,
+                "k": pseudo["k"], "head": cfg.head, "history": history,
+            },  # fmt: skip
         )
-    save_checkpoint(
-        out_path,
-        {
-            "method": "pass", "model": model.cpu().state_dict(), "net_config": net_cfg.__dict__, "k": pseudo["k"],
-            "head": cfg.head, "history": history,
-        },  # fmt: skip
-    )
+    distributed.finish()
     return history
 
 
