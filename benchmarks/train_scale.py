@@ -6,8 +6,7 @@ written beside the images), a fresh
 process builds the stage's dataset, loader and trainer exactly as the stage does and runs a fixed
 number of steps; its peak RSS (VmHWM) is reported beside that of decoding the whole split into
 memory, the path the stages took before the input pipeline. Then, on the same batches, the loader's
-images/s with 0, 1 and 2 workers and the model's own step rate (Mask R-CNN has no loader: it still
-decodes its pseudo-labelled images up front, so it has no rates row).
+images/s with 0, 1 and 2 workers and the model's own step rate.
 
     nice python benchmarks/train_scale.py --sizes 1000 5000 20000 --out benchmarks/results/train_scale.json
 """
@@ -199,23 +198,19 @@ def deeplab_stage(paths: list[str], threads: int):
 
 
 def maskrcnn_stage(paths: list[str], threads: int):
-    """Mask R-CNN's pseudo targets, images and step, as `useg.methods.maskdistill.maskrcnn.train_maskrcnn` builds
-    them (every pseudo-labelled image decoded up front; `threads` unused)."""
-    from useg.methods.common import load_images
-    from useg.methods.maskdistill.maskrcnn import maskrcnn_step, pseudo_targets
+    """Mask R-CNN's loader and step, as `useg.methods.maskdistill.maskrcnn.train_maskrcnn` builds them: images and
+    each one's object (mask, box) read per batch from the MaskBank."""
+    from useg.methods.maskdistill.maskrcnn import maskrcnn_step, training_loader
     from useg.methods.maskdistill.models import build_maskrcnn, sgd
     from useg.stores.maskbank import MaskBank
     from useg.train import LossGuard
     from useg.train.amp import FULL_PRECISION
 
-    bank = MaskBank([banks_folder(paths) / "masks.zarr"])
-    keep, targets = pseudo_targets(bank, {int(i): int(i) % 2 for i in bank.index})
-    rows = manifest_rows(paths)
-    images = load_images([rows[i] for i in keep], bank.input_size)
+    cpu, bank = torch.device("cpu"), MaskBank([banks_folder(paths) / "masks.zarr"])
+    _, loader = training_loader(manifest_rows(paths), bank, {int(i): int(i) % 2 for i in bank.index}, {"batch_size": BATCH}, 0, threads, cpu)
     model = build_maskrcnn(TINY_RCNN, 2, bank.input_size, 0).train()
     optimiser, guard = sgd(model, TINY_RCNN), LossGuard("lower maskdistill.maskrcnn.lr")
-    batches = ([(images[i], targets[i]) for i in range(b * BATCH, (b + 1) * BATCH)] for b in range(len(keep) // BATCH))
-    return batches, lambda it, pairs: maskrcnn_step(model, optimiser, FULL_PRECISION, guard, pairs, torch.device("cpu"), it)
+    return loader, lambda it, pairs: maskrcnn_step(model, optimiser, FULL_PRECISION, guard, pairs, cpu, it)
 
 
 def write_features(paths: list[str], chunk: int = 1000) -> None:
@@ -254,7 +249,6 @@ def probe_stage(paths: list[str], threads: int):
 
 
 STAGES = {"croc": croc_stage, "pass": pass_stage, "alignseg": alignseg_stage, "transfgu": transfgu_stage, "deeplab": deeplab_stage, "maskrcnn": maskrcnn_stage, "probe": probe_stage}
-LOADER_STAGES = ("croc", "pass", "alignseg", "transfgu", "deeplab", "probe")  # the stages that read through the input pipeline
 
 
 def run_stage(stage: str, paths: list[str], threads: int, queue: mp.Queue) -> None:
@@ -326,7 +320,7 @@ def main() -> None:
             result["rss_mb"][str(n)] = row
             print(n, {k: round(v, 1) for k, v in row.items()}, flush=True)
             if n == min(args.sizes):
-                result["rates_images_per_s"] = {stage: rates(stage, paths) for stage in args.stages if stage in LOADER_STAGES}
+                result["rates_images_per_s"] = {stage: rates(stage, paths) for stage in args.stages}
                 print(result["rates_images_per_s"], flush=True)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(result, indent=2))  # after every N: an interrupted run keeps its rows

@@ -594,3 +594,61 @@ def test_linear_classifier_needs_ground_truth_masks(tmp_path: Path):
 
     with pytest.raises(DataError, match="maskdistill.linear"):
         check_ground_truth(write_rgb(tmp_path, 2, size=16))
+
+
+def mask_bank(tmp_path: Path, count: int) -> "MaskBank":  # noqa: F821
+    """A MaskBank of `count` images on a 4 x 4 grid of a 32 x 32 working size: image i's object the patches
+    [i % 3, i % 3 + 2) x [0, 2) (box in pixels), image 1's mask empty; the rows split over 2 shards."""
+    from useg.stores.maskbank import MaskBank, MaskBankWriter
+
+    masks, boxes = np.zeros((count, 4, 4), np.uint8), np.zeros((count, 4), np.int32)
+    for i in range(count):
+        if i != 1:
+            masks[i, i % 3 : i % 3 + 2, 0:2] = 1
+            boxes[i] = [0, 8 * (i % 3), 16, 8 * (i % 3 + 2)]
+    attrs = {"input_size": [32, 32], "patch_size": 8, "topk": 0.4, "background": "none"}
+    paths, half = [tmp_path / "m-0.zarr", tmp_path / "m-1.zarr"], count // 2
+    for path, part in zip(paths, (slice(0, half), slice(half, count))):
+        n = len(masks[part])
+        with MaskBankWriter(path, np.arange(count)[part], [f"im{i}" for i in range(count)][part], (4, 4), 8, provenance("t", {}, 0), **attrs) as w:
+            w.write(0, masks=masks[part], boxes=boxes[part], source=np.zeros(n), cls=np.zeros((n, 8)))
+    return MaskBank(paths)
+
+
+def test_mask_rcnn_pairs_stream_from_the_bank_flipped_per_sample_and_the_same_for_zero_and_two_workers(tmp_path: Path):
+    from tests.unit.test_device_placement import write_rgb
+    from useg.data.images import load_rgb
+    from useg.data.pipeline import epoch_cycle, sample_rng, unit_image
+    from useg.data.transforms import resize_rgb
+    from useg.methods.maskdistill.maskrcnn import training_loader
+
+    rows, cpu = write_rgb(tmp_path, 7, size=40), torch.device("cpu")
+    bank, clusters = mask_bank(tmp_path, 7), {i: i % 2 for i in range(7)}
+    assert bank.nonempty(rows=2).tolist() == [True, False, True, True, True, True, True]
+    cfg = {"batch_size": 4}
+
+    def pairs(threads: int) -> list:
+        batches, loader = training_loader(rows, bank, clusters, cfg, 3, threads, cpu)
+        return [pair for batch in epoch_cycle(loader, batches, 5) for pair in batch]  # 6 samples: 1 batch an epoch
+
+    serial, parallel = pairs(1), pairs(3)
+    assert len(serial) == 20 and len(parallel) == 20
+    for (x, t), (y, u) in zip(serial, parallel):
+        assert torch.equal(x, y) and all(torch.equal(t[k], u[k]) for k in ("boxes", "labels", "masks"))
+    pixels = bank.pixel_masks()
+    batches, loader = training_loader(rows, bank, clusters, cfg, 3, 1, cpu)
+    assert batches.size == 6 and loader.dataset.labels.positions.tolist() == [0, 2, 3, 4, 5, 6]
+    flipped = []
+    for epoch in (0, 1):
+        for index, position in enumerate([0, 2, 3, 4, 5, 6]):
+            image, target = loader.dataset[(epoch, index)][1]
+            flips = bool(sample_rng(3, epoch, index).random() < 0.5)
+            original = unit_image(resize_rgb(load_rgb(rows[position].path), (32, 32)))
+            x0, y0, x1, y1 = (0, 8 * (position % 3), 16, 8 * (position % 3 + 2))
+            assert torch.equal(image, original.flip(-1) if flips else original)
+            assert np.array_equal(target["masks"][0].numpy(), pixels[position][:, ::-1] if flips else pixels[position])
+            assert target["boxes"].tolist() == [[32 - x1, y0, 32 - x0, y1] if flips else [x0, y0, x1, y1]]
+            assert target["labels"].tolist() == [clusters[position] + 1]
+            flipped.append(flips)
+    assert any(flipped) and not all(flipped)
+

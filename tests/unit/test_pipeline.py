@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from useg.data.augment import ViewAugment, two_views
-from useg.data.pipeline import EpochBatches, ImageDataset, fit_image, loader_workers, make_loader, ordered_loader
+from useg.data.images import load_rgb_all
+from useg.data.pipeline import EpochBatches, ImageDataset, epoch_cycle, fit_image, loader_workers, make_loader, ordered_loader, unit_image
 from useg.errors import ConfigError
 from useg.methods.croc.train import collate_pairs
 
@@ -80,6 +81,19 @@ def test_ordered_loader_gives_every_image_once_at_the_working_size(paths):
     seen = [(index, images.shape) for index, images in ordered_loader(paths, (16, 24), 4, threads=2, resize="crop")]
     assert [i for index, _ in seen for i in index] == list(range(10))
     assert seen[-1][1] == (2, 3, 16, 24)
+    _, unit = next(iter(ordered_loader(paths, (16, 24), 4, sample=unit_image)))  # the detectors' input: [0, 1], not normalised
+    expected = np.stack(load_rgb_all(paths[:4], size=(16, 24))).transpose(0, 3, 1, 2) / 255
+    assert np.allclose(unit.numpy(), expected, atol=1e-6)
+
+
+def test_epoch_cycle_serves_a_fixed_number_of_batches_epoch_after_epoch(paths):
+    batches = EpochBatches(10, 4, 0)  # two whole batches an epoch
+    loader = make_loader(ImageDataset(paths, unit_image, 0), batches, lambda items: [i for i, _ in items])
+    expected = [[i for _, i in b] for epoch in range(3) for b in EpochBatches(10, 4, 0, epoch=epoch)]
+    assert list(epoch_cycle(loader, batches, 5)) == expected[:5] and batches.epoch == 2
+    assert expected[0] != expected[2]  # each epoch in its own order
+    with pytest.raises(ValueError, match="no whole batch of 12 in 10 samples"):
+        next(epoch_cycle(loader, EpochBatches(10, 12, 0), 1))
 
 
 def test_loader_workers_start_after_a_parallel_opencv_call_in_the_parent(tmp_path):

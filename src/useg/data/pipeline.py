@@ -79,11 +79,11 @@ class ImageDataset(Dataset):
 
 
 class LabelledDataset(ImageDataset):
-    """Items (epoch, index) -> (index, sample(image, labels(index), generator)): an image with its label map,
-    both read inside the worker (the trainers on pseudo-label banks)."""
+    """Items (epoch, index) -> (index, sample(image, labels(index), generator)): an image with its label map
+    (or a detection target), both read inside the worker (the trainers on pseudo-label banks)."""
 
     def __init__(
-        self, paths: Sequence[str], labels: Callable[[int], np.ndarray], sample: SampleFn, seed: int,
+        self, paths: Sequence[str], labels: Callable[[int], Any], sample: SampleFn, seed: int,
         size: tuple[int, int] | None = None, resize: Resize = "squash",
     ) -> None:  # fmt: skip
         super().__init__(paths, sample, seed, size, resize)
@@ -165,9 +165,30 @@ def make_loader(
     )
 
 
+def epoch_cycle(loader: DataLoader, batches: EpochBatches, total: int) -> Iterator[Any]:
+    """`total` batches of `loader` for trainers that count iterations: epoch 0, 1, ... in turn, each in its
+    own order of (seed, epoch), the last one cut short."""
+    served, epoch = 0, 0
+    if not len(batches):
+        raise ValueError(f"no whole batch of {batches.batch_size} in {batches.size} samples")
+    while served < total:
+        batches.epoch = epoch
+        for batch in loader:
+            if served == total:
+                break
+            served += 1
+            yield batch
+        epoch += 1
+
+
 def normalised(image: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
     """The sample of stages without augmentation: the image normalised with ImageNet statistics [3, H, W]."""
     return normalise(image)
+
+
+def unit_image(image: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+    """The sample of models that normalise inside (torchvision's detectors): HxWx3 uint8 -> [3, H, W] floats in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255
 
 
 def stack_images(items: list[tuple[int, Any]]) -> tuple[np.ndarray, torch.Tensor]:
@@ -182,10 +203,12 @@ def ordered_loader(
     threads: int = 1,
     resize: Resize = "squash",
     device: torch.device | str = "cpu",
+    sample: SampleFn = normalised,
 ) -> DataLoader:
-    """Batches (indices, normalised images [B, 3, H, W]) of every image in order, at the working size."""
+    """Batches (indices, images [B, 3, H, W]) of every image in order, at the working size: normalised, or
+    as `sample` makes them (`unit_image`)."""
     batches = EpochBatches(len(paths), batch_size, 0, shuffle=False, drop_last=False)
-    return make_loader(ImageDataset(paths, normalised, 0, size, resize), batches, stack_images, threads, device)
+    return make_loader(ImageDataset(paths, sample, 0, size, resize), batches, stack_images, threads, device)
 
 
 def ordered_batches(

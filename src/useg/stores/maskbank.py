@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from useg.stores.base import ShardedStore, create_array, string_array, write_store
+from useg.stores.base import ShardedRows, ShardedStore, create_array, string_array, write_store
 
 KIND = "MaskBank"
 
@@ -71,6 +71,30 @@ class MaskBank(ShardedStore):
 
     def pixel_masks(self) -> np.ndarray:
         """Masks upsampled (nearest) from the patch grid to the working size, [N, H, W] uint8."""
-        masks = self.read("masks")
-        (h, w), (height, width) = self.grid, self.input_size
-        return masks.repeat(height // h, axis=1).repeat(width // w, axis=2)
+        return grid_to_pixels(self.read("masks"), self.grid, self.input_size)
+
+    def nonempty(self, rows: int = 4096) -> np.ndarray:
+        """Per-image flag of a non-empty object mask [N] bool, read `rows` masks at a time."""
+        flags = [np.zeros(0, bool)]
+        for group in self.groups:
+            masks = group["masks"]
+            flags += [masks[s : s + rows].reshape(-1, masks.shape[1] * masks.shape[2]).any(axis=1) for s in range(0, masks.shape[0], rows)]
+        return np.concatenate(flags)
+
+
+def grid_to_pixels(masks: np.ndarray, grid: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
+    """Masks [..., h, w] at the patch grid upsampled (nearest) to the working size [..., H, W]."""
+    (h, w), (height, width) = grid, input_size
+    return masks.repeat(height // h, axis=-2).repeat(width // w, axis=-1)
+
+
+class ObjectRows:
+    """(pixel mask [H, W] uint8, box [4] int32) of one bank position, read on demand (ShardedRows):
+    picklable, so each loader worker reads only the objects of its batch."""
+
+    def __init__(self, bank: MaskBank) -> None:
+        self.masks, self.boxes = ShardedRows(bank.paths, "masks"), ShardedRows(bank.paths, "boxes")
+        self.grid, self.input_size = bank.grid, bank.input_size
+
+    def __call__(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        return grid_to_pixels(self.masks(position), self.grid, self.input_size), self.boxes(position)

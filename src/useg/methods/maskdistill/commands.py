@@ -95,7 +95,7 @@ def run_maskrcnn(args: argparse.Namespace) -> None:
     k, clusters = read_clusters(args.clusters)
     rows = [manifest[i] for i in bank.index]
     cfg = model_config(params, "maskrcnn")
-    train_maskrcnn(rows, bank, clusters, k, cfg, params["seed"], args.out, _device(params), args.weights)
+    train_maskrcnn(rows, bank, clusters, k, cfg, params["seed"], args.out, _device(params), args.weights, args.threads)
 
 
 def run_candidates(args: argparse.Namespace) -> None:
@@ -110,7 +110,7 @@ def run_candidates(args: argparse.Namespace) -> None:
     where = {"split": args.split, "shard": args.shard, "shards": args.shards}
     predict_candidates(
         model, _shard(args), k, tuple(params["backbone"]["input_size"]), params["maskdistill"]["batch_size"],
-        args.out, stage_provenance("maskdistill-candidates", params, **where), device,
+        args.out, stage_provenance("maskdistill-candidates", params, **where), device, args.threads,
     )  # fmt: skip
 
 

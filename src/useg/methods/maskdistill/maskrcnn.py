@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from useg.data.manifest import ManifestRow, row_keys
+from useg.data.pipeline import EpochBatches, LabelledDataset, epoch_cycle, make_loader, ordered_loader, unit_image
 from useg.errors import DataError
-from useg.methods.common import load_images
 from useg.methods.maskdistill.models import build_maskrcnn, for_rebuild, inference_size, num_parameters, save_model, sgd, step_lr
 from useg.stores.candidates import write_candidates
-from useg.stores.maskbank import MaskBank
+from useg.stores.maskbank import MaskBank, ObjectRows
 from useg.train import LossGuard
 from useg.train.amp import Precision, resolve_precision
 
@@ -24,19 +26,32 @@ log = logging.getLogger(__name__)
 KIND = "MaskRCNN"
 
 
-def pseudo_targets(bank: MaskBank, clusters: dict[int, int]) -> tuple[np.ndarray, list[dict[str, torch.Tensor]]]:
-    """(kept positions in the bank, targets): one (cluster + 1, box, mask) per image with a non-empty mask."""
-    masks, boxes = bank.pixel_masks(), bank.read("boxes")
-    keep = np.flatnonzero(masks.reshape(len(masks), -1).any(axis=1))
-    targets = [
-        {
-            "boxes": torch.from_numpy(boxes[i : i + 1].astype(np.float32)),
-            "labels": torch.tensor([clusters[int(bank.index[i])] + 1]),
-            "masks": torch.from_numpy(masks[i : i + 1]),
+@dataclass(frozen=True)
+class PseudoTargets:
+    """The pseudo ground truth of Mask R-CNN, read on demand: sample i is bank position `positions[i]` (an image
+    with a non-empty mask), its target one (cluster + 1, box, mask) object read from the bank's shards."""
+
+    objects: ObjectRows
+    positions: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __call__(self, index: int) -> dict[str, torch.Tensor]:
+        mask, box = self.objects(int(self.positions[index]))
+        return {
+            "boxes": torch.from_numpy(box[None].astype(np.float32)),
+            "labels": torch.tensor([int(self.labels[index])]),
+            "masks": torch.from_numpy(np.ascontiguousarray(mask[None])),
         }
-        for i in keep
-    ]
-    return keep, targets
+
+
+def pseudo_targets(bank: MaskBank, clusters: dict[int, int]) -> PseudoTargets:
+    """The targets of the images with a non-empty mask (found chunk by chunk), labelled by their cluster + 1."""
+    keep = np.flatnonzero(bank.nonempty())
+    labels = np.array([clusters[int(bank.index[i])] + 1 for i in keep], np.int64)
+    return PseudoTargets(ObjectRows(bank), keep, labels)
 
 
 def flip(image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -47,14 +62,42 @@ def flip(image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch.Te
     return image.flip(-1), {**target, "boxes": boxes, "masks": target["masks"].flip(-1)}
 
 
+def training_pair(
+    image: np.ndarray, target: dict[str, torch.Tensor], rng: np.random.Generator
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One training sample: the image in [0, 1] [3, H, W] and its target, flipped together with probability 1/2."""
+    pair = unit_image(image), target
+    return flip(*pair) if rng.random() < 0.5 else pair
+
+
+def pairs_of(items: list[tuple[int, Any]]) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Collate (index, (image, target)) items into the list of pairs Mask R-CNN takes (sizes may differ)."""
+    return [pair for _, pair in items]
+
+
+def training_loader(
+    rows: list[ManifestRow], bank: MaskBank, clusters: dict[int, int], cfg: dict[str, Any], seed: int, threads: int, device: torch.device
+) -> tuple[EpochBatches, DataLoader]:
+    """(sampler, loader) of Mask R-CNN's training pairs: each pseudo-labelled image and its object read in the
+    workers, flipped from the sample's generator of (seed, epoch, index); `rows` are the bank's rows."""
+    targets = pseudo_targets(bank, clusters)
+    if not len(targets):
+        raise DataError("every object mask is empty: no pseudo ground truth to train Mask R-CNN on")
+    dataset = LabelledDataset([rows[i].path for i in targets.positions], targets, training_pair, seed, bank.input_size)
+    batches = EpochBatches(len(targets), min(cfg["batch_size"], len(targets)), seed)
+    return batches, make_loader(dataset, batches, pairs_of, threads, device)
+
+
 def maskrcnn_step(
     model: torch.nn.Module, optimiser: torch.optim.Optimizer, precision: Precision, guard: LossGuard,
     pairs: list[tuple[torch.Tensor, dict[str, torch.Tensor]]], device: torch.device, iteration: int,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
     """One SGD step on eq. 3's class + box + mask losses of (image, target) pairs, the forward under `precision`;
     the guard sees the unscaled total before the step. Returns (total, the loss terms)."""
+    images = [image.to(device, non_blocking=True) for image, _ in pairs]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for _, t in pairs]
     with precision.autocast():
-        losses = model([image.to(device) for image, _ in pairs], [{k: v.to(device) for k, v in t.items()} for _, t in pairs])
+        losses = model(images, targets)
     loss = sum(term.float() for term in losses.values())
     guard.check(loss, 0, iteration)
     precision.step(optimiser, loss)
@@ -71,27 +114,18 @@ def train_maskrcnn(
     out_path: str | Path,
     device: torch.device,
     weights: str | None = None,
+    threads: int = 1,
 ) -> None:
-    """Train Mask R-CNN on the pseudo ground truth (eq. 3: class + box + mask losses); SGD with warmup and steps.
+    """Train Mask R-CNN on the pseudo ground truth (eq. 3: class + box + mask losses) for a fixed number of
+    iterations over epochs of the input pipeline (`threads - 1` workers); SGD with warmup and steps.
     `weights`: checkpoint of a `pretrain` pipeline ViT (maskrcnn.backbone: vit)."""
-    keep, targets = pseudo_targets(bank, clusters)
-    if not len(keep):
-        raise DataError("every object mask is empty: no pseudo ground truth to train Mask R-CNN on")
-    images = load_images([rows[i] for i in keep], bank.input_size)
+    batches, loader = training_loader(rows, bank, clusters, cfg, seed, threads, device)
     model = build_maskrcnn(cfg, num_clusters, bank.input_size, seed, weights).to(device).train()
     optimiser, precision = sgd(model, cfg), resolve_precision(cfg["amp"], device)
-    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # torchvision draws the multi-scale training size from the global generator
-    total, batch_size = cfg["iterations"], min(cfg["batch_size"], len(keep))
-    log.info("mask r-cnn: %s, %d pseudo-labelled images, %d iterations", num_parameters(model), len(keep), total)
-    order = torch.randperm(len(keep), generator=generator)
-    cursor, guard = 0, LossGuard("lower maskdistill.maskrcnn.lr")
-    for it in tqdm(range(total), desc="mask r-cnn", unit="it"):
-        if cursor + batch_size > len(order):
-            order, cursor = torch.randperm(len(keep), generator=generator), 0
-        idx, cursor = order[cursor : cursor + batch_size].tolist(), cursor + batch_size
-        flips = torch.rand(len(idx), generator=generator) < 0.5
-        pairs = [flip(images[i], targets[i]) if f else (images[i], targets[i]) for i, f in zip(idx, flips)]
+    total, guard = cfg["iterations"], LossGuard("lower maskdistill.maskrcnn.lr")
+    log.info("mask r-cnn: %s, %d pseudo-labelled images, %d iterations", num_parameters(model), batches.size, total)
+    for it, pairs in enumerate(tqdm(epoch_cycle(loader, batches, total), total=total, desc="mask r-cnn", unit="it")):
         for group in optimiser.param_groups:
             group["lr"] = step_lr(cfg["lr"], it, total, cfg["warmup_iters"], cfg["steps"])
         loss, losses = maskrcnn_step(model, optimiser, precision, guard, pairs, device, it)
@@ -124,12 +158,14 @@ def predict_candidates(
     out_path: str | Path,
     prov: dict[str, Any],
     device: torch.device,
+    threads: int = 1,
 ) -> None:
-    """Every mask candidate (score, cluster, box, binary mask) of every image of a shard -> CandidateBank (§3.3)."""
+    """Every mask candidate (score, cluster, box, binary mask) of every image of a shard -> CandidateBank (§3.3);
+    images decoded in order by `threads - 1` loader workers."""
     per_image: list[dict[str, np.ndarray]] = []
-    for start in tqdm(range(0, len(rows), batch_size), desc=f"candidates {Path(out_path).name}", unit="batch"):
-        images = load_images([row for _, row in rows[start : start + batch_size]], input_size)
-        for det in model([im.to(device) for im in images]):
+    loader = ordered_loader([row.path for _, row in rows], input_size, batch_size, threads, device=device, sample=unit_image)
+    for _, images in tqdm(loader, desc=f"candidates {Path(out_path).name}", unit="batch"):
+        for det in model(list(images.to(device, non_blocking=True))):
             per_image.append(
                 {
                     "scores": det["scores"].cpu().numpy(),
