@@ -38,10 +38,13 @@ from useg.train import distributed, save_checkpoint
 # Measured on a 2-core CPU (docs/measurements.md): the 2-process losses differ from 1 process's by
 # at most 1.5e-6 (float32 reductions in another order); 1e-5 leaves a margin and still catches a
 # step on per-process statistics (AlignSeg's L_corr summed per process: off by 4.4).
-# DeepLab-v3 in eval mode: the same losses to the last bit, weights within 1.5e-8.
+# DeepLab-v3 in eval mode: losses within 1e-5; weights within 1.5e-8 on one CPU but 2.4e-5 on an
+# AVX2-only AMD EPYC (float32 sums in another order, grown over 3 steps at lr 0.05),
+# so its weights are held to DEEPLAB_WEIGHT_TOLERANCE; a per-process hard-pixel ranking moves the losses by far more.
 # TransFGU (dropout 0): losses within 1.2e-7, decoder weights within 1.9e-7 but the key bias (assert_same_segmenter).
 # PASS fine-tuning in eval mode: losses within 3.0e-8, weights within 3.5e-7.
 TOLERANCE = 1e-5
+DEEPLAB_WEIGHT_TOLERANCE = 1e-4
 CROC = CrOCConfig(**{**TINY_CROC, "drop_path_rate": 0.0, "freeze_last_layer_epochs": 0, "device": "cpu"})
 
 
@@ -310,7 +313,7 @@ def test_two_gloo_processes_give_the_one_process_deeplab_losses(tmp_path):
     np.testing.assert_allclose(two, one, rtol=0, atol=TOLERANCE)
     weights = [torch.load(tmp_path / f"{n}.json.pt", weights_only=True) for n in ("two", "one")]
     for key, value in weights[0].items():
-        torch.testing.assert_close(value, weights[1][key], rtol=0, atol=TOLERANCE)
+        torch.testing.assert_close(value, weights[1][key], rtol=0, atol=DEEPLAB_WEIGHT_TOLERANCE)
 
 
 def test_the_global_hard_pixels_are_ranked_over_every_process():
