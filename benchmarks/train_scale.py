@@ -175,7 +175,7 @@ TINY_DEEPLAB = {
     "scale": [0.75, 1.25], "amp": "off",
 }  # fmt: skip
 TINY_RCNN = {
-    "backbone": "resnet18", "weights": "random", "trainable_layers": 5, "fpn_channels": 16, "head_dim": 32,
+    "backbone": "resnet18", "weights": "random", "head": "fpn", "trainable_layers": 5, "fpn_channels": 16, "head_dim": 32,
     "proposals": 50, "roi_batch_size": 16, "train_scales": [0.75, 1.0], "min_score": 0.0, "max_candidates": 5,
     "anchor_top": 0.64, "norm": "batch", "amp": "off", "lr": 0.01, "weight_decay": 1e-4,
 }  # fmt: skip

@@ -154,7 +154,7 @@ def test_step_lr_warmup_and_steps():
 
 
 TINY_RCNN = {
-    "backbone": "resnet18", "weights": "random", "trainable_layers": 5, "fpn_channels": 16, "head_dim": 32,
+    "backbone": "resnet18", "weights": "random", "head": "fpn", "trainable_layers": 5, "fpn_channels": 16, "head_dim": 32,
     "proposals": 50, "roi_batch_size": 16, "train_scales": [0.75, 1.0], "min_score": 0.0, "max_candidates": 5,
     "anchor_top": 0.64, "norm": "batch", "amp": "auto",
 }  # fmt: skip
@@ -181,6 +181,56 @@ def test_maskrcnn_one_iteration_and_inference():
     assert changed(model, before)
     out = model.eval()([torch.rand(3, 32, 32)])[0]
     assert out["masks"].shape[1:] == (1, 32, 32) and len(out["scores"]) <= 5
+
+
+C4_RCNN = {**TINY_RCNN, "head": "c4"}
+
+
+def test_the_c4_head_is_detectrons_r50_c4_layout():
+    """One stride-16 map from res4, all anchor sizes on it, res5 shared by the box and the mask branch."""
+    model = build_maskrcnn(C4_RCNN, 3, (64, 64), seed=0)
+    features = model.backbone(torch.rand(1, 3, 64, 64))
+    assert list(features) == ["0"] and features["0"].shape == (1, 256, 4, 4)  # resnet18's layer3: 256 channels, stride 16
+    assert model.backbone.out_channels == 256
+    assert model.rpn.anchor_generator.sizes == ((3, 5, 10, 20, 41),)  # the five FPN levels' sizes at one level
+    assert model.roi_heads.box_roi_pool.output_size == (14, 14) and model.roi_heads.mask_roi_pool.output_size == (14, 14)
+    assert model.roi_heads.mask_head is model.roi_heads.box_head.res5
+    box_params = {id(p) for p in model.roi_heads.box_head.parameters()}
+    assert box_params and box_params == {id(p) for p in model.roi_heads.mask_head.parameters()}
+    assert model.roi_heads.box_predictor.cls_score.in_features == 512  # resnet18's res5
+    assert model.roi_heads.mask_predictor.conv5_mask.out_channels == TINY_RCNN["head_dim"] // 4
+
+
+def test_the_c4_mask_rcnn_trains_one_step_and_predicts_masks_at_the_image_size():
+    model = build_maskrcnn(C4_RCNN, 3, (64, 64), seed=0).train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    target = {"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([2]), "masks": torch.from_numpy(square(8, 40, 64))[None]}
+    losses = model([torch.rand(3, 64, 64)], [target])
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    torch.optim.SGD(model.parameters(), lr=0.01).step()
+    assert changed(model, before)
+    out = model.eval()([torch.rand(3, 64, 64)])[0]
+    assert out["masks"].shape[1:] == (1, 64, 64) and len(out["scores"]) <= 5
+
+
+def test_a_c4_checkpoint_rebuilds_the_c4_model(tmp_path):
+    from useg.methods.maskdistill.maskrcnn import load_maskrcnn
+    from useg.methods.maskdistill.models import save_model
+
+    model = build_maskrcnn(C4_RCNN, 3, (64, 64), seed=1)
+    save_model(tmp_path / "rcnn.pt", model, "MaskRCNN", C4_RCNN, num_clusters=3, input_size=[64, 64])
+    rebuilt, k = load_maskrcnn(tmp_path / "rcnn.pt", torch.device("cpu"))
+    assert k == 3 and rebuilt.roi_heads.mask_head is rebuilt.roi_heads.box_head.res5
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(rebuilt.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_the_c4_head_on_the_vit_names_the_key(tiny_backbone_cfg):
+    cfg = vit_config(tiny_backbone_cfg, **{k: v for k, v in C4_RCNN.items() if k not in ("backbone", "weights")})
+    with pytest.raises(ConfigError, match="maskdistill.maskrcnn.head: c4 needs a ResNet backbone"):
+        build_maskrcnn(cfg, 3, (32, 32), seed=0)
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_large"])

@@ -16,6 +16,7 @@ from useg.errors import ConfigError
 from useg.train import checkpoint
 
 RESNET_LAYERS = ("conv1", "layer1", "layer2", "layer3", "layer4")
+C4_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")  # stem + res2-res4
 SMALL_RESNETS = ("resnet18", "resnet34")  # BasicBlock ResNets: torchvision cannot dilate them
 VIT = "vit"  # the pipeline's own self-supervised backbone (config section `backbone`), frozen
 FROM_STATE_DICT = "<model.pt>"  # ViT weights of a rebuilt model: loaded with the model's state dict
@@ -167,6 +168,40 @@ def resnet_fpn(cfg: dict[str, Any]) -> nn.Module:
     return BackboneWithFPN(body, {f"layer{i + 1}": str(i) for i in range(4)}, stage_channels, cfg["fpn_channels"])
 
 
+class C4Body(nn.Module):
+    """Detectron's ResNet-C4 backbone: the stem and res2-res4 as one stride-16 feature map {"0": C4}."""
+
+    def __init__(self, resnet_model: nn.Module) -> None:
+        super().__init__()
+        self.stages = nn.Sequential(*(getattr(resnet_model, name) for name in C4_STAGES))
+        self.out_channels = out_channels(resnet_model.layer3)
+
+    def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
+        """The res4 feature map under the one key the RPN and the RoI pools read."""
+        return OrderedDict([("0", self.stages(images))])
+
+
+class PooledRes5(nn.Module):
+    """The R50-C4 box head: res5 on each 14 x 14 RoI, then global average pooling (Mask R-CNN §3, Fig. 4 left)."""
+
+    def __init__(self, res5: nn.Module) -> None:
+        super().__init__()
+        self.res5 = res5
+
+    def forward(self, rois: Tensor) -> Tensor:
+        """[R, C4, 14, 14] RoI features -> [R, C5] box features."""
+        return self.res5(rois).mean(dim=(2, 3))
+
+
+def resnet_c4(cfg: dict[str, Any]) -> tuple[C4Body, nn.Module]:
+    """(ResNet-C4 body, its res5 stage) with the top `trainable_layers` stages trained, res5 counted as the top (§A.1)."""
+    if cfg["backbone"] == VIT:
+        raise ConfigError("maskdistill.maskrcnn.head: c4 needs a ResNet backbone; set maskrcnn.backbone to a resnet or head: fpn")
+    body = resnet(cfg["backbone"], cfg["weights"], norm=cfg["norm"])
+    freeze_stages(body, 5 - cfg["trainable_layers"])
+    return C4Body(body), body.layer4
+
+
 def detection_backbone(cfg: dict[str, Any], weights: str | None) -> nn.Module:
     """The multi-level backbone of Mask R-CNN: ResNet-FPN, or the frozen pipeline ViT with a simple pyramid."""
     if cfg["backbone"] != VIT:
@@ -178,38 +213,72 @@ def detection_backbone(cfg: dict[str, Any], weights: str | None) -> nn.Module:
 def build_maskrcnn(
     cfg: dict[str, Any], num_clusters: int, input_size: tuple[int, int], seed: int, weights: str | None = None
 ) -> nn.Module:
-    """Mask R-CNN (multi-level backbone) for C clusters (+ torchvision's background class 0), §3.2 eq. 3;
-    `weights` is the checkpoint of a `backbone.weights: pretrain` ViT when cfg["backbone"] is vit."""
+    """Mask R-CNN for C clusters (+ torchvision's background class 0), §3.2 eq. 3: a multi-level backbone
+    (`head: fpn`) or the paper's R50-C4 (`head: c4`); `weights` is the checkpoint of a `backbone.weights:
+    pretrain` ViT when cfg["backbone"] is vit."""
     from torchvision.models.detection import MaskRCNN
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
-    torch.manual_seed(seed)
-    backbone = detection_backbone(cfg, weights)
-    torch.manual_seed(seed)
-    fpn = cfg["fpn_channels"]
     short = min(input_size)
     lo, hi = (round(s * short) for s in cfg["train_scales"])
-    head = cfg["head_dim"]
-    sizes = anchor_sizes(short, cfg["anchor_top"])
+    torch.manual_seed(seed)
+    parts = c4_parts(cfg, num_clusters, short) if cfg["head"] == "c4" else fpn_parts(cfg, num_clusters, short, seed, weights)
     return MaskRCNN(
-        backbone,
         min_size=tuple(range(lo, hi + 1, 8)) if hi > lo else (hi,),
         max_size=2 * max(input_size),
-        rpn_anchor_generator=AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes)),
         rpn_pre_nms_top_n_train=cfg["proposals"],
         rpn_post_nms_top_n_train=cfg["proposals"],
         rpn_pre_nms_top_n_test=max(1, cfg["proposals"] // 2),
         rpn_post_nms_top_n_test=max(1, cfg["proposals"] // 2),
         box_batch_size_per_image=cfg["roi_batch_size"],
-        box_head=TwoMLPHead(fpn * 7 * 7, head),
-        box_predictor=FastRCNNPredictor(head, num_clusters + 1),
-        mask_head=MaskRCNNHeads(fpn, (head // 4,) * 4, 1),
-        mask_predictor=MaskRCNNPredictor(head // 4, head // 4, num_clusters + 1),
         box_score_thresh=cfg["min_score"],
         box_detections_per_img=cfg["max_candidates"],
+        **parts,
     )
+
+
+def fpn_parts(cfg: dict[str, Any], num_clusters: int, short: int, seed: int, weights: str | None) -> dict[str, Any]:
+    """Backbone, anchors and heads of the FPN Mask R-CNN: one anchor size per pyramid level, a 2-MLP box head
+    and a 4-conv mask head on the pyramid's RoIs (torchvision's maskrcnn_resnet50_fpn at our widths)."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    backbone = detection_backbone(cfg, weights)
+    torch.manual_seed(seed)  # the heads' draws do not depend on the backbone's
+    fpn, head = cfg["fpn_channels"], cfg["head_dim"]
+    sizes = anchor_sizes(short, cfg["anchor_top"])
+    return {
+        "backbone": backbone,
+        "rpn_anchor_generator": AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes)),
+        "box_head": TwoMLPHead(fpn * 7 * 7, head),
+        "box_predictor": FastRCNNPredictor(head, num_clusters + 1),
+        "mask_head": MaskRCNNHeads(fpn, (head // 4,) * 4, 1),
+        "mask_predictor": MaskRCNNPredictor(head // 4, head // 4, num_clusters + 1),
+    }
+
+
+def c4_parts(cfg: dict[str, Any], num_clusters: int, short: int) -> dict[str, Any]:
+    """Backbone, anchors and heads of R50-C4 Mask R-CNN (Detectron's, the paper's §A.1): the RPN with every
+    anchor size on the one stride-16 map, 14 x 14 RoIAlign, res5 + average pooling as the box head and the same
+    res5 under the mask branch's 2x deconvolution to 14 x 14 masks (Mask R-CNN Fig. 4 left)."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+    from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+    from torchvision.ops import MultiScaleRoIAlign
+
+    body, res5 = resnet_c4(cfg)
+    sizes = tuple(size for (size,) in anchor_sizes(short, cfg["anchor_top"]))
+    res5_channels = out_channels(res5)
+    return {
+        "backbone": body,
+        "rpn_anchor_generator": AnchorGenerator((sizes,), ((0.5, 1.0, 2.0),)),
+        "box_roi_pool": MultiScaleRoIAlign(["0"], 14, 0),
+        "box_head": PooledRes5(res5),
+        "box_predictor": FastRCNNPredictor(res5_channels, num_clusters + 1),
+        "mask_roi_pool": MultiScaleRoIAlign(["0"], 14, 0),
+        "mask_head": res5,
+        "mask_predictor": MaskRCNNPredictor(res5_channels, cfg["head_dim"] // 4, num_clusters + 1),
+    }
 
 
 def inference_size(model: nn.Module, input_size: tuple[int, int], train_scales: list[float]) -> None:
