@@ -665,6 +665,16 @@ def mask_bank(tmp_path: Path, count: int) -> "MaskBank":  # noqa: F821
     return MaskBank(paths)
 
 
+def test_pixel_masks_are_upsampled_a_chunk_at_a_time_in_bank_order(tmp_path: Path):
+    bank = mask_bank(tmp_path, 7)
+    chunks = list(bank.pixel_mask_chunks(rows=3))
+    assert [c.shape for c in chunks] == [(3, 32, 32), (3, 32, 32), (1, 32, 32)]
+    whole = np.concatenate(chunks)
+    assert whole[1].sum() == 0 and whole[0, :16, :16].all() and whole[0].sum() == 256  # 2 x 2 patches of 8 px
+    assert whole[4, 8:24, :16].all() and whole[4].sum() == 256  # image 4: patch rows [1, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(bank.pixel_masks(), whole)) and len(list(bank.pixel_masks())) == 7
+
+
 def test_mask_rcnn_pairs_stream_from_the_bank_flipped_per_sample_and_the_same_for_zero_and_two_workers(tmp_path: Path):
     from tests.unit.test_device_placement import write_rgb
     from useg.data.images import load_rgb
@@ -685,7 +695,7 @@ def test_mask_rcnn_pairs_stream_from_the_bank_flipped_per_sample_and_the_same_fo
     assert len(serial) == 20 and len(parallel) == 20
     for (x, t), (y, u) in zip(serial, parallel):
         assert torch.equal(x, y) and all(torch.equal(t[k], u[k]) for k in ("boxes", "labels", "masks"))
-    pixels = bank.pixel_masks()
+    pixels = np.stack(list(bank.pixel_masks()))
     batches, loader = training_loader(rows, bank, clusters, cfg, 3, 1, cpu)
     assert batches.size == 6 and loader.dataset.labels.positions.tolist() == [0, 2, 3, 4, 5, 6]
     flipped = []

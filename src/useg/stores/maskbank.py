@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -69,9 +69,16 @@ class MaskBank(ShardedStore):
         self.grid: tuple[int, int] = tuple(self.attrs["grid"])  # type: ignore[assignment]
         self.input_size: tuple[int, int] = tuple(self.attrs["input_size"])  # type: ignore[assignment]
 
-    def pixel_masks(self) -> np.ndarray:
-        """Masks upsampled (nearest) from the patch grid to the working size, [N, H, W] uint8."""
-        return grid_to_pixels(self.read("masks"), self.grid, self.input_size)
+    def pixel_mask_chunks(self, rows: int = 64) -> Iterator[np.ndarray]:
+        """Masks upsampled (nearest) from the patch grid to the working size, `rows` images at a time in bank
+        order, [≤ rows, H, W] uint8: only the patch-grid masks are held whole, never the split's pixel masks."""
+        grids = self.read("masks")
+        for start in range(0, len(grids), rows):
+            yield grid_to_pixels(grids[start : start + rows], self.grid, self.input_size)
+
+    def pixel_masks(self) -> Iterator[np.ndarray]:
+        """Every image's pixel mask [H, W] uint8 in bank order, upsampled chunk by chunk (pixel_mask_chunks)."""
+        return (mask for chunk in self.pixel_mask_chunks() for mask in chunk)
 
     def nonempty(self, rows: int = 4096) -> np.ndarray:
         """Per-image flag of a non-empty object mask [N] bool, read `rows` masks at a time."""

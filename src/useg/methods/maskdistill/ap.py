@@ -165,17 +165,15 @@ def evaluate_ap(
     class_ids = {name: i for i, name in enumerate(classes["classes"])}
     ignore = int(classes.get("ignore_index", 255))
     _, cluster_of = read_clusters(clusters_path)
-    pixel_masks = bank.pixel_masks()
     gts, initial, maskrcnn = [], [], []
     cands = dict(candidates.images())
-    for pos, row_index in enumerate(tqdm(bank.index, desc="mask AP", unit="img")):
+    for row_index, mask in zip(tqdm(bank.index, desc="mask AP", unit="img"), bank.pixel_masks()):
         row = manifest[int(row_index)]
         gt = ground_truth(row, ignore) if row.instance_path else Instances(np.zeros((0, 1, 1), bool), np.zeros(0, np.int64))
         size = tuple(load_mask(row).shape) if row.mask_path else bank.input_size
         if not len(gt.classes):
             gt = Instances(np.zeros((0, *size), bool), gt.classes)
         gts.append(gt)
-        mask = pixel_masks[pos]
         first = Instances(mask[None], np.array([cluster_of[int(row_index)]]), np.ones(1)) if mask.any() else Instances(mask[:0], np.zeros(0, np.int64), np.zeros(0))
         initial.append(to_size(first, size))
         c = cands[int(row_index)]

@@ -65,10 +65,10 @@ def read_clusters(path: str | Path) -> tuple[int, dict[int, int]]:
 def predict_initial(bank: MaskBank, clusters_path: str | Path, out_path: str | Path, prov: dict[str, Any]) -> None:
     """`maskdistill-initial`: each image's object mask labelled by its cluster, the rest background (label C)."""
     k, cluster_of = read_clusters(clusters_path)
-    masks = bank.pixel_masks()
     clusters = np.array([cluster_of[int(row)] for row in bank.index])
     with PredictionsWriter(out_path, bank.index, bank.ids, bank.input_size, k + 1, "maskdistill-initial", prov) as writer:
-        for start in tqdm(range(0, len(bank), 64), desc="initial masks", unit="batch"):
-            chunk = slice(start, start + 64)
-            writer.write(start, np.where(masks[chunk] > 0, clusters[chunk, None, None], k))
+        start = 0
+        for masks in tqdm(bank.pixel_mask_chunks(), total=-(-len(bank) // 64), desc="initial masks", unit="batch"):
+            writer.write(start, np.where(masks > 0, clusters[start : start + len(masks), None, None], k))
+            start += len(masks)
     log.info("maskdistill-initial: %d images -> %s", len(bank), out_path)
