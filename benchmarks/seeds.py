@@ -30,6 +30,7 @@ from common import save  # noqa: E402
 from useg.report.tables import comparison_rows  # noqa: E402
 
 PROTOCOL = "hungarian"  # reported under the method's name; any other protocol as `<method>@<protocol>`
+DEFAULT_COMPARE = ("alignseg>kmeans", "transfgu>kmeans")
 SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
 
 
@@ -99,6 +100,15 @@ def parse_comparison(text: str) -> tuple[str, str]:
     return better, worse
 
 
+def comparison_pairs(texts: list[str] | None, methods: list[str]) -> list[tuple[str, str]]:
+    """The a>b pairs to report: the given ones, or the default pairs whose methods both run (a column's
+    method is its name up to the first "-" or "@": transfgu-trained -> transfgu)."""
+    if texts is not None:
+        return [parse_comparison(text) for text in texts]
+    pairs = [parse_comparison(text) for text in DEFAULT_COMPARE]
+    return [pair for pair in pairs if all(column.split("@")[0].split("-")[0] in methods for column in pair)]
+
+
 def comparisons(per_seed: dict[int, dict[str, float]], pairs: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
     """For each (a, b): share of seeds with mIoU_a > mIoU_b and the mean gap a − b in points."""
     out = {}
@@ -123,12 +133,15 @@ def main() -> None:
         help="evaluation protocols to report (they must be in the config's evaluate.protocols)",
     )  # fmt: skip
     parser.add_argument("--backbone-eval", action="store_true", help="also run and report the backbone evaluation")
-    parser.add_argument("--compare", nargs="*", default=["alignseg>kmeans", "transfgu>kmeans"], help="a>b pairs")
+    parser.add_argument(
+        "--compare", nargs="*", default=None,
+        help=f"a>b pairs of columns of the methods run (default: those of {' '.join(DEFAULT_COMPARE)} whose methods run)",
+    )  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/results/seeds"), help="one results folder per seed")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/seeds.json")
     args = parser.parse_args()
-    pairs = [parse_comparison(text) for text in args.compare]
+    pairs = comparison_pairs(args.compare, args.methods)
 
     per_seed, walls = {}, {}
     for seed in args.seeds:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.seeds import comparisons, overlay, parse_comparison, read_mious, spread
+from benchmarks.seeds import comparison_pairs, comparisons, overlay, parse_comparison, read_mious, spread
 
 
 def write_metrics(root: Path, method: str, miou: float | None, protocol: str = "hungarian") -> None:
@@ -65,3 +65,10 @@ def test_read_mious_takes_the_backbone_evaluation_under_its_method_name(tmp_path
     write_metrics(tmp_path, "kmeans", 0.35)
     write_metrics(tmp_path, "backbone-eval/pretrain/kmeans", 0.3)
     assert read_mious(tmp_path) == pytest.approx({"kmeans": 35.0, "backbone-eval/pretrain/kmeans": 30.0})
+
+
+def test_the_default_comparisons_are_those_whose_methods_run_and_given_ones_are_kept():
+    assert comparison_pairs(None, ["kmeans", "alignseg", "transfgu"]) == [("alignseg", "kmeans"), ("transfgu", "kmeans")]
+    assert comparison_pairs(None, ["transfgu"]) == []  # a TransFGU-only run has no kmeans column to compare with
+    assert comparison_pairs(None, ["kmeans", "alignseg"]) == [("alignseg", "kmeans")]
+    assert comparison_pairs(["transfgu-trained>transfgu-initial"], ["transfgu"]) == [("transfgu-trained", "transfgu-initial")]
