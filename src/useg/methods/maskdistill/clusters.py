@@ -67,8 +67,8 @@ def predict_initial(bank: MaskBank, clusters_path: str | Path, out_path: str | P
     k, cluster_of = read_clusters(clusters_path)
     clusters = np.array([cluster_of[int(row)] for row in bank.index])
     with PredictionsWriter(out_path, bank.index, bank.ids, bank.input_size, k + 1, "maskdistill-initial", prov) as writer:
-        start = 0
-        for masks in tqdm(bank.pixel_mask_chunks(), total=-(-len(bank) // 64), desc="initial masks", unit="batch"):
+        start, chunk = 0, 64
+        for masks in tqdm(bank.pixel_mask_chunks(chunk), total=-(-len(bank) // chunk), desc="initial masks", unit="batch"):
             writer.write(start, np.where(masks > 0, clusters[start : start + len(masks), None, None], k))
             start += len(masks)
     log.info("maskdistill-initial: %d images -> %s", len(bank), out_path)

@@ -158,12 +158,18 @@ def anchor_sizes(short_side: int, top: float, levels: int = 5) -> tuple[tuple[in
     return tuple((max(2, round(top * short_side / 2 ** (levels - 1 - i))),) for i in range(levels))
 
 
+def detection_resnet(cfg: dict[str, Any]) -> nn.Module:
+    """The detector's ResNet with the top `trainable_layers` of its five stages trained, the rest frozen (§A.1)."""
+    body = resnet(cfg["backbone"], cfg["weights"], norm=cfg["norm"])
+    freeze_stages(body, 5 - cfg["trainable_layers"])
+    return body
+
+
 def resnet_fpn(cfg: dict[str, Any]) -> nn.Module:
     """ResNet-FPN with the top `trainable_layers` stages trained (§A.1)."""
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
-    body = resnet(cfg["backbone"], cfg["weights"], norm=cfg["norm"])
-    freeze_stages(body, 5 - cfg["trainable_layers"])
+    body = detection_resnet(cfg)
     stage_channels = [out_channels(getattr(body, f"layer{i + 1}")) for i in range(4)]
     return BackboneWithFPN(body, {f"layer{i + 1}": str(i) for i in range(4)}, stage_channels, cfg["fpn_channels"])
 
@@ -197,8 +203,7 @@ def resnet_c4(cfg: dict[str, Any]) -> tuple[C4Body, nn.Module]:
     """(ResNet-C4 body, its res5 stage) with the top `trainable_layers` stages trained, res5 counted as the top (§A.1)."""
     if cfg["backbone"] == VIT:
         raise ConfigError("maskdistill.maskrcnn.head: c4 needs a ResNet backbone; set maskrcnn.backbone to a resnet or head: fpn")
-    body = resnet(cfg["backbone"], cfg["weights"], norm=cfg["norm"])
-    freeze_stages(body, 5 - cfg["trainable_layers"])
+    body = detection_resnet(cfg)
     return C4Body(body), body.layer4
 
 
