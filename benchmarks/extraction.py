@@ -65,7 +65,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = image_rows(Path(tmp), n, image_size=cfg.input_size[0])
         numbered, paths = list(enumerate(rows)), [row.path for row in rows]
-        batches = [images for _, images in ordered_batches(paths, cfg.input_size, args.batch_size, 1, cpu)]
+        batches = [images for _, images in ordered_batches(paths, cfg.frame, args.batch_size, 1, cpu)]
         with torch.inference_mode():
             outputs = [backbone(images.to(device)) for images in batches]
         outputs = [(o.cls.cpu().numpy(), o.patches.cpu().numpy(), o.attn.cpu().numpy()) for o in outputs]
@@ -80,7 +80,7 @@ def main() -> None:
                 torch.cuda.synchronize()
 
         def decode() -> None:
-            for _ in ordered_batches(paths, cfg.input_size, args.batch_size, 1, cpu):
+            for _ in ordered_batches(paths, cfg.frame, args.batch_size, 1, cpu):
                 pass
 
         def write() -> None:
@@ -91,7 +91,7 @@ def main() -> None:
 
         def stage(threads: int, background: bool) -> None:
             extract_features(
-                backbone, numbered, Path(tmp) / "shard.zarr", cfg.input_size, provenance("features", {}, 0), device,
+                backbone, numbered, Path(tmp) / "shard.zarr", cfg.frame, provenance("features", {}, 0), device,
                 batch_size=args.batch_size, threads=threads, background=background,
             )  # fmt: skip
 

@@ -42,7 +42,7 @@ def backbone_outputs(cfg: BackboneConfig, rows: list, batch_size: int) -> dict[s
     """cls (float32), patches and attn (float16) of every image, as the FeatureStore holds them."""
     backbone = build_backbone(cfg, seed=0).eval()
     parts: dict[str, list[np.ndarray]] = {"cls": [], "patches": [], "attn": []}
-    for _, images in ordered_batches([r.path for r in rows], cfg.input_size, batch_size, 1, torch.device("cpu")):
+    for _, images in ordered_batches([r.path for r in rows], cfg.frame, batch_size, 1, torch.device("cpu")):
         out = backbone(images)
         parts["cls"].append(out.cls.numpy().astype(np.float32))
         parts["patches"].append(out.patches.numpy().astype(np.float16))

@@ -38,6 +38,7 @@ from common import hungarian_miou, save  # noqa: E402
 
 from useg.backbones import BackboneConfig, build_backbone  # noqa: E402
 from useg.backbones.vit import ViTBackbone  # noqa: E402
+from useg.data.frame import Frame  # noqa: E402
 from useg.data.images import IGNORE_INDEX  # noqa: E402
 from useg.data.labels import load_mask  # noqa: E402
 from useg.data.manifest import ManifestRow, read_classes, read_manifest, split_rows  # noqa: E402
@@ -103,7 +104,7 @@ def initial_miou(backbone: ViTBackbone, rows: list[ManifestRow], concepts: np.nd
     s, g = torch.from_numpy(concepts), torch.from_numpy(concept_groups)
     confusion = np.zeros((num_classes, len(concepts)), np.int64)
     masks = iter(load_mask(row) for row in rows)
-    for _, images in ordered_batches([row.path for row in rows], input_size, 16, 1, torch.device("cpu")):
+    for _, images in ordered_batches([row.path for row in rows], Frame(input_size), 16, 1, torch.device("cpu")):
         _, labels, _ = pseudo_label_maps(backbone, images, s, g, labelling)
         for grid_labels in labels.numpy():
             gt = next(masks)

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from useg.data.frame import Frame
+
 log = logging.getLogger(__name__)
 
 
@@ -176,47 +178,49 @@ def predict_folder(
     model: torch.nn.Module,
     files: list[Path],
     out: Path,
-    input_size: tuple[int, int],
+    frame: Frame,
     device: torch.device,
     batch_size: int = 8,
     threads: int = 1,
 ) -> int:
-    """Label maps (at each image's own size) to out/labels/<stem>.png, overlays to out/overlays/<stem>.png; the
-    images stream through the input pipeline a batch at a time, decoded in `threads - 1` workers."""
+    """Label maps (at each image's own size, mapped back from the working `frame`) to out/labels/<stem>.png, overlays
+    to out/overlays/<stem>.png; the images stream through the input pipeline a batch at a time, decoded in
+    `threads - 1` workers."""
     import torch
     from tqdm import tqdm
 
+    from useg.data.images import IGNORE_INDEX
     from useg.methods.common import scores_to_labels
 
     (out / "labels").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()
     num_labels = 0
-    for indices, batch, images in tqdm(folder_batches(files, input_size, batch_size, threads, device), desc="predict", unit="batch"):
+    for indices, batch, images in tqdm(folder_batches(files, frame, batch_size, threads, device), desc="predict", unit="batch"):
         with torch.inference_mode():
             scores = model(batch.to(device, non_blocking=True))
         num_labels = scores.shape[1]
-        for index, image, labels in zip(indices, images, scores_to_labels(scores, input_size)):
-            write_outputs(out, files[index].stem, image, labels)
+        for index, image, labels in zip(indices, images, scores_to_labels(scores, frame.size)):
+            write_outputs(out, files[index].stem, image, frame.unfit_labels(labels, image.shape[:2], IGNORE_INDEX))
     log.info("predict: %d images, %d labels -> %s/labels, %s/overlays", len(files), num_labels, out, out)
     return len(files)
 
 
-def folder_batches(files: list[Path], input_size: tuple[int, int], batch_size: int, threads: int, device: torch.device):
-    """(indices, normalised images at `input_size` [B, 3, H, W], the original images) of `files` in order, batch
+def folder_batches(files: list[Path], frame: Frame, batch_size: int, threads: int, device: torch.device):
+    """(indices, normalised images in `frame` [B, 3, H, W], the original images) of `files` in order, batch
     by batch from the input pipeline (useg.data.pipeline): only a batch, times the prefetch depth, is in memory."""
     from useg.data.pipeline import EpochBatches, ImageDataset, make_loader
 
-    dataset = ImageDataset([str(f) for f in files], partial(working_and_original, size=input_size), 0)
+    dataset = ImageDataset([str(f) for f in files], partial(working_and_original, frame=frame), 0)
     batches = EpochBatches(len(files), batch_size, 0, shuffle=False, drop_last=False)
     return make_loader(dataset, batches, stack_with_originals, threads, device)
 
 
-def working_and_original(image: np.ndarray, rng: np.random.Generator | None, size: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray]:
-    """The sample of `useg predict`: the image squashed to the working size and normalised, and the image itself."""
-    from useg.data.transforms import normalise, resize_rgb
+def working_and_original(image: np.ndarray, rng: np.random.Generator | None, frame: Frame) -> tuple[torch.Tensor, np.ndarray]:
+    """The sample of `useg predict`: the image in the working frame, normalised, and the image itself."""
+    from useg.data.transforms import normalise
 
-    return normalise(resize_rgb(image, size)), image
+    return normalise(frame.fit_image(image)), image
 
 
 def stack_with_originals(items: list[tuple[int, tuple[torch.Tensor, np.ndarray]]]) -> tuple[list[int], torch.Tensor, list[np.ndarray]]:
@@ -227,16 +231,15 @@ def stack_with_originals(items: list[tuple[int, tuple[torch.Tensor, np.ndarray]]
 
 
 def write_outputs(out: Path, stem: str, image: np.ndarray, labels: np.ndarray) -> None:
-    """The label map scaled back to the image's own size (nearest), and the image beside its overlay with a legend."""
-    import cv2
+    """The label map at the image's own size (pixels a `crop` frame does not show: IGNORE_INDEX), and the image
+    beside its overlay with a legend."""
     import numpy as np
 
-    from useg.data.images import save_label_map
+    from useg.data.images import IGNORE_INDEX, save_label_map
     from useg.report.draw import blend, legend, save_png, stack
     from useg.report.palette import colour_of
 
-    full = cv2.resize(labels.astype(np.int32), image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-    save_label_map(out / "labels" / f"{stem}.png", full)
-    shown = np.concatenate([image, np.full((image.shape[0], 4, 3), 255, np.uint8), blend(image, full, ignore=None)], 1)
-    present = [(str(k), colour_of(k)) for k in np.unique(full)]
+    save_label_map(out / "labels" / f"{stem}.png", labels)
+    shown = np.concatenate([image, np.full((image.shape[0], 4, 3), 255, np.uint8), blend(image, labels, ignore=IGNORE_INDEX)], 1)
+    present = [(str(k), colour_of(k)) for k in np.unique(labels) if k != IGNORE_INDEX]
     save_png(out / "overlays" / f"{stem}.png", stack([shown, legend(present, shown.shape[1], "labels")]))

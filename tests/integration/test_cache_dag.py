@@ -101,3 +101,26 @@ def test_missing_weights_file_fails_when_the_dag_is_built(workdir: Path):
     result = run_snakemake(workdir, CONFIG, METRICS, "-n")
     assert result.returncode != 0
     assert "backbone weights file weights.pth does not exist" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("mode", ["crop", "pad"])
+def test_backbone_resize_reruns_the_features_and_scores_what_the_frame_shows(workdir: Path, mode: str):
+    import numpy as np
+    import zarr
+
+    from useg.data.frame import Frame
+
+    config = tiny_config(**{**CONFIG, "backbone": {**CONFIG["backbone"], "resize": mode}})
+    before = mtimes(workdir, MANIFEST + FEATURES + KMEANS)
+    check(run_snakemake(workdir, config, METRICS))
+    after = mtimes(workdir, MANIFEST + FEATURES + KMEANS)
+    assert after[MANIFEST[0]] == before[MANIFEST[0]] and all(after[p] != before[p] for p in FEATURES + KMEANS)
+    assert zarr.open_group(str(workdir / FEATURES[1]), mode="r").attrs["resize"] == mode
+    predictions = zarr.open_group(str(workdir / KMEANS[1]), mode="r")
+    assert predictions.attrs["resize"] == mode
+    frame = Frame(predictions["labels"].shape[1:], mode)
+    (top, left, bottom, right), _ = frame.placement((40, 48))  # the folder dataset's images are 40 x 48
+    seen = (bottom - top) * (right - left)
+    assert seen == (40 * 48 if mode == "pad" else 40 * 40)
+    confusion = json.loads((workdir / METRICS).read_text())["confusion"]
+    assert np.sum(confusion) == 2 * seen, "every pixel the frame shows is scored once, and only those"

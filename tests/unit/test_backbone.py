@@ -7,6 +7,7 @@ from safetensors.torch import save_file
 from useg.backbones import BackboneConfig, build_backbone
 from useg.backbones.vit import create_vit
 from tests.conftest import write_image
+from useg.data.frame import Frame
 from useg.errors import ConfigError, WeightsError
 
 
@@ -159,7 +160,7 @@ def test_extreme_weights_giving_nan_features_fail_the_feature_shard(tmp_path):
         backbone.model.blocks[0].mlp.fc1.weight.fill_(3e38)  # finite, but its products overflow
     rows = [(0, ManifestRow("a", str(tmp_path / "a.png"), 32, 32, "val"))]
     with pytest.raises(WeightsError, match=r"produced NaN or infinite features for .*a\.png"):
-        extract_features(backbone, rows, tmp_path / "s.zarr", (32, 32), {}, torch.device("cpu"))
+        extract_features(backbone, rows, tmp_path / "s.zarr", Frame((32, 32)), {}, torch.device("cpu"))
     assert not (tmp_path / "s.zarr").exists()
 
 
@@ -173,12 +174,12 @@ def test_an_empty_shard_is_a_store_of_no_images_that_later_stages_read(tmp_path)
     rows = [(0, ManifestRow("a", str(tmp_path / "a.png"), 32, 32, "val"))]  # 1 image, 2 shards: shard 0 is empty
     backbone, paths = build_backbone(tiny(8, input_size=(32, 32))), [tmp_path / "s0.zarr", tmp_path / "s1.zarr"]
     for shard, path in enumerate(paths):
-        extract_features(backbone, shard_rows(rows, shard, 2), path, (32, 32), {}, torch.device("cpu"))
+        extract_features(backbone, shard_rows(rows, shard, 2), path, Frame((32, 32)), {}, torch.device("cpu"))
     stores = [FeatureStore(p) for p in paths]
     assert [len(s) for s in stores] == [0, 1]
     cfg = {"normalize": True, "max_train_points": 100, "niter": 5, "nredo": 1}
     fit_patch_kmeans(stores, 3, cfg, 0, tmp_path / "c.zarr", {})
-    predict_patch_kmeans(stores, tmp_path / "c.zarr", tmp_path / "p.zarr", (32, 32), {})
+    predict_patch_kmeans(stores, tmp_path / "c.zarr", tmp_path / "p.zarr", {})
     assert list(Predictions(tmp_path / "p.zarr").index) == [0]
 
 

@@ -7,6 +7,7 @@ import torch
 from tests.conftest import write_image
 from useg.backbones import BackboneConfig, build_backbone
 from useg.backbones.extract import extract_features
+from useg.data.frame import Frame
 from useg.data.manifest import ManifestRow
 from useg.errors import ConfigError, StoreError
 from useg.methods.maskdistill.masks import build_mask_bank
@@ -82,7 +83,7 @@ def test_features_are_identical_with_0_and_2_loader_workers_and_with_or_without_
     stores = {}
     for threads, background in [(1, False), (1, True), (3, False), (3, True)]:
         path = tmp_path / f"t{threads}-{background}.zarr"
-        extract_features(backbone, rows, path, (32, 48), {}, CPU, batch_size=3, threads=threads, background=background)
+        extract_features(backbone, rows, path, Frame((32, 48)), {}, CPU, batch_size=3, threads=threads, background=background)
         stores[threads, background] = store_arrays(path)
     reference = stores[1, False]
     assert list(reference["index"]) == [r[0] for r in rows] and list(reference["ids"]) == [r[1].id for r in rows]
@@ -110,15 +111,15 @@ def test_a_bad_array_in_the_writer_fails_the_stage_and_leaves_no_store(tmp_path)
 @pytest.mark.parametrize("codec", ["none", "lz4", "zstd"])
 def test_every_codec_stores_the_same_features(tmp_path, rows, backbone, codec):
     auto, other = tmp_path / "auto.zarr", tmp_path / f"{codec}.zarr"
-    extract_features(backbone, rows[:3], auto, (32, 48), {}, CPU, batch_size=2)
-    extract_features(backbone, rows[:3], other, (32, 48), {}, CPU, batch_size=2, codec=codec)
+    extract_features(backbone, rows[:3], auto, Frame((32, 48)), {}, CPU, batch_size=2)
+    extract_features(backbone, rows[:3], other, Frame((32, 48)), {}, CPU, batch_size=2, codec=codec)
     assert_same_arrays(store_arrays(auto), store_arrays(other))
     compressors = {name: open_store(other)[name].compressors for name in AUTO_CODECS}
     assert all(bool(c) == (codec != "none") for c in compressors.values())
 
 
 def test_auto_takes_the_measured_codec_of_each_array(tmp_path, rows, backbone):
-    extract_features(backbone, rows[:2], tmp_path / "s.zarr", (32, 48), {}, CPU, batch_size=2)
+    extract_features(backbone, rows[:2], tmp_path / "s.zarr", Frame((32, 48)), {}, CPU, batch_size=2)
     group = open_store(tmp_path / "s.zarr")
     for name, codec in AUTO_CODECS.items():
         names = [type(c).__name__ for c in group[name].compressors]
@@ -127,7 +128,7 @@ def test_auto_takes_the_measured_codec_of_each_array(tmp_path, rows, backbone):
 
 def test_an_unknown_codec_names_the_key(tmp_path, rows, backbone):
     with pytest.raises(ConfigError, match="features.codec must be one of auto, none, lz4, zstd; got 'gzip'"):
-        extract_features(backbone, rows[:1], tmp_path / "s.zarr", (32, 48), {}, CPU, codec="gzip")
+        extract_features(backbone, rows[:1], tmp_path / "s.zarr", Frame((32, 48)), {}, CPU, codec="gzip")
     assert not (tmp_path / "s.zarr").exists()
 
 
@@ -137,7 +138,7 @@ def test_mask_banks_are_identical_with_0_and_2_loader_workers(tmp_path, rows, ba
            "cluster_input": cluster_input}  # fmt: skip
     banks = []
     for threads in (1, 3):
-        build_mask_bank(backbone, rows, cfg, (32, 48), tmp_path / f"m{threads}.zarr", {}, CPU, threads=threads)
+        build_mask_bank(backbone, rows, cfg, Frame((32, 48)), tmp_path / f"m{threads}.zarr", {}, CPU, threads=threads)
         group = open_store(tmp_path / f"m{threads}.zarr")
         banks.append({name: group[name][:] for name in ("index", "masks", "boxes", "source", "cls")})
     assert banks[0]["masks"].shape == (7, 4, 6) and banks[0]["masks"].any()

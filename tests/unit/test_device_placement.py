@@ -11,6 +11,7 @@ import torch
 from tests.device_guard import DEVICE, DeviceGuard, MixedDevices
 from tests.unit.test_croc import TINY_ARCH, TINY_CROC
 from useg.data.augment import make_view
+from useg.data.frame import Frame
 from useg.data.manifest import ManifestRow
 from useg.stores import FeatureStore, FeatureWriter, provenance
 
@@ -33,7 +34,7 @@ def feature_store(tmp_path, backbone, rows: list[ManifestRow]) -> FeatureStore:
     from useg.methods.common import load_images
 
     with torch.no_grad():
-        out = backbone(normalise_images(load_images(rows, (32, 32))))
+        out = backbone(normalise_images(load_images(rows, Frame((32, 32)))))
     n, h, w, d = out.patches.shape
     with FeatureWriter(tmp_path / "f.zarr", np.arange(n), [r.id for r in rows], (h, w), d, 2, PROV, input_size=[32, 32]) as writer:
         writer.write(0, out.cls.numpy(), out.patches.numpy(), out.attn.numpy())
@@ -108,7 +109,7 @@ def test_alignseg_training_step_and_prediction_batch(tmp_path, tiny_backbone_cfg
     with DeviceGuard():
         info = train_alignseg(cfg, backbone, [r.path for r in rows], 3, tmp_path / "d.pt", tmp_path / "d.json", tmp_path / "r", "h", 0, DEVICE)
         decoder = build_decoder(cfg.decoder(64, 3), 0)
-        predict_alignseg(decoder, [store], tmp_path / "p.zarr", (32, 32), PROV, DEVICE)
+        predict_alignseg(decoder, [store], tmp_path / "p.zarr", PROV, DEVICE)
         save_decoder(decoder, tmp_path / "e.pt", {})
         scores = load_predictor(tmp_path / "e.pt", backbone, DEVICE)(torch.rand(1, 3, 32, 32).to(DEVICE))
     assert np.isfinite(info["epochs"][0]["loss"]) and scores.shape == (1, 3, 4, 4)
@@ -133,7 +134,7 @@ def test_transfgu_round_teacher_and_prediction_batch(tmp_path, tiny_backbone_cfg
     with DeviceGuard():
         student = train_round(backbone, rows, bank, None, cfg, 0, 0, DEVICE, history)
         taught = train_round(backbone, rows, bank, student, cfg, 0, 1, DEVICE, history)
-        predict_segmenter(taught, [store], tmp_path / "p.zarr", (32, 32), "transfgu", PROV, DEVICE)
+        predict_segmenter(taught, [store], tmp_path / "p.zarr", "transfgu", PROV, DEVICE)
     assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
 
 
@@ -170,6 +171,6 @@ def test_maskdistill_deeplab_and_mask_rcnn(tmp_path):
         losses = model([torch.rand(3, 32, 32).to(DEVICE)], [{k: v.to(DEVICE) for k, v in target.items()}])
         sum(losses.values()).backward()
         save_model(tmp_path / "rcnn.pt", model.cpu(), "MaskRCNN", TINY_RCNN, num_clusters=3, input_size=[32, 32])
-        rcnn, k = load_maskrcnn(tmp_path / "rcnn.pt", DEVICE)
-        predict_candidates(rcnn, list(enumerate(rows)), k, (32, 32), 2, tmp_path / "c.zarr", PROV, DEVICE)
+        rcnn, k, frame = load_maskrcnn(tmp_path / "rcnn.pt", DEVICE)
+        predict_candidates(rcnn, list(enumerate(rows)), k, frame, 2, tmp_path / "c.zarr", PROV, DEVICE)
     assert hard_pixel_ce is not None and (tmp_path / "c.zarr").exists()

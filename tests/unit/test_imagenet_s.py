@@ -18,6 +18,7 @@ from tests.imagenet_s_fixture import (
     reference_cooccurrence,
     reference_figures,
 )
+from useg.data.frame import Frame
 from useg.data.labels import encode_rg, read_mask
 from useg.data.manifest import ManifestRow
 from useg.data.transforms import resize_labels
@@ -300,7 +301,7 @@ def test_server_export_round_trip_scores_as_the_official_evaluator_would(tmp_pat
     gts = [resize_labels(lab, size) for lab, size in zip(labels.clip(max=3), sizes)]
     gts[0][:3] = IGNORE
     preds = [resize_labels(lab, size) for lab, size in zip(labels, sizes)]
-    with PredictionsWriter(tmp_path / "p.zarr", np.arange(4), [r.id for r in rows], (16, 16), 5, "hand", {}) as w:
+    with PredictionsWriter(tmp_path / "p.zarr", np.arange(4), [r.id for r in rows], Frame((16, 16)), 5, "hand", {}) as w:
         w.write(0, labels)
     r = evaluate(list(zip(gts, preds)), 4, 5)
     (tmp_path / "metrics.json").write_text(json.dumps({"protocols": {"imagenet-s": r}}))

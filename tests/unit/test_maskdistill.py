@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from useg.data.frame import Frame
 from useg.methods.maskdistill.aggregate import confident_labels
 from useg.methods.maskdistill.ap import Instances, mask_ap, single_object
 from useg.methods.maskdistill.deeplab import hard_pixel_ce
@@ -102,7 +103,7 @@ def test_ragged_candidates_round_trip(tmp_path: Path):
     rng = np.random.default_rng(0)
     per_image = [candidates(n, rng) for n in (2, 0, 3)]
     path = tmp_path / "c.zarr"
-    write_candidates(path, np.array([7, 3, 9]), ["a", "b", "c"], per_image, (6, 5), provenance("t", {}, 0), num_classes=3)
+    write_candidates(path, np.array([7, 3, 9]), ["a", "b", "c"], per_image, Frame((6, 5)), provenance("t", {}, 0), num_classes=3)
     bank = CandidateBank([path])
     assert bank.ids == ["a", "b", "c"] and bank.attrs["num_classes"] == 3
     read = list(bank.images())
@@ -221,7 +222,7 @@ def test_a_c4_checkpoint_rebuilds_the_c4_model(tmp_path):
 
     model = build_maskrcnn(C4_RCNN, 3, (64, 64), seed=1)
     save_model(tmp_path / "rcnn.pt", model, "MaskRCNN", C4_RCNN, num_clusters=3, input_size=[64, 64])
-    rebuilt, k = load_maskrcnn(tmp_path / "rcnn.pt", torch.device("cpu"))
+    rebuilt, k, _ = load_maskrcnn(tmp_path / "rcnn.pt", torch.device("cpu"))
     assert k == 3 and rebuilt.roi_heads.mask_head is rebuilt.roi_heads.box_head.res5
     for name, value in model.state_dict().items():
         torch.testing.assert_close(rebuilt.state_dict()[name], value, rtol=0, atol=0)
@@ -421,9 +422,9 @@ def test_half_mass_zeroes_a_cls_before_the_top_k_proposals():
 def test_mask_box_scales_to_the_original_image_and_an_empty_box_is_the_whole_image():
     from useg.methods.maskdistill.masks import original_box
 
-    assert original_box(np.array([8, 4, 24, 16]), (32, 32), (64, 96)) == (24, 8, 72, 32)  # x by 3, y by 2
-    assert original_box(np.array([31, 31, 32, 32]), (32, 32), (16, 16)) == (15, 15, 16, 16)  # at least one pixel
-    assert original_box(np.zeros(4, np.int32), (32, 32), (20, 30)) == (0, 0, 30, 20)
+    assert original_box(np.array([8, 4, 24, 16]), Frame((32, 32)), (64, 96)) == (24, 8, 72, 32)  # x by 3, y by 2
+    assert original_box(np.array([31, 31, 32, 32]), Frame((32, 32)), (16, 16)) == (15, 15, 16, 16)  # at least one pixel
+    assert original_box(np.zeros(4, np.int32), Frame((32, 32)), (20, 30)) == (0, 0, 30, 20)
 
 
 def test_box_crop_is_cut_at_native_resolution_normalised_and_zero_padded_to_whole_patches():
@@ -450,7 +451,7 @@ def test_box_crop_cls_is_the_backbone_cls_of_each_padded_crop(tmp_path: Path, ti
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
         rows.append(ManifestRow(id=f"im{i}", path=str(tmp_path / f"{i}.png"), width=w, height=h, split="train"))
     boxes = np.array([[0, 0, 16, 16], [8, 8, 32, 24]], np.int32)  # at the 32 x 32 working size
-    cls = box_crop_cls(backbone, rows, boxes, (32, 32), torch.device("cpu"))
+    cls = box_crop_cls(backbone, rows, boxes, Frame((32, 32)), torch.device("cpu"))
     first = np.array(Image.open(rows[0].path))
     with torch.no_grad():
         expected = backbone(padded_crop(first, (0, 0, 32, 24), 8)).cls  # x by 2, y by 1.5
@@ -557,12 +558,12 @@ def test_deeplab_samples_flip_image_and_labels_together_and_repeat_for_the_same_
     labels[:, :4] = 1
     image = np.where(labels[..., None] == 1, 255, 0).astype(np.uint8).repeat(3, axis=2)
     no_warp = SegmentationAugment(degrees=0.0, scale=(1.0, 1.0))
-    outs = [augmented_pair(image, labels, np.random.default_rng(s), (16, 16), no_warp, 2) for s in range(8)]
+    outs = [augmented_pair(image, labels, np.random.default_rng(s), no_warp, 2) for s in range(8)]
     for x, y in outs:
         assert torch.equal(x[0] > 0, y == 1)  # bright pixels are the label-1 pixels, flipped or not
     assert {bool(y[0, 0] == 1) for _, y in outs} == {True, False}  # some samples flipped, some not
-    a, b = (augmented_pair(image, labels, np.random.default_rng(5), (8, 8), SegmentationAugment(), 2) for _ in range(2))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[1].shape == (8, 8)
+    a, b = (augmented_pair(image, labels, np.random.default_rng(5), SegmentationAugment(), 2) for _ in range(2))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[1].shape == (16, 16)
 
 
 def test_deeplab_trains_at_its_own_input_size(tmp_path: Path):

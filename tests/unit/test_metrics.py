@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from useg.data.frame import Frame
 from useg.eval.metrics import confusion_matrix, evaluate_confusion, scores_from_mapping
 
 
@@ -184,7 +185,7 @@ def test_all_ignore_evaluation_fails_and_writes_no_metrics(tmp_path):
     for n in range(2):
         Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / f"m{n}.png")
         rows.append(ManifestRow(f"im{n}", str(tmp_path / f"im{n}.png"), 8, 8, "val", mask_path=str(tmp_path / f"m{n}.png")))
-    with PredictionsWriter(tmp_path / "p.zarr", np.arange(2), ["im0", "im1"], (8, 8), 2, "hand", {}) as writer:
+    with PredictionsWriter(tmp_path / "p.zarr", np.arange(2), ["im0", "im1"], Frame((8, 8)), 2, "hand", {}) as writer:
         writer.write(0, np.zeros((2, 8, 8), np.int64))
     with pytest.raises(DataError, match="no labelled pixel.*ignore id 255.*dataset.eval_split"):
         evaluate_predictions(tmp_path / "p.zarr", rows, ["a", "b"], tmp_path / "metrics.json", {})

@@ -11,7 +11,8 @@ from PIL import Image
 
 from useg.data.augment import ViewAugment, two_views
 from useg.data.images import load_rgb_all
-from useg.data.pipeline import EpochBatches, ImageDataset, epoch_cycle, fit_image, loader_workers, make_loader, ordered_loader, unit_image
+from useg.data.frame import fit_image
+from useg.data.pipeline import EpochBatches, ImageDataset, epoch_cycle, loader_workers, make_loader, ordered_loader, unit_image
 from useg.errors import ConfigError
 from useg.methods.croc.train import collate_pairs
 

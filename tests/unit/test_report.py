@@ -16,6 +16,7 @@ from PIL import Image
 
 from tests.conftest import TINY_BACKBONE, write_image
 from useg.cli import main
+from useg.data.frame import Frame
 from useg.errors import ConfigError, DataError, StoreError
 from useg.report.draw import bar_chart, blend, legend, line_chart, save_jpeg, text_size, wrap
 from useg.report.export import read_hdf5_attrs
@@ -33,7 +34,7 @@ CLASSES = ["sky", "road", "car"]
 def write_predictions(path: Path, labels: np.ndarray, num_labels: int = 3) -> Path:
     ids = [f"img{i}" for i in range(len(labels))]
     prov = provenance("test", {"k": num_labels, "nested": {"a": [1, 2]}}, 0)
-    with PredictionsWriter(path, np.arange(len(labels)), ids, labels.shape[1:], num_labels, "hand", prov) as writer:
+    with PredictionsWriter(path, np.arange(len(labels)), ids, Frame(labels.shape[1:]), num_labels, "hand", prov) as writer:
         writer.write(0, labels)
     return path
 

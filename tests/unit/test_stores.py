@@ -5,6 +5,7 @@ import pytest
 
 from useg.atomic import atomic_output
 from useg.cli import main
+from useg.data.frame import Frame
 from useg.errors import StoreError
 from useg.stores import FeatureStore, FeatureWriter, Predictions, PredictionsWriter, open_store, provenance
 from useg.stores.base import config_hash
@@ -68,7 +69,7 @@ def test_opening_a_store_of_another_kind_is_an_error(tmp_path):
 
 def test_predictions_round_trip(tmp_path):
     labels = np.random.default_rng(0).integers(0, 4, (3, 8, 8))
-    with PredictionsWriter(tmp_path / "p.zarr", np.array([2, 0, 1]), ["c", "a", "b"], (8, 8), 4, "kmeans", {}) as w:
+    with PredictionsWriter(tmp_path / "p.zarr", np.array([2, 0, 1]), ["c", "a", "b"], Frame((8, 8)), 4, "kmeans", {}) as w:
         w.write(0, labels)
     preds = Predictions(tmp_path / "p.zarr")
     (index, got), = list(preds.batches())

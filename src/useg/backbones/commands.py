@@ -25,7 +25,7 @@ def run_features(args: argparse.Namespace) -> None:
         backbone,
         rows,
         args.out,
-        cfg.input_size,
+        cfg.frame,
         provenance("features", {**params, **where}, params["seed"]),
         resolve_device(params["features"]["device"]),
         batch_size=params["features"]["batch_size"],

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from useg.backbones.vit import ViTBackbone, ViTOutput
 from useg.data.manifest import ManifestRow
+from useg.data.frame import Frame
 from useg.data.pipeline import ordered_batches
 from useg.errors import ConfigError, WeightsError
 from useg.stores.background import stream_to_store
@@ -48,7 +49,7 @@ def extract_features(
     backbone: ViTBackbone,
     rows: list[tuple[int, ManifestRow]],
     out_path: str | Path,
-    input_size: tuple[int, int],
+    frame: Frame,
     prov: dict[str, Any],
     device: torch.device,
     batch_size: int = 16,
@@ -58,12 +59,12 @@ def extract_features(
 ) -> None:
     """Write CLS, patch tokens and last-block attention of `rows` to a FeatureStore shard: images decoded in
     `threads - 1` loader workers, the forward here, the store written by a background thread (or here)."""
-    check_input_size(input_size, backbone.patch_size)
+    check_input_size(frame.size, backbone.patch_size)
     backbone = backbone.to(device).eval()
-    grid = backbone.grid_for(*input_size)
+    grid = backbone.grid_for(*frame.size)
     index = np.array([i for i, _ in rows], np.int64)
     ids = [row.id for _, row in rows]
-    attrs = {"patch_size": backbone.patch_size, "input_size": list(input_size), "backbone": backbone.name}
+    attrs = {"patch_size": backbone.patch_size, "backbone": backbone.name, **frame.attrs()}
 
     def forward(start: int, images: torch.Tensor) -> dict[str, torch.Tensor]:
         bar.update(len(images))
@@ -74,7 +75,7 @@ def extract_features(
         check_finite_features([cls, patches, attn], rows[start : start + len(cls)], backbone.name)
         writer.write(start, cls, patches, attn)
 
-    batches = ordered_batches([row.path for _, row in rows], input_size, batch_size, threads, device)
+    batches = ordered_batches([row.path for _, row in rows], frame, batch_size, threads, device)
     with FeatureWriter(
         out_path, index, ids, grid, backbone.embed_dim, backbone.num_heads, prov, rows_per_chunk=batch_size, codec=codec, **attrs
     ) as writer, tqdm(total=len(rows), desc=f"features {Path(out_path).name}", unit="img") as bar:

@@ -13,6 +13,7 @@ import timm
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
+from useg.data.frame import Frame, Resize
 from useg.errors import ConfigError
 
 
@@ -23,6 +24,7 @@ class BackboneConfig:
     model: str = "vit_small_patch16_224"
     weights: str = "random"
     input_size: tuple[int, int] = (224, 224)
+    resize: Resize = "squash"
     patch_size: int | None = None
     embed_dim: int | None = None
     depth: int | None = None
@@ -33,12 +35,17 @@ class BackboneConfig:
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> BackboneConfig:
         """Build from the `backbone` config mapping (unknown keys are architecture overrides)."""
-        known = {"model", "weights", "input_size", "patch_size", "embed_dim", "depth", "num_heads", "name"}
+        known = {"model", "weights", "input_size", "resize", "patch_size", "embed_dim", "depth", "num_heads", "name"}
         extra = {k: v for k, v in cfg.items() if k not in known}
         args = {k: v for k, v in cfg.items() if k in known}
         if "input_size" in args:
             args["input_size"] = tuple(args["input_size"])
         return cls(**args, extra=extra)
+
+    @property
+    def frame(self) -> Frame:
+        """The working frame of the images this backbone sees."""
+        return Frame(self.input_size, self.resize)
 
     def timm_overrides(self) -> dict[str, Any]:
         """Keyword arguments that override the timm model's default architecture."""

@@ -9,18 +9,18 @@ index). Only a batch (times the prefetch depth) is ever in memory.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from useg.data.frame import RESIZES, Frame, Resize, fit_image
 from useg.data.images import load_rgb
-from useg.data.transforms import normalise, resize_rgb
+from useg.data.transforms import normalise
 from useg.errors import check_choice
 
 # OpenCV's pthreads pool does not survive fork: a process that ran a parallel cv2 call (warpAffine,
@@ -28,26 +28,7 @@ from useg.errors import check_choice
 # stage that decodes and augments, so OpenCV stays on one thread in every process that loads images.
 cv2.setNumThreads(1)
 
-Resize = Literal["squash", "crop", "pad"]
-RESIZES = ("squash", "crop", "pad")
 SampleFn = Callable[..., Any]  # sample(image, rng=generator)
-
-
-def fit_image(image: np.ndarray, size: tuple[int, int], mode: Resize = "squash") -> np.ndarray:
-    """An HxWx3 image at `size` (h, w): `squash` resizes both sides; `crop` keeps the aspect ratio, scales
-    the short side to cover `size` and cuts the centre; `pad` scales the long side to fit and pads with zeros."""
-    check_choice("resize", mode, RESIZES)
-    if mode == "squash":
-        return resize_rgb(image, size)
-    height, width = image.shape[:2]
-    pick = max if mode == "crop" else min
-    scale = pick(size[0] / height, size[1] / width)
-    scaled = resize_rgb(image, (max(1, math.ceil(height * scale - 1e-6)), max(1, math.ceil(width * scale - 1e-6))))
-    if mode == "crop":
-        top, left = (scaled.shape[0] - size[0]) // 2, (scaled.shape[1] - size[1]) // 2
-        return np.ascontiguousarray(scaled[top : top + size[0], left : left + size[1]])
-    bottom, right = size[0] - scaled.shape[0], size[1] - scaled.shape[1]
-    return cv2.copyMakeBorder(scaled, bottom // 2, bottom - bottom // 2, right // 2, right - right // 2, cv2.BORDER_CONSTANT)
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -212,9 +193,9 @@ def ordered_loader(
 
 
 def ordered_batches(
-    paths: Sequence[str], size: tuple[int, int], batch_size: int, threads: int, device: torch.device
+    paths: Sequence[str], frame: Frame, batch_size: int, threads: int, device: torch.device
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """(first row, images on `device`) of every batch in order, decoded in `threads - 1` worker processes;
-    on CUDA from pinned memory, copied without blocking."""
-    for indices, images in ordered_loader(paths, size, batch_size, threads, device=device):
+    """(first row, images in `frame` on `device`) of every batch in order, decoded in `threads - 1` worker
+    processes; on CUDA from pinned memory, copied without blocking."""
+    for indices, images in ordered_loader(paths, frame.size, batch_size, threads, frame.mode, device=device):
         yield int(indices[0]), images.to(device, non_blocking=True)

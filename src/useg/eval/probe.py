@@ -28,13 +28,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from useg.data.frame import Frame
 from useg.data.labels import load_mask
 from useg.data.manifest import ManifestRow
 from useg.data.pipeline import EpochBatches, make_loader
-from useg.data.transforms import resize_labels
 from useg.errors import DataError
 from useg.methods.common import scores_to_labels
-from useg.stores.features import FeatureStore
+from useg.stores.features import FeatureStore, feature_frame
 from useg.stores.predictions import PredictionsWriter
 from useg.train import LossGuard
 
@@ -73,12 +73,12 @@ def sample_chunks(chunks: list[Chunk], fraction: float, seed: int) -> list[Chunk
     return [chunks[i] for i in keep]
 
 
-def load_targets(rows: list[ManifestRow], index: np.ndarray, size: tuple[int, int], ignore: int) -> torch.Tensor:
-    """Ground-truth masks of the images, resized (nearest) to `size` [N, H, W], ignore pixels -100."""
+def load_targets(rows: list[ManifestRow], index: np.ndarray, frame: Frame, ignore: int) -> torch.Tensor:
+    """Ground-truth masks of the images brought (nearest) into `frame` [N, H, W], ignore pixels -100."""
     missing = [rows[i].id for i in index if not rows[i].mask_path]
     if missing:
         raise DataError(f"the linear probe needs ground-truth masks; none for {missing[:5]}")
-    masks = np.stack([resize_labels(load_mask(rows[i]), size) for i in index]).astype(np.int64)
+    masks = np.stack([frame.fit_labels(load_mask(rows[i]), ignore) for i in index]).astype(np.int64)
     masks[masks == ignore] = -100
     return torch.from_numpy(masks)
 
@@ -94,9 +94,9 @@ class ChunkDataset(Dataset):
     in the worker that reads them."""
 
     def __init__(
-        self, paths: list[Path], chunks: list[Chunk], rows: list[ManifestRow], size: tuple[int, int], ignore: int
+        self, paths: list[Path], chunks: list[Chunk], rows: list[ManifestRow], frame: Frame, ignore: int
     ) -> None:
-        self.paths, self.chunks, self.rows, self.size, self.ignore = paths, chunks, rows, size, ignore
+        self.paths, self.chunks, self.rows, self.frame, self.ignore = paths, chunks, rows, frame, ignore
         self._stores: dict[int, FeatureStore] = {}
 
     def __len__(self) -> int:
@@ -112,7 +112,7 @@ class ChunkDataset(Dataset):
         chunk = self.chunks[item[1]]
         store = self.store(chunk.shard)
         index = store.index[chunk.start : chunk.stop]
-        return chunk_tokens(store, chunk), load_targets(self.rows, index, self.size, self.ignore)
+        return chunk_tokens(store, chunk), load_targets(self.rows, index, self.frame, self.ignore)
 
 
 def only_item(items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -237,11 +237,11 @@ def linear_probe(
     threads: int = 1,
 ) -> None:
     """Train the probe on (a `train_fraction` of) the `train` shards, write class predictions of `evaluate`."""
-    working = tuple(train[0].attrs["input_size"])
-    size = loss_size(cfg, working)
+    working = feature_frame(train)
+    size = loss_size(cfg, working.size)
     chunks = sample_chunks(store_chunks(train), cfg["train_fraction"], seed)
     stats = channel_stats(train, chunks) if cfg["standardise"] else None
-    dataset = ChunkDataset([s.path for s in train], chunks, rows, size, ignore)
+    dataset = ChunkDataset([s.path for s in train], chunks, rows, Frame(size, working.mode), ignore)
     order = EpochBatches(len(chunks), 1, seed, drop_last=False)
     loader = make_loader(dataset, order, only_item, threads)
 
@@ -257,18 +257,18 @@ def predict(
     probe: torch.nn.Conv2d,
     stores: list[FeatureStore],
     num_classes: int,
-    size: tuple[int, int],
+    frame: Frame,
     out_path: str | Path,
     prov: dict[str, Any],
 ) -> None:
-    """Class predictions of every image of the shards at the working `size`, shard by shard."""
+    """Class predictions of every image of the shards in the working `frame`, shard by shard."""
     index = np.concatenate([s.index for s in stores])
     ids = [i for s in stores for i in s.ids]
     start = 0
-    with PredictionsWriter(out_path, index, ids, size, num_classes, PROTOCOL, prov, supervised=True) as writer:
+    with PredictionsWriter(out_path, index, ids, frame, num_classes, PROTOCOL, prov, supervised=True) as writer:
         with torch.no_grad():
             for batch in (b for s in stores for b in s.batches(64)):
                 x = torch.from_numpy(batch.patches.astype(np.float32)).permute(0, 3, 1, 2)
-                writer.write(start, scores_to_labels(probe(x), size))
+                writer.write(start, scores_to_labels(probe(x), frame.size))
                 start += len(x)
     log.info("linear probe: predicted %d images -> %s", len(index), out_path)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from useg.atomic import write_json
 from useg.data.labels import load_mask
 from useg.data.manifest import ManifestRow
+from useg.data.frame import Frame
 from useg.data.transforms import resize_labels
 from useg.errors import DataError
 from useg.eval.imagenet_s import PROTOCOL, ImageNetSEvaluator, image_stats, read_matching
@@ -28,16 +29,17 @@ HUNGARIAN_FAMILY = {"hungarian", "hungarian-discard", "hungarian-iou", "alignseg
 def _image_eval(
     row: ManifestRow,
     labels: np.ndarray,
+    frame: Frame,
     num_classes: int,
     num_labels: int,
     ignore: int,
     imagenet_s: bool,
     alignseg: AlignSegMeans | None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """One image's confusion at its ground-truth size, its imagenet-s statistics and its confusion on the
-    alignseg protocol's resized maps (the last two when asked)."""
-    gt = load_mask(row)
-    pred = resize_labels(labels, gt.shape)
+    """One image's confusion at its ground-truth size (on the part of the image its frame shows), its
+    imagenet-s statistics and its confusion on the alignseg protocol's resized maps (the last two when asked)."""
+    gt, shown = frame.overlap(load_mask(row), labels)
+    pred = resize_labels(np.ascontiguousarray(shown), gt.shape)
     stats = image_stats(gt, pred, num_classes, num_labels, ignore) if imagenet_s else None
     confusion = confusion_matrix(gt, pred, num_classes, num_labels, ignore)
     if alignseg is None:
@@ -45,7 +47,7 @@ def _image_eval(
     if alignseg.size is None:
         return confusion, stats, confusion
     size = (alignseg.size, alignseg.size)
-    small = confusion_matrix(nearest_resize(gt, size), nearest_resize(labels, size), num_classes, num_labels, ignore)
+    small = confusion_matrix(nearest_resize(gt, size), nearest_resize(shown, size), num_classes, num_labels, ignore)
     return confusion, stats, small
 
 
@@ -60,7 +62,7 @@ def scan_predictions(
 ) -> tuple[np.ndarray, np.ndarray, ImageNetSEvaluator | None]:
     """Sum of per-image confusions [C, K], sum of the per-image matched class x class confusions
     [C, C] (`per-image` protocol), and the imagenet-s statistics when asked; each prediction is
-    resized (nearest) to its ground-truth size. `alignseg` accumulates AlignSeg's per-image protocol."""
+    mapped (nearest) through its frame to its ground-truth size. `alignseg` accumulates AlignSeg's per-image protocol."""
     confusion = np.zeros((num_classes, predictions.num_labels), np.int64)
     matched = np.zeros((num_classes, num_classes), np.int64)
     evaluator = ImageNetSEvaluator(num_classes, predictions.num_labels, ignore_index) if imagenet_s else None
@@ -71,7 +73,7 @@ def scan_predictions(
                 raise DataError(f"no ground-truth mask for images {missing[:5]}: evaluation needs masks/")
             jobs = [
                 pool.submit(
-                    _image_eval, rows[i], lab, num_classes, predictions.num_labels, ignore_index, imagenet_s, alignseg
+                    _image_eval, rows[i], lab, predictions.frame, num_classes, predictions.num_labels, ignore_index, imagenet_s, alignseg
                 )
                 for i, lab in zip(index, labels)
             ]

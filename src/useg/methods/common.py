@@ -10,16 +10,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from useg.data.images import load_rgb_all
+from useg.data.frame import Frame
+from useg.data.images import load_rgb
 from useg.data.manifest import ManifestRow
 from useg.stores.background import stream_to_store
 from useg.stores.features import FeatureBatch, FeatureStore, feature_batches
 from useg.stores.predictions import PredictionsWriter
 
 
-def load_images(rows: list[ManifestRow], size: tuple[int, int]) -> torch.Tensor:
-    """Images at the working size, [N, 3, H, W] floats in [0, 1]."""
-    arrays = load_rgb_all([row.path for row in rows], size=size)
+def load_images(rows: list[ManifestRow], frame: Frame) -> torch.Tensor:
+    """Images in the working frame, [N, 3, H, W] floats in [0, 1]."""
+    arrays = [frame.fit_image(load_rgb(row.path)) for row in rows]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
 
 
@@ -33,17 +34,16 @@ def write_feature_predictions(
     writer: PredictionsWriter,
     stores: list[FeatureStore],
     scores: Callable[[torch.Tensor], torch.Tensor],
-    size: tuple[int, int],
     batch_size: int,
     desc: str,
     device: torch.device | str = "cpu",
 ) -> None:
-    """Label maps at `size` of every image of `stores` from the per-patch `scores` [B, K, h, w] of its float32 patch
+    """Label maps in the writer's frame of every image of `stores` from the per-patch `scores` [B, K, h, w] of its float32 patch
     tokens [B, h, w, D] on `device`; each batch written by a background thread while the next is scored."""
 
     def label(start: int, batch: FeatureBatch) -> dict[str, np.ndarray]:
         patches = torch.from_numpy(batch.patches.astype(np.float32)).to(device)
-        return {"labels": scores_to_labels(scores(patches), size)}
+        return {"labels": scores_to_labels(scores(patches), writer.frame.size)}
 
     stream_to_store(tqdm(feature_batches(stores, batch_size), desc=desc, unit="batch"), label, writer.write)
 

@@ -111,7 +111,7 @@ def run_predict(args: argparse.Namespace) -> None:
     cfg = BackboneConfig.from_dict(config["backbone"])
     backbone = build_backbone(cfg, backbone_weights(config, run, args.weights), seed=config.get("seed", 0))
     device = resolve_device(args.device)
-    predict_folder(loader(model, backbone, device), files, args.out, cfg.input_size, device, args.batch_size, args.threads)
+    predict_folder(loader(model, backbone, device), files, args.out, cfg.frame, device, args.batch_size, args.threads)
     print(f"label maps: {args.out / 'labels'}\noverlays:   {args.out / 'overlays'}")
 
 

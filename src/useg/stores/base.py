@@ -16,6 +16,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 from useg import __version__
 from useg.atomic import atomic_output, unfinished_target
+from useg.data.frame import Frame
 from useg.errors import StoreError, check_choice
 
 SCHEMA_VERSION = 1
@@ -83,6 +84,11 @@ class ShardedStore:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    @property
+    def frame(self) -> Frame:
+        """The working frame the store's maps are in (attrs input_size and resize)."""
+        return Frame.of(self.attrs)
 
     def read(self, name: str) -> np.ndarray:
         """One per-image array of every shard, concatenated."""

@@ -10,7 +10,7 @@ Layout of `shard-<i>.zarr`::
     boxes    float32 [K, 4]          x0, y0, x1, y1 in working-size pixels
     masks    uint8   [K, H, W]       binary mask at the working size
 
-attrs: kind="CandidateBank", input_size [H, W], num_classes (clusters), provenance.
+attrs: kind="CandidateBank", input_size [H, W], resize (the frame), num_classes (clusters), provenance.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from useg.data.frame import Frame
 from useg.stores.base import ShardedStore, create_array, string_array, write_store
 
 KIND = "CandidateBank"
@@ -31,7 +32,7 @@ def write_candidates(
     index: np.ndarray,
     ids: list[str],
     per_image: list[dict[str, np.ndarray]],
-    input_size: tuple[int, int],
+    frame: Frame,
     prov: dict[str, Any],
     **attrs: Any,
 ) -> None:
@@ -39,8 +40,8 @@ def write_candidates(
     counts = [len(c["scores"]) for c in per_image]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     dtypes = {"scores": "float32", "labels": "int32", "boxes": "float32", "masks": "uint8"}
-    shapes = {"scores": (), "labels": (), "boxes": (4,), "masks": tuple(input_size)}
-    with write_store(path, KIND, prov, input_size=list(input_size), **attrs) as group:
+    shapes = {"scores": (), "labels": (), "boxes": (4,), "masks": frame.size}
+    with write_store(path, KIND, prov, **frame.attrs(), **attrs) as group:
         create_array(group, "index", (len(index),), "int64", max(len(index), 1))[:] = np.asarray(index, np.int64)
         string_array(group, "ids", ids)
         create_array(group, "offsets", (len(offsets),), "int64", len(offsets))[:] = offsets

@@ -8,7 +8,8 @@ Layout of `shard-<i>.zarr`::
     patches  float16 [N, h, w, D]    patch tokens after the final norm
     attn     float16 [N, H, h, w]    last-block CLS -> patch attention per head
 
-attrs: kind="FeatureStore", grid=[h, w], embed_dim, num_heads, patch_size, input_size, provenance.
+attrs: kind="FeatureStore", grid=[h, w], embed_dim, num_heads, patch_size, input_size, resize (the frame,
+useg.data.frame), provenance.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from useg.data.frame import Frame
 from useg.errors import check_choice
 from useg.stores.base import CODECS, create_array, open_store, string_array, write_store
 
@@ -129,6 +131,11 @@ def feature_batches(stores: list[FeatureStore], batch_size: int) -> Iterator[tup
         for batch in store.batches(batch_size):
             yield start, batch
             start += len(batch.index)
+
+
+def feature_frame(stores: list[FeatureStore]) -> Frame:
+    """The working frame the shards' images were extracted in."""
+    return Frame.of(stores[0].attrs)
 
 
 def open_shards(paths: list[str | Path]) -> list[FeatureStore]:

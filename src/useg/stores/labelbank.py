@@ -11,7 +11,7 @@ Layout of `shard-<i>.zarr`::
     labels      uint16  [N, h, w]        arg-max label per patch
     foreground  uint8   [N, h, w]        foreground prior (binarised CLS attention) per patch
 
-attrs: kind="LabelBank", num_labels (L), grid [h, w], input_size, background_label (L - 1 or null),
+attrs: kind="LabelBank", num_labels (L), grid [h, w], input_size, resize, background_label (L - 1 or null),
 concept_groups (per concept: 1 fg, 0 bg, -1 any), provenance. MaskDistill's banks hold pixel-level
 labels (grid = the working size) and `foreground` = covered by a kept object mask.
 """

@@ -9,7 +9,7 @@ Layout of `shard-<i>.zarr`::
     source   int32   [N]            source patch s (row-major index in the grid)
     cls      float32 [N, D]         CLS token of the masked image (class assignment input)
 
-attrs: kind="MaskBank", grid [h, w], input_size [H, W], patch_size, topk, background, provenance.
+attrs: kind="MaskBank", grid [h, w], input_size [H, W], resize (the frame), patch_size, topk, background, provenance.
 An empty mask has the box (0, 0, 0, 0).
 """
 

@@ -7,8 +7,8 @@ Layout of `predictions.zarr`::
     labels  uint16 [N, H, W]  predicted cluster / class id per pixel
 
 attrs: kind="Predictions", num_labels (K), method, supervised (labels are class ids from a
-model trained with ground truth, e.g. the linear probe), provenance. Evaluation resizes each map
-(nearest) to its ground-truth size.
+model trained with ground truth, e.g. the linear probe), resize (the frame's mode, useg.data.frame),
+provenance. Evaluation maps each label map back to its ground truth through the frame (nearest).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from useg.data.frame import Frame
 from useg.stores.base import create_array, open_store, string_array, write_store
 
 KIND = "Predictions"
@@ -33,13 +34,13 @@ class PredictionsWriter:
         path: str | Path,
         index: np.ndarray,
         ids: list[str],
-        size: tuple[int, int],
+        frame: Frame,
         num_labels: int,
         method: str,
         prov: dict[str, Any],
         supervised: bool = False,
     ) -> None:
-        self.path, self.index, self.ids, self.size = Path(path), np.asarray(index, np.int64), ids, size
+        self.path, self.index, self.ids, self.frame = Path(path), np.asarray(index, np.int64), ids, frame
         self.num_labels, self.method, self.prov, self.supervised = num_labels, method, prov, supervised
         self._stack = ExitStack()
 
@@ -47,12 +48,13 @@ class PredictionsWriter:
         n = len(self.index)
         group = self._stack.enter_context(
             write_store(
-                self.path, KIND, self.prov, num_labels=self.num_labels, method=self.method, supervised=self.supervised
+                self.path, KIND, self.prov, num_labels=self.num_labels, method=self.method, supervised=self.supervised,
+                resize=self.frame.mode,
             )
         )
         create_array(group, "index", (n,), "int64", max(n, 1))[:] = self.index
         string_array(group, "ids", self.ids)
-        self.labels = create_array(group, "labels", (n, *self.size), "uint16", 32)
+        self.labels = create_array(group, "labels", (n, *self.frame.size), "uint16", 32)
         return self
 
     def write(self, start: int, labels: np.ndarray) -> None:
@@ -73,6 +75,7 @@ class Predictions:
         self.supervised: bool = bool(self.group.attrs.get("supervised", False))
         self.index: np.ndarray = self.group["index"][:]
         self.ids: list[str] = [str(s) for s in self.group["ids"][:]]
+        self.frame = Frame(self.group["labels"].shape[1:], self.group.attrs.get("resize", "squash"))
 
     def __len__(self) -> int:
         return len(self.index)

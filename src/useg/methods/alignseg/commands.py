@@ -47,9 +47,8 @@ def run_predict(args: argparse.Namespace) -> None:
     params = stage_params(args)
     set_threads(args.threads)
     stores = open_shards(args.features)
-    size = tuple(stores[0].attrs["input_size"])
     prov = provenance("alignseg-predict", params, params.get("seed"))
-    predict_alignseg(load_decoder(args.model), stores, args.out, size, prov, resolve_device(params["device"]))
+    predict_alignseg(load_decoder(args.model), stores, args.out, prov, resolve_device(params["device"]))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

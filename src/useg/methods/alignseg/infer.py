@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from useg.errors import StoreError
 from useg.methods.alignseg.decoder import PrototypeDecoder, load_decoder, segment
 from useg.methods.common import write_feature_predictions
-from useg.stores.features import FeatureStore
+from useg.stores.features import FeatureStore, feature_frame
 from useg.stores.predictions import PredictionsWriter
 
 log = logging.getLogger(__name__)
@@ -24,20 +24,19 @@ def predict_alignseg(
     decoder: PrototypeDecoder,
     stores: list[FeatureStore],
     out_path: str | Path,
-    size: tuple[int, int],
     prov: dict[str, Any],
     device: torch.device,
     batch_size: int = 32,
 ) -> None:
-    """Similarity maps of every image's own prototypes, upsampled bilinearly to `size`, arg-max (eq. 1–3).
+    """Similarity maps of every image's own prototypes, upsampled bilinearly to the shards' frame, arg-max (eq. 1–3).
 
     No clustering across images and no classifier: each image is segmented on its own.
     """
     decoder = decoder.to(device).eval()
     index = np.concatenate([s.index for s in stores])
     ids = [i for s in stores for i in s.ids]
-    with PredictionsWriter(out_path, index, ids, size, decoder.cfg.prototypes, "alignseg", prov) as writer:
-        write_feature_predictions(writer, stores, lambda patches: segment(decoder, patches), size, batch_size, "alignseg predict", device)
+    with PredictionsWriter(out_path, index, ids, feature_frame(stores), decoder.cfg.prototypes, "alignseg", prov) as writer:
+        write_feature_predictions(writer, stores, lambda patches: segment(decoder, patches), batch_size, "alignseg predict", device)
     log.info("alignseg: segmented %d images -> %s", len(index), out_path)
 
 

@@ -36,9 +36,8 @@ def run_kmeans_predict(args: argparse.Namespace) -> None:
     params = stage_params(args)
     set_threads(args.threads)
     stores = open_shards(args.features)
-    size = tuple(stores[0].attrs["input_size"])
     prov = provenance("kmeans-predict", params, params.get("seed"))
-    predict_patch_kmeans(stores, args.centroids, args.out, size, prov)
+    predict_patch_kmeans(stores, args.centroids, args.out, prov)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -20,7 +20,7 @@ from useg.cluster.kmeans import fit_kmeans, l2_normalise, reservoir_sample
 from useg.errors import StoreError
 from useg.methods.common import write_feature_predictions
 from useg.stores.base import open_store, write_store
-from useg.stores.features import FeatureStore
+from useg.stores.features import FeatureStore, feature_frame
 from useg.stores.predictions import PredictionsWriter
 
 log = logging.getLogger(__name__)
@@ -93,15 +93,14 @@ def predict_patch_kmeans(
     stores: list[FeatureStore],
     centroids_path: str | Path,
     out_path: str | Path,
-    size: tuple[int, int],
     prov: dict[str, Any],
     batch_size: int = 32,
 ) -> None:
-    """Label every image of the shards with its nearest centroid per pixel."""
+    """Label every image of the shards with its nearest centroid per pixel, in the shards' frame."""
     centroids, normalise = read_centroids(centroids_path)
     index = np.concatenate([s.index for s in stores])
     ids = [i for s in stores for i in s.ids]
     centres = torch.from_numpy(centroids)
-    with PredictionsWriter(out_path, index, ids, size, len(centroids), "kmeans", prov) as writer:
-        write_feature_predictions(writer, stores, lambda patches: centroid_scores(patches, centres, normalise), size, batch_size, "kmeans predict")
+    with PredictionsWriter(out_path, index, ids, feature_frame(stores), len(centroids), "kmeans", prov) as writer:
+        write_feature_predictions(writer, stores, lambda patches: centroid_scores(patches, centres, normalise), batch_size, "kmeans predict")
     log.info("kmeans: predicted %d images -> %s", len(index), out_path)

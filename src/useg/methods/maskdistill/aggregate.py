@@ -37,10 +37,10 @@ def confident_labels(
 def aggregate_bank(candidates: CandidateBank, tau: float, out_path: str | Path, prov: dict[str, Any]) -> None:
     """Pseudo-label maps of every image of a split -> LabelBank (labels 0..C−1 clusters, C background)."""
     k = int(candidates.attrs["num_classes"])
-    size = candidates.input_size
+    frame = candidates.frame
     with LabelBankWriter(
-        out_path, candidates.index, candidates.ids, k + 1, size, prov, with_maps=False,
-        input_size=list(size), background_label=k, tau=tau,
+        out_path, candidates.index, candidates.ids, k + 1, frame.size, prov, with_maps=False,
+        **frame.attrs(), background_label=k, tau=tau,
     ) as writer:  # fmt: skip
         kept_total = 0
         for i, (_, cand) in enumerate(tqdm(candidates.images(), total=len(candidates), desc="aggregate", unit="img")):
@@ -53,6 +53,6 @@ def aggregate_bank(candidates: CandidateBank, tau: float, out_path: str | Path, 
 def bank_predictions(bank: LabelBank, method: str, out_path: str | Path, prov: dict[str, Any]) -> None:
     """A pixel-level LabelBank as a Predictions store (the `maskdistill-maskrcnn` column)."""
     labels = bank.read("labels")
-    with PredictionsWriter(out_path, bank.index, bank.ids, bank.grid, bank.num_labels, method, prov) as writer:
+    with PredictionsWriter(out_path, bank.index, bank.ids, bank.frame, bank.num_labels, method, prov) as writer:
         writer.write(0, labels)
     log.info("%s: %d images -> %s", method, len(labels), out_path)

@@ -66,7 +66,7 @@ def predict_initial(bank: MaskBank, clusters_path: str | Path, out_path: str | P
     """`maskdistill-initial`: each image's object mask labelled by its cluster, the rest background (label C)."""
     k, cluster_of = read_clusters(clusters_path)
     clusters = np.array([cluster_of[int(row)] for row in bank.index])
-    with PredictionsWriter(out_path, bank.index, bank.ids, bank.input_size, k + 1, "maskdistill-initial", prov) as writer:
+    with PredictionsWriter(out_path, bank.index, bank.ids, bank.frame, k + 1, "maskdistill-initial", prov) as writer:
         start, chunk = 0, 64
         for masks in tqdm(bank.pixel_mask_chunks(chunk), total=-(-len(bank) // chunk), desc="initial masks", unit="batch"):
             writer.write(start, np.where(masks > 0, clusters[start : start + len(masks), None, None], k))

@@ -33,7 +33,7 @@ def run_masks(args: argparse.Namespace) -> None:
     backbone = build_backbone(cfg, args.weights, seed=params["seed"])
     where = {"split": args.split, "shard": args.shard, "shards": args.shards}
     build_mask_bank(
-        backbone, _shard(args), params["maskdistill"], cfg.input_size, args.out,
+        backbone, _shard(args), params["maskdistill"], cfg.frame, args.out,
         stage_provenance("maskdistill-masks", params, **where), _device(params), args.threads,
     )  # fmt: skip
 
@@ -106,10 +106,10 @@ def run_candidates(args: argparse.Namespace) -> None:
     params = stage_params(args)
     set_threads(args.threads)
     device = _device(params)
-    model, k = load_maskrcnn(args.model, device)
+    model, k, frame = load_maskrcnn(args.model, device)
     where = {"split": args.split, "shard": args.shard, "shards": args.shards}
     predict_candidates(
-        model, _shard(args), k, tuple(params["backbone"]["input_size"]), params["maskdistill"]["batch_size"],
+        model, _shard(args), k, frame, params["maskdistill"]["batch_size"],
         args.out, stage_provenance("maskdistill-candidates", params, **where), device, args.threads,
     )  # fmt: skip
 

@@ -16,9 +16,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from useg.data.augment import normalise_images
+from useg.data.frame import Frame, InFrame
 from useg.data.manifest import ManifestRow, row_keys
 from useg.data.pipeline import EpochBatches, LabelledDataset, make_loader
-from useg.data.transforms import normalise, resize_labels, scale_rotate
+from useg.data.transforms import normalise, scale_rotate
 from useg.methods.common import load_images
 from useg.methods.maskdistill.models import build_deeplab, for_rebuild, load_model, num_parameters, save_model, sgd, step_lr
 from useg.postprocess.crf import CRFConfig, dense_crf
@@ -81,11 +82,10 @@ class SegmentationAugment:
 
 
 def augmented_pair(
-    image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, size: tuple[int, int], augment: SegmentationAugment, background: int
+    image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, augment: SegmentationAugment, background: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One training sample: the image (already at `size`) and its label map resized to `size`, flipped and
+    """One training sample: the image and its label map (both already in the working frame), flipped and
     scale-rotated together, outside pixels background; returns (normalised image [3, H, W], labels [H, W])."""
-    labels = resize_labels(labels, size)
     if rng.random() < 0.5:
         image, labels = image[:, ::-1], labels[:, ::-1]
     degrees = rng.uniform(-augment.degrees, augment.degrees)
@@ -117,16 +117,18 @@ def deeplab_step(
 def training_batches(
     rows: list[ManifestRow], bank: LabelBank, cfg: dict[str, Any], seed: int, world: World, threads: int, device: torch.device
 ) -> tuple[tuple[int, int], EpochBatches, DataLoader]:
-    """(size, sampler, loader) of DeepLab-v3's training pairs: images and the bank's labels read per row in the
-    workers, augmented (SegmentationAugment), this process's share of every whole global batch."""
-    size = tuple(cfg["input_size"] or bank.attrs["input_size"])
+    """(frame, sampler, loader) of DeepLab-v3's training pairs: images and the bank's labels read per row in the
+    workers, brought into DeepLab's frame (`input_size` in the bank's resize mode) and augmented
+    (SegmentationAugment), this process's share of every whole global batch."""
+    frame = Frame(cfg["input_size"] or bank.frame.size, bank.frame.mode)
     background = int(bank.attrs.get("background_label", bank.num_labels - 1))
-    sample = partial(augmented_pair, size=size, augment=SegmentationAugment.from_config(cfg), background=background)
-    dataset = LabelledDataset([row.path for row in rows], ShardedRows(bank.paths, "labels"), sample, seed, size)
+    sample = partial(augmented_pair, augment=SegmentationAugment.from_config(cfg), background=background)
+    labels = InFrame(ShardedRows(bank.paths, "labels"), frame, background, bank.frame, tuple((r.height, r.width) for r in rows))
+    dataset = LabelledDataset([row.path for row in rows], labels, sample, seed, frame.size, frame.mode)
     batch_size = min(cfg["batch_size"], len(rows))
     distributed.check_global_batch(batch_size, "maskdistill.deeplab.batch_size")
     batches = EpochBatches(len(rows), batch_size, seed, rank=world.rank, world=world.size)  # whole batches (BatchNorm needs > 1 sample)
-    return size, batches, make_loader(dataset, batches, stack_pairs, threads, device)  # type: ignore[return-value]
+    return frame, batches, make_loader(dataset, batches, stack_pairs, threads, device)  # type: ignore[return-value]
 
 
 def train_deeplab(
@@ -146,7 +148,7 @@ def train_deeplab(
     after every epoch, its config hash). Under torchrun each process takes a share of every global batch and
     rank 0 writes (useg.train.distributed); returns the per-epoch losses."""
     world, device = distributed.start(device)
-    size, batches, loader = training_batches(rows, bank, cfg, seed, world, threads, device)
+    frame, batches, loader = training_batches(rows, bank, cfg, seed, world, threads, device)
     model = build_deeplab(cfg, bank.num_labels, seed, weights).to(device)
     optimiser, precision = sgd(model, cfg), resolve_precision(cfg["amp"], device)
     history, start = [], 0
@@ -157,7 +159,7 @@ def train_deeplab(
         history, start = state["history"], state["epoch"] + 1
     trained = distributed.wrap(model, device)
     epochs = cfg["epochs"]
-    log.info("deeplab-v3 (%s): %s, %d images at %dx%d, %d epochs", cfg["backbone"], num_parameters(model), len(rows), *size, epochs)
+    log.info("deeplab-v3 (%s): %s, %d images at %dx%d, %d epochs", cfg["backbone"], num_parameters(model), len(rows), *frame.size, epochs)
     guard = LossGuard("lower maskdistill.deeplab.lr")
     for epoch in tqdm(range(start, epochs), desc="deeplab-v3", unit="epoch", disable=not world.is_main):
         batches.epoch = epoch
@@ -174,7 +176,7 @@ def train_deeplab(
             state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch, "history": history}
             save_checkpoint(resume[0], {**state, "config_hash": resume[1]})
     if world.is_main:
-        save_model(out_path, model.cpu(), KIND, cfg, num_labels=bank.num_labels, input_size=list(size))
+        save_model(out_path, model.cpu(), KIND, cfg, num_labels=bank.num_labels, **frame.attrs())
         log.info("deeplab-v3 -> %s", out_path)
     distributed.finish()
     return {"epochs": history, "resumed_from_epoch": start}
@@ -206,12 +208,12 @@ def load_predictor(path: Path, backbone: torch.nn.Module, device: torch.device) 
 
 @torch.inference_mode()
 def label_maps(
-    model: torch.nn.Module, rows: list[ManifestRow], size: tuple[int, int], device: torch.device, batch_size: int, crf: CRFConfig | None, desc: str
+    model: torch.nn.Module, rows: list[ManifestRow], frame: Frame, device: torch.device, batch_size: int, crf: CRFConfig | None, desc: str
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(start, label maps [B, H, W] uint16) per batch at the working size: arg-max of the logits, after a dense
+    """(start, label maps [B, H, W] uint16) per batch in the working frame: arg-max of the logits, after a dense
     CRF on their softmax when `crf` is given."""
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
-        images = load_images(rows[start : start + batch_size], size)
+        images = load_images(rows[start : start + batch_size], frame)
         logits = model(normalise_images(images).to(device))["out"].cpu()
         if crf is not None:
             logits = torch.stack([dense_crf(image * 255, p, crf) for image, p in zip(images, logits.softmax(dim=1))])
@@ -236,11 +238,11 @@ def predict_deeplab(
     """End-to-end inference per image at the working size, CRF-refined when `crf` is given (the "+CRF" rows);
     class ids of a supervised store for a linear-classifier checkpoint."""
     model, ckpt = load_deeplab(model_path)
-    size, index, ids = tuple(ckpt["input_size"]), *row_keys(rows)
+    frame, index, ids = Frame.of(ckpt), *row_keys(rows)
     supervised = bool(ckpt.get("supervised", False))
     method = column_name(supervised, crf is not None)
-    with PredictionsWriter(out_path, index, ids, size, ckpt["num_labels"], method, prov, supervised=supervised) as writer:
-        batches = label_maps(model.to(device), [row for _, row in rows], size, device, batch_size, crf, f"{method} predict")
+    with PredictionsWriter(out_path, index, ids, frame, ckpt["num_labels"], method, prov, supervised=supervised) as writer:
+        batches = label_maps(model.to(device), [row for _, row in rows], frame, device, batch_size, crf, f"{method} predict")
         stream_to_store(batches, lambda _, labels: {"labels": labels}, writer.write)
     log.info("%s: predicted %d images -> %s", method, len(rows), out_path)
 
@@ -257,12 +259,12 @@ def crf_label_bank(
     """The CRF round's pseudo labels: the final model's CRF-refined label maps of the train split as a LabelBank
     (labels 0..C−1 clusters, C background), on which DeepLab-v3 is trained again (the release's +CRF rows)."""
     model, ckpt = load_deeplab(model_path)
-    size, index, ids = tuple(ckpt["input_size"]), *row_keys(rows)
+    frame, index, ids = Frame.of(ckpt), *row_keys(rows)
     num_labels = int(ckpt["num_labels"])
     background = num_labels - 1
     with LabelBankWriter(
-        out_path, index, ids, num_labels, size, prov, with_maps=False, input_size=list(size), background_label=background, crf_round=True
+        out_path, index, ids, num_labels, frame.size, prov, with_maps=False, **frame.attrs(), background_label=background, crf_round=True
     ) as writer:  # fmt: skip
-        batches = label_maps(model.to(device), [row for _, row in rows], size, device, batch_size, crf, "crf labels")
+        batches = label_maps(model.to(device), [row for _, row in rows], frame, device, batch_size, crf, "crf labels")
         stream_to_store(batches, lambda _, labels: {"maps": None, "labels": labels, "foreground": labels != background}, writer.write)
     log.info("crf round labels: %d images -> %s", len(rows), out_path)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from useg.data.frame import Frame, InFrame
 from useg.data.labels import load_mask
 from useg.data.manifest import ManifestRow
 from useg.data.pipeline import EpochBatches, LabelledDataset, make_loader
@@ -94,15 +95,16 @@ def train_linear(
     at each of `lr_epochs`, `epochs` epochs of batch `batch_size`), at the model's own input size."""
     check_ground_truth(rows)
     model, ckpt = load_deeplab(model_path)
-    size = tuple(ckpt["input_size"])
+    frame = Frame.of(ckpt)
     model = linear_classifier(model, num_classes, seed).to(device)
-    sample = partial(augmented_pair, size=size, augment=SegmentationAugment.from_config(ckpt["config"]), background=ignore)
-    dataset = LabelledDataset([row.path for row in rows], GroundTruth(tuple(rows)), sample, seed, size)
+    sample = partial(augmented_pair, augment=SegmentationAugment.from_config(ckpt["config"]), background=ignore)
+    labels = InFrame(GroundTruth(tuple(rows)), frame, ignore)
+    dataset = LabelledDataset([row.path for row in rows], labels, sample, seed, frame.size, frame.mode)
     batches = EpochBatches(len(rows), min(cfg["batch_size"], len(rows)), seed)
     loader = make_loader(dataset, batches, stack_pairs, threads, device)
     optimiser = sgd(model, cfg)
     guard = LossGuard("lower maskdistill.linear.lr")
-    log.info("linear classifier on %s: %s, %d images at %dx%d, %d epochs", model_path, num_parameters(model), len(rows), *size, cfg["epochs"])
+    log.info("linear classifier on %s: %s, %d images at %dx%d, %d epochs", model_path, num_parameters(model), len(rows), *frame.size, cfg["epochs"])
     for epoch in tqdm(range(cfg["epochs"]), desc="linear classifier", unit="epoch"):
         batches.epoch = epoch
         for group in optimiser.param_groups:
@@ -115,5 +117,5 @@ def train_linear(
             loss.backward()
             optimiser.step()
         log.info("epoch %d: loss %.4f", epoch, loss.item())
-    save_model(out_path, model.cpu(), KIND, ckpt["config"], num_labels=num_classes, input_size=list(size), supervised=True)
+    save_model(out_path, model.cpu(), KIND, ckpt["config"], num_labels=num_classes, **frame.attrs(), supervised=True)
     log.info("linear classifier -> %s", out_path)

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from useg.data.frame import Frame
 from useg.data.manifest import ManifestRow, row_keys
 from useg.data.pipeline import EpochBatches, LabelledDataset, epoch_cycle, make_loader, ordered_loader, unit_image
 from useg.errors import DataError
@@ -83,7 +84,7 @@ def training_loader(
     targets = pseudo_targets(bank, clusters)
     if not len(targets):
         raise DataError("every object mask is empty: no pseudo ground truth to train Mask R-CNN on")
-    dataset = LabelledDataset([rows[i].path for i in targets.positions], targets, training_pair, seed, bank.input_size)
+    dataset = LabelledDataset([rows[i].path for i in targets.positions], targets, training_pair, seed, bank.frame.size, bank.frame.mode)
     batches = EpochBatches(len(targets), min(cfg["batch_size"], len(targets)), seed)
     return batches, make_loader(dataset, batches, pairs_of, threads, device)
 
@@ -131,12 +132,12 @@ def train_maskrcnn(
         loss, losses = maskrcnn_step(model, optimiser, precision, guard, pairs, device, it)
         if it % max(1, total // 5) == 0 or it == total - 1:
             log.info("iter %d: loss %.4f %s", it, loss.item(), {k: round(v.item(), 4) for k, v in losses.items()})
-    save_model(out_path, model.cpu(), KIND, cfg, num_clusters=num_clusters, input_size=list(bank.input_size))
+    save_model(out_path, model.cpu(), KIND, cfg, num_clusters=num_clusters, **bank.frame.attrs())
     log.info("mask r-cnn -> %s", out_path)
 
 
-def load_maskrcnn(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, int]:
-    """A trained Mask R-CNN in eval mode at the working size, and its number of clusters."""
+def load_maskrcnn(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, int, Frame]:
+    """A trained Mask R-CNN in eval mode at the working size, its number of clusters and its working frame."""
     from useg.methods.maskdistill.models import load_model
 
     state, ckpt = load_model(path, KIND)
@@ -145,7 +146,7 @@ def load_maskrcnn(path: str | Path, device: torch.device) -> tuple[torch.nn.Modu
     model = build_maskrcnn(cfg, ckpt["num_clusters"], input_size, 0)
     model.load_state_dict(state)
     inference_size(model, input_size, cfg["train_scales"])
-    return model.to(device).eval(), int(ckpt["num_clusters"])
+    return model.to(device).eval(), int(ckpt["num_clusters"]), Frame.of(ckpt)
 
 
 @torch.inference_mode()
@@ -153,7 +154,7 @@ def predict_candidates(
     model: torch.nn.Module,
     rows: list[tuple[int, ManifestRow]],
     num_clusters: int,
-    input_size: tuple[int, int],
+    frame: Frame,
     batch_size: int,
     out_path: str | Path,
     prov: dict[str, Any],
@@ -163,7 +164,7 @@ def predict_candidates(
     """Every mask candidate (score, cluster, box, binary mask) of every image of a shard -> CandidateBank (§3.3);
     images decoded in order by `threads - 1` loader workers."""
     per_image: list[dict[str, np.ndarray]] = []
-    loader = ordered_loader([row.path for _, row in rows], input_size, batch_size, threads, device=device, sample=unit_image)
+    loader = ordered_loader([row.path for _, row in rows], frame.size, batch_size, threads, frame.mode, device=device, sample=unit_image)
     for _, images in tqdm(loader, desc=f"candidates {Path(out_path).name}", unit="batch"):
         for det in model(list(images.to(device, non_blocking=True))):
             per_image.append(
@@ -175,6 +176,6 @@ def predict_candidates(
                 }
             )
     index, ids = row_keys(rows)
-    write_candidates(out_path, index, ids, per_image, input_size, prov, num_classes=num_clusters)
+    write_candidates(out_path, index, ids, per_image, frame, prov, num_classes=num_clusters)
     counts = [len(c["scores"]) for c in per_image]
     log.info("candidates: %d images, %d candidates (%.1f per image) -> %s", len(rows), sum(counts), np.mean(counts) if counts else 0, out_path)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from useg.backbones.vit import ViTBackbone
 from useg.data.augment import normalise_images
+from useg.data.frame import Frame
 from useg.data.images import load_rgb
 from useg.data.manifest import ManifestRow, row_keys
 from useg.data.pipeline import ordered_batches
@@ -146,14 +147,14 @@ def masked_images(images: torch.Tensor, masks: torch.Tensor, background: str) ->
 CLUSTER_INPUTS = ("box_crop", "masked")
 
 
-def original_box(box: np.ndarray, working: tuple[int, int], original: tuple[int, int]) -> tuple[int, int, int, int]:
-    """A box (x0, y0, x1, y1) at the working size (H, W) in the original image's pixels (H, W), at least one
-    pixel wide and high; an empty box (no mask) becomes the whole image."""
+def original_box(box: np.ndarray, frame: Frame, original: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A box (x0, y0, x1, y1) of the working frame in the original image's pixels (H, W), inside the image and
+    at least one pixel wide and high; an empty box (no mask) becomes the whole image."""
     if not (box[2] > box[0] and box[3] > box[1]):
         return 0, 0, original[1], original[0]
-    sy, sx = original[0] / working[0], original[1] / working[1]
-    x0, y0 = min(int(round(box[0] * sx)), original[1] - 1), min(int(round(box[1] * sy)), original[0] - 1)
-    return x0, y0, max(x0 + 1, int(round(box[2] * sx))), max(y0 + 1, int(round(box[3] * sy)))
+    (top, left), (bottom, right) = frame.to_image(box[1], box[0], original), frame.to_image(box[3], box[2], original)
+    x0, y0 = min(max(0, round(left)), original[1] - 1), min(max(0, round(top)), original[0] - 1)
+    return x0, y0, max(x0 + 1, min(original[1], round(right))), max(y0 + 1, min(original[0], round(bottom)))
 
 
 def padded_crop(image: np.ndarray, box: tuple[int, int, int, int], patch: int) -> torch.Tensor:
@@ -166,13 +167,13 @@ def padded_crop(image: np.ndarray, box: tuple[int, int, int, int], patch: int) -
 
 
 @torch.inference_mode()
-def box_crop_cls(backbone: ViTBackbone, rows: list[ManifestRow], boxes: np.ndarray, working: tuple[int, int], device: torch.device) -> np.ndarray:
+def box_crop_cls(backbone: ViTBackbone, rows: list[ManifestRow], boxes: np.ndarray, frame: Frame, device: torch.device) -> np.ndarray:
     """CLS tokens [B, D] of each mask's box cut from the original image, one forward per crop at its native
     resolution (the release's clustering input; §3.2 clusters masked images instead)."""
     out = []
     for row, box in zip(rows, boxes):
         image = load_rgb(row.path)
-        crop = padded_crop(image, original_box(box, working, image.shape[:2]), backbone.patch_size)
+        crop = padded_crop(image, original_box(box, frame, image.shape[:2]), backbone.patch_size)
         out.append(backbone(crop.to(device)).cls.float().cpu().numpy())
     return np.concatenate(out)
 
@@ -199,7 +200,7 @@ def build_mask_bank(
     backbone: ViTBackbone,
     rows: list[tuple[int, ManifestRow]],
     cfg: dict[str, Any],
-    input_size: tuple[int, int],
+    frame: Frame,
     out_path: str | Path,
     prov: dict[str, Any],
     device: torch.device,
@@ -209,10 +210,10 @@ def build_mask_bank(
     is clustered by (`maskdistill.cluster_input`: its box cut from the image, or the masked image);
     decoding in `threads - 1` loader workers, the store written by a background thread."""
     backbone = backbone.to(device).eval()
-    grid = backbone.grid_for(*input_size)
+    grid = backbone.grid_for(*frame.size)
     index, ids = row_keys(rows)
     rule, by_box = MaskRule.from_config(cfg), cfg["cluster_input"] == "box_crop"
-    attrs = {"input_size": list(input_size), "patch_size": backbone.patch_size, "topk": cfg["topk"], "background": cfg["background"],
+    attrs = {**frame.attrs(), "patch_size": backbone.patch_size, "topk": cfg["topk"], "background": cfg["background"],
              "cluster_input": cfg["cluster_input"]}  # fmt: skip
     coverage: list[float] = []
 
@@ -220,11 +221,11 @@ def build_mask_bank(
         batch = distill_batch(backbone, images, rule, None if by_box else cfg["background"])
         if by_box:
             chunk = [row for _, row in rows[start : start + len(images)]]
-            batch["cls"] = box_crop_cls(backbone, chunk, batch["boxes"], input_size, device)
+            batch["cls"] = box_crop_cls(backbone, chunk, batch["boxes"], frame, device)
         coverage.append(float(batch["masks"].mean(axis=(1, 2)).sum()))
         return batch
 
-    batches = ordered_batches([row.path for _, row in rows], input_size, cfg["batch_size"], threads, device)
+    batches = ordered_batches([row.path for _, row in rows], frame, cfg["batch_size"], threads, device)
     with MaskBankWriter(out_path, index, ids, grid, backbone.embed_dim, prov, **attrs) as writer:
         stream_to_store(tqdm(batches, desc=f"object masks {Path(out_path).name}", unit="batch"), distil, writer.write)
     log.info("object masks: %d images, mean coverage %.2f, grid %dx%d -> %s", len(rows), sum(coverage) / max(1, len(rows)), *grid, out_path)

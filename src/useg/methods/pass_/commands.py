@@ -25,7 +25,7 @@ def run_pretrain(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     cfg = params["pass"]
     rows = split_rows(read_manifest(args.manifest), params["split"])
-    priors = attention_priors(open_shards(args.features), [i for i, _ in rows]) if args.features else None
+    priors = attention_priors(open_shards(args.features), [i for i, _ in rows], cfg["resize"]) if args.features else None
     pretrain(
         NetConfig(**cfg["net"]),
         PretrainConfig(**cfg["pretrain"]),

@@ -21,10 +21,10 @@ from tqdm import tqdm
 from useg.atomic import write_json
 from useg.cluster.kmeans import assign, fit_kmeans, l2_normalise
 from useg.data.augment import ViewAugment, make_view
-from useg.data.pipeline import EpochBatches, ImageDataset, Resize, make_loader, ordered_loader, stack_images
+from useg.data.frame import Frame, Resize
+from useg.data.pipeline import EpochBatches, ImageDataset, make_loader, ordered_loader, stack_images
 from useg.data.labels import load_mask
 from useg.data.manifest import ManifestRow
-from useg.data.transforms import resize_labels
 from useg.errors import DataError
 from useg.eval.imagenet_s import ImageNetSEvaluator, nmi
 from useg.methods.pass_.model import NetConfig, PASSNet, SegmentationNet
@@ -298,11 +298,12 @@ def choose_threshold(
     k = model.head.out_channels
     evaluators = [ImageNetSEvaluator(len(class_names), k + 1, ignore) for _ in taus]
     batches = ordered_loader([r.path for r in rows], input_size, batch_size, threads, resize)
+    frame = Frame(input_size, resize)
     for index, cam in tqdm(cams(model, batches), desc="pass threshold", unit="batch"):
         gts = [load_mask(rows[i]) for i in index]
         for tau, ev in zip(taus, evaluators):
             for gt, labels in zip(gts, cam_labels(cam, tau)):
-                ev.add(gt, resize_labels(labels, gt.shape))
+                ev.add(*frame.aligned(gt, labels))
     sweep = []
     for tau, ev in zip(taus, evaluators):
         r = ev.result(class_names)
@@ -329,7 +330,7 @@ def predict(
     batches = ordered_loader([r.path for _, r in rows], input_size, batch_size, threads, resize)
     index = np.array([i for i, _ in rows])
     with PredictionsWriter(
-        out_path, index, [r.id for _, r in rows], input_size, model.head.out_channels + 1, "pass", prov
+        out_path, index, [r.id for _, r in rows], Frame(input_size, resize), model.head.out_channels + 1, "pass", prov
     ) as writer:
         labelled = ((int(positions[0]), cam) for positions, cam in tqdm(cams(model, batches), desc="pass predict", unit="batch"))
         stream_to_store(labelled, lambda _, cam: {"labels": cam_labels(cam, tau)}, writer.write)

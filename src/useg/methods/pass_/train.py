@@ -25,13 +25,14 @@ from tqdm import tqdm
 
 from useg.atomic import write_json
 from useg.data.augment import Crop, View, ViewAugment, make_view, two_views
-from useg.data.pipeline import EpochBatches, ImageDataset, Resize, make_loader
+from useg.data.frame import Resize
+from useg.data.pipeline import EpochBatches, ImageDataset, make_loader
 from useg.errors import ConfigError, DataError
 from useg.methods.common import roi_crop
 from useg.methods.pass_.losses import EmbeddingQueue, overlap_features, swapped_multi, swapped_pair, swav_codes, unflip
 from useg.methods.pass_.model import NetConfig, PASSNet
 from useg.runtime import resolve_device
-from useg.stores.features import FeatureStore
+from useg.stores.features import FeatureStore, feature_frame
 from useg.train import LossGuard, cosine_schedule, distributed, load_checkpoint, save_checkpoint
 from useg.train.amp import resolve_precision
 from useg.train.optim import build_optimiser
@@ -84,9 +85,14 @@ def multi_crop(
     return two_views(image, (aug, aug), patch, rng) + tuple(make_view(image, local, patch, rng) for _ in range(n_local))
 
 
-def attention_priors(stores: list[FeatureStore], rows: list[int]) -> np.ndarray:
+def attention_priors(stores: list[FeatureStore], rows: list[int], resize: Resize) -> np.ndarray:
     """Saliency priors [N, h, w] in [0, 1] of manifest rows: head-averaged CLS attention of the
-    backbone's FeatureStores, min-max normalised per image."""
+    backbone's FeatureStores, min-max normalised per image; their frame must fit images as PASS does."""
+    if stores and feature_frame(stores).mode != resize:
+        raise ConfigError(
+            f"pass.saliency_prior reads features made with backbone.resize {feature_frame(stores).mode!r}, but PASS "
+            f"fits its images by pass.resize {resize!r}: set both to the same mode"
+        )
     maps = {}
     for store in stores:
         for batch in store.batches(64):

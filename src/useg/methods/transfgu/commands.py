@@ -67,7 +67,7 @@ def run_bank(args: argparse.Namespace) -> None:
     concepts, groups = read_concepts(args.concepts)
     where = {"split": args.split, "shard": args.shard, "shards": args.shards}
     build_label_bank(
-        backbone, _shard(args), concepts, groups, params["transfgu"], cfg.input_size, args.out,
+        backbone, _shard(args), concepts, groups, params["transfgu"], cfg.frame, args.out,
         stage_provenance("transfgu-bank", params, **where), resolve_device(params["transfgu"]["device"]), args.threads,
     )  # fmt: skip
 
@@ -121,7 +121,7 @@ def run_initial(args: argparse.Namespace) -> None:
 
     params = stage_params(args)
     bank = LabelBank(args.bank)
-    predict_initial(bank, args.out, tuple(bank.attrs["input_size"]), stage_provenance("transfgu-initial", params))
+    predict_initial(bank, args.out, stage_provenance("transfgu-initial", params))
 
 
 def run_predict(args: argparse.Namespace) -> None:
@@ -135,9 +135,8 @@ def run_predict(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     stores = open_shards(args.features)
     model, _ = load_segmenter(args.model)
-    size = tuple(stores[0].attrs["input_size"])
     prov = stage_provenance("transfgu-predict", params, method=args.method)
-    predict_segmenter(model, stores, args.out, size, args.method, prov, resolve_device(params["transfgu"]["device"]))
+    predict_segmenter(model, stores, args.out, args.method, prov, resolve_device(params["transfgu"]["device"]))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

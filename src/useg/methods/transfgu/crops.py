@@ -16,19 +16,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from useg.backbones.vit import ViTBackbone
+from useg.data.frame import Frame
 from useg.data.images import load_rgb
 from useg.data.manifest import ManifestRow
 from useg.data.transforms import normalise
 from useg.errors import ConfigError
 from useg.methods.common import roi_crop
 from useg.stores.base import create_array, write_store
-from useg.stores.features import FeatureStore
+from useg.stores.features import FeatureStore, feature_frame
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ def crop_groups(boxes: np.ndarray, fg_pixels: np.ndarray) -> np.ndarray:
     return groups
 
 
-def upsample_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of a grid mask to the image size."""
-    return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+def image_mask(mask: np.ndarray, frame: Frame, shape: tuple[int, int]) -> np.ndarray:
+    """A grid mask of a feature frame back on the image (nearest); what the frame does not show is False."""
+    return frame.unfit_labels(mask.astype(np.uint8), shape, fill=0).astype(bool)
 
 
 @torch.inference_mode()
@@ -121,10 +121,10 @@ def build_crop_bank(
             "group": create_array(group, "group", (total,), "int8", max(total, 1)),
             "cls": create_array(group, "cls", (total, backbone.embed_dim), "float32", 4096),
         }
-        start = 0
+        start, grid_frame = 0, Frame(features.grid, feature_frame([features]).mode)
         for n, ((index, row), box) in enumerate(tqdm(list(zip(rows, boxes)), desc=f"crops {Path(out_path).name}", unit="img")):
             image = load_rgb(row.path)
-            fg = upsample_mask(foreground_mask(features.group["attn"][n]), *image.shape[:2])
+            fg = image_mask(foreground_mask(features.group["attn"][n]), grid_frame, image.shape[:2])
             stop = start + len(box)
             arrays["image"][start:stop] = index
             arrays["boxes"][start:stop] = box.astype(np.int32)

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from useg.atomic import write_json
 from useg.backbones.vit import ViTBackbone
+from useg.data.frame import Frame
 from useg.data.manifest import ManifestRow, row_keys
 from useg.data.pipeline import ordered_batches
 from useg.methods.common import write_feature_predictions
@@ -22,7 +23,7 @@ from useg.methods.transfgu.training import step_setup, train_epoch, training_str
 from useg.train import distributed
 from useg.train.descent import build_optimiser
 from useg.stores.background import stream_to_store
-from useg.stores.features import FeatureStore
+from useg.stores.features import FeatureStore, feature_frame
 from useg.stores.labelbank import LabelBank, LabelBankWriter
 from useg.stores.predictions import PredictionsWriter
 
@@ -35,7 +36,7 @@ def build_label_bank(
     concepts: np.ndarray,
     groups: np.ndarray,
     cfg: dict[str, Any],
-    input_size: tuple[int, int],
+    frame: Frame,
     out_path: str | Path,
     prov: dict[str, Any],
     device: torch.device,
@@ -44,11 +45,11 @@ def build_label_bank(
     """Grad-CAM response maps and labels of every image of a shard into a LabelBank (eq. 4–8); decoding in
     `threads - 1` loader workers, the store written by a background thread."""
     backbone = backbone.to(device).eval().requires_grad_(False)
-    grid = backbone.grid_for(*input_size)
+    grid = backbone.grid_for(*frame.size)
     num_labels = len(concepts) + int(cfg["foreground_only"])
     index, ids = row_keys(rows)
     attrs = {
-        "input_size": list(input_size),
+        **frame.attrs(),
         "background_label": len(concepts) if cfg["foreground_only"] else None,
         "concept_groups": groups.tolist(),
     }
@@ -58,16 +59,16 @@ def build_label_bank(
         maps, labels, fg = pseudo_label_maps(backbone, images, s, g, labelling)
         return {"maps": maps.detach(), "labels": labels, "foreground": fg}
 
-    batches = ordered_batches([row.path for _, row in rows], input_size, cfg["bank_batch_size"], threads, device)
+    batches = ordered_batches([row.path for _, row in rows], frame, cfg["bank_batch_size"], threads, device)
     with LabelBankWriter(out_path, index, ids, num_labels, grid, prov, **attrs) as writer:
         stream_to_store(tqdm(batches, desc=f"grad-cam {Path(out_path).name}", unit="batch"), label, writer.write)
     log.info("label bank: %d images, %d labels, grid %dx%d -> %s", len(rows), num_labels, *grid, out_path)
 
 
-def predict_initial(bank: LabelBank, out_path: str | Path, size: tuple[int, int], prov: dict[str, Any]) -> None:
-    """`initial` predictions: the bank's arg-max labels upsampled (nearest) to the working size (eq. 6)."""
-    labels = torch.from_numpy(bank.read("labels").astype(np.int64))
-    with PredictionsWriter(out_path, bank.index, bank.ids, size, bank.num_labels, "transfgu-initial", prov) as writer:
+def predict_initial(bank: LabelBank, out_path: str | Path, prov: dict[str, Any]) -> None:
+    """`initial` predictions: the bank's arg-max labels upsampled (nearest) to its working frame (eq. 6)."""
+    labels, size = torch.from_numpy(bank.read("labels").astype(np.int64)), bank.frame.size
+    with PredictionsWriter(out_path, bank.index, bank.ids, bank.frame, bank.num_labels, "transfgu-initial", prov) as writer:
         for start in range(0, len(labels), 64):
             chunk = labels[start : start + 64, None].float()
             up = torch.nn.functional.interpolate(chunk, size=size, mode="nearest")[:, 0]
@@ -145,16 +146,15 @@ def predict_segmenter(
     model: Segmenter,
     stores: list[FeatureStore],
     out_path: str | Path,
-    size: tuple[int, int],
     method: str,
     prov: dict[str, Any],
     device: torch.device,
     batch_size: int = 32,
 ) -> None:
-    """Decoder masks on the frozen patch tokens, upsampled bilinearly to the working size, arg-max (eq. 2)."""
+    """Decoder masks on the frozen patch tokens, upsampled bilinearly to the shards' frame, arg-max (eq. 2)."""
     model = model.to(device)
     index = np.concatenate([s.index for s in stores])
     ids = [i for s in stores for i in s.ids]
-    with PredictionsWriter(out_path, index, ids, size, model.cfg.num_labels, method, prov) as writer:
-        write_feature_predictions(writer, stores, lambda patches: model(patches)[0], size, batch_size, f"{method} predict", device)
+    with PredictionsWriter(out_path, index, ids, feature_frame(stores), model.cfg.num_labels, method, prov) as writer:
+        write_feature_predictions(writer, stores, lambda patches: model(patches)[0], batch_size, f"{method} predict", device)
     log.info("%s: predicted %d images -> %s", method, len(index), out_path)

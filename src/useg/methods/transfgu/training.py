@@ -50,11 +50,11 @@ def training_stream(
     """Images and the bank's maps M read per sample from their Zarr shards (LabelledDataset + ShardedRows), each
     cropped and flipped as its view inside the loader worker, from a generator of (seed, epoch, sample) (§4.2);
     this process's share of every global batch."""
-    size = tuple(bank.attrs["input_size"])
-    out_size, out_grid = half_size(size, backbone.patch_size)
+    frame = bank.frame
+    out_size, out_grid = half_size(frame.size, backbone.patch_size)
     rule = cfg["augment_rule"]
     sample = partial(bootstrap_sample, rule=rule, aug=view_augment(cfg["augment"]), out_size=out_size, out_grid=out_grid, whole=whole)
-    dataset = LabelledDataset([row.path for row in rows], ShardedRows(bank.paths, "maps"), sample, seed, size)
+    dataset = LabelledDataset([row.path for row in rows], ShardedRows(bank.paths, "maps"), sample, seed, frame.size, frame.mode)
     batch_size = min(cfg["batch_size"], len(rows))
     distributed.check_global_batch(batch_size, "transfgu.batch_size")
     batches = EpochBatches(len(rows), batch_size, seed, rank=world.rank, world=world.size)
