@@ -161,7 +161,7 @@ TINY_RCNN = {
 }  # fmt: skip
 TINY_DEEPLAB = {
     "backbone": "resnet18", "weights": "random", "norm": "batch", "frozen_stages": 0, "epochs": 1, "batch_size": 2,
-    "lr": 0.01, "lr_step": 0.5, "momentum": 0.9, "weight_decay": 1e-4, "hard_fraction": 0.2, "input_size": None,
+    "lr": 0.01, "lr_step": 0.5, "momentum": 0.9, "weight_decay": 1e-4, "hard_fraction": 0.2, "input_size": None, "resize": None,
     "rotate": 5.0, "scale": [0.75, 1.25], "amp": "auto",
 }  # fmt: skip
 
@@ -578,6 +578,29 @@ def test_deeplab_trains_at_its_own_input_size(tmp_path: Path):
         w.write(0, None, labels, labels < 2)
     train_deeplab(rows, LabelBank([tmp_path / "b.zarr"]), {**TINY_DEEPLAB, "input_size": [24, 24]}, 0, tmp_path / "d.pt", torch.device("cpu"), threads=2)
     assert load_deeplab(tmp_path / "d.pt")[1]["input_size"] == [24, 24]
+
+
+def test_deeplab_carries_the_banks_labels_into_its_own_frame_through_the_image(tmp_path: Path):
+    from PIL import Image
+
+    from useg.data.manifest import ManifestRow
+    from useg.methods.maskdistill.deeplab import training_batches
+    from useg.stores.labelbank import LabelBank, LabelBankWriter
+    from useg.world import World
+
+    rows = []
+    for i in range(2):  # 32 x 48 images; the bank squashed them to 32 x 32
+        Image.fromarray(np.full((32, 48, 3), 200, np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(ManifestRow(id=f"im{i}", path=str(tmp_path / f"{i}.png"), width=48, height=32, split="train"))
+    with LabelBankWriter(tmp_path / "b.zarr", np.arange(2), [r.id for r in rows], 3, (32, 32), provenance("t", {}, seed=0),
+                         with_maps=False, input_size=[32, 32], background_label=2) as w:  # fmt: skip
+        w.write(0, None, np.ones((2, 32, 32), np.int64), np.ones((2, 32, 32), bool))
+    cfg = {**TINY_DEEPLAB, "input_size": [32, 32], "resize": "pad", "rotate": 0.0, "scale": [1.0, 1.0]}
+    frame, _, loader = training_batches(rows, LabelBank([tmp_path / "b.zarr"]), cfg, 0, World(), 1, torch.device("cpu"))
+    images, labels = next(iter(loader))
+    assert frame.mode == "pad" and labels.shape == (2, 32, 32)
+    assert (labels[:, :5] == 2).all() and (labels[:, -5:] == 2).all() and (labels[:, 5:27] == 1).all()  # 48 -> 32: 22 rows
+    assert (images[:, :, :5] == images[:, :, :1, :1]).all() and (images[:, :, :1, :1] < images[:, :, 16:17, 16:17]).all()  # black border
 
 
 def test_linear_classifier_lr_drops_tenfold_from_epoch_25():

@@ -118,9 +118,9 @@ def training_batches(
     rows: list[ManifestRow], bank: LabelBank, cfg: dict[str, Any], seed: int, world: World, threads: int, device: torch.device
 ) -> tuple[tuple[int, int], EpochBatches, DataLoader]:
     """(frame, sampler, loader) of DeepLab-v3's training pairs: images and the bank's labels read per row in the
-    workers, brought into DeepLab's frame (`input_size` in the bank's resize mode) and augmented
+    workers, brought into DeepLab's frame (`input_size` and `resize`, each null: the bank's) and augmented
     (SegmentationAugment), this process's share of every whole global batch."""
-    frame = Frame(cfg["input_size"] or bank.frame.size, bank.frame.mode)
+    frame = Frame(cfg["input_size"] or bank.frame.size, cfg["resize"] or bank.frame.mode)
     background = int(bank.attrs.get("background_label", bank.num_labels - 1))
     sample = partial(augmented_pair, augment=SegmentationAugment.from_config(cfg), background=background)
     labels = InFrame(ShardedRows(bank.paths, "labels"), frame, background, bank.frame, tuple((r.height, r.width) for r in rows))
