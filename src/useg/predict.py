@@ -1,9 +1,10 @@
 """`useg predict`: a trained model applied to a folder of images -> PNG label maps and overlays.
 
 Every method with a model registers it in PREDICTORS: a loader "module:function" taking (model path,
-backbone, device) and returning a module that maps normalised images [B, 3, H, W] to scores
-[B, K, h, w], and where the run writes that model under <results>/<dataset>. Each model records the
-method that made it (a checkpoint's `method`, a store's `method` attr): another method's model is refused.
+backbone or None, device) and returning a module that maps normalised images [B, 3, H, W] to scores
+[B, K, h, w], where the run writes that model under <results>/<dataset>, the working frame its images
+are brought into, and whether it runs on the configured ViT backbone. Each model records the method
+that made it (a checkpoint's `method`, a store's `method` attr): another method's model is refused.
 """
 
 from __future__ import annotations
@@ -29,18 +30,37 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Predictor:
-    """A method's model: its loader ("module:function") and its path in a run, formatted with the config
-    (or, as "module:function", the function that returns it from the config)."""
+    """A method's model: its loader ("module:function"), its path in a run, formatted with the config (or, as
+    "module:function", the function that returns it from the config), the function ("module:function") giving
+    its working frame from the config, and whether it runs on the configured backbone."""
 
     loader: str
     model: str
+    frame: str = "useg.predict:backbone_frame"
+    backbone: bool = True
 
     def path(self, config: dict[str, Any]) -> str:
         """The model's run-relative path under `config`."""
         if ":" not in self.model:
             return self.model.format_map(config)
-        module, function = self.model.split(":")
-        return getattr(importlib.import_module(module), function)(config)
+        return function_of(self.model)(config)
+
+    def working_frame(self, config: dict[str, Any]) -> Frame:
+        """The frame the model's images are brought into under `config`."""
+        return function_of(self.frame)(config)
+
+
+def function_of(spec: str) -> Callable[..., Any]:
+    """The function a "module:function" string names."""
+    module, function = spec.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def backbone_frame(config: dict[str, Any]) -> Frame:
+    """The configured backbone's frame: `backbone.input_size` and `backbone.resize`."""
+    from useg.backbones import BackboneConfig
+
+    return BackboneConfig.from_dict(config["backbone"]).frame
 
 
 # method -> its model. One line per method.
@@ -49,9 +69,10 @@ PREDICTORS = {
     "transfgu": Predictor("useg.methods.transfgu.segmenter:load_predictor", "useg.methods.transfgu:final_model"),
     "alignseg": Predictor("useg.methods.alignseg.infer:load_predictor", "alignseg/decoder.pt"),
     "maskdistill": Predictor("useg.methods.maskdistill.deeplab:load_predictor", "maskdistill/deeplab/model.pt"),
+    "pass": Predictor("useg.methods.pass_.stages:load_predictor", "pass/model.pth", "useg.methods.pass_.stages:frame_of", backbone=False),
 }
 
-Loader = Callable[[Path, "torch.nn.Module", "torch.device"], "torch.nn.Module"]
+Loader = Callable[[Path, "torch.nn.Module | None", "torch.device"], "torch.nn.Module"]
 
 
 def predictor(method: str) -> Predictor:
@@ -63,8 +84,7 @@ def predictor(method: str) -> Predictor:
 
 def predictor_loader(method: str) -> Loader:
     """The function that loads `method`'s model."""
-    module, function = predictor(method).loader.split(":")
-    return getattr(importlib.import_module(module), function)
+    return function_of(predictor(method).loader)
 
 
 def config_files(paths: list[Path]) -> list[Path]:

@@ -10,6 +10,7 @@ import pytest
 import zarr
 
 from tests.integration.dag import check, run_snakemake, tiny_config
+from tests.integration.predict_check import assert_other_methods_model_is_refused, predict_agreement
 from useg.data.labels import read_mask
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,7 @@ CONFIG = tiny_config(
 )
 
 
-def test_pass_chain_reports_every_imagenet_s_metric(tmp_path: Path):
+def test_pass_chain_reports_every_imagenet_s_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
     result = check(run_snakemake(tmp_path, CONFIG, timeout=1200))
     out = tmp_path / OUT
     assert (out / "features/tiny/train/shard-0.zarr").is_dir(), "the saliency prior reads the train features"
@@ -72,3 +73,5 @@ def test_pass_chain_reports_every_imagenet_s_metric(tmp_path: Path):
     pngs = sorted((out / "pass/imagenet-s-pngs").glob("*.png"))  # the test server's files
     assert len(pngs) == 6 and read_mask(pngs[0], "imagenet-s").shape == (32, 32)
     assert {int(v) for p in pngs for v in np.unique(read_mask(p, "imagenet-s"))} <= set(r["matching_ids"].values())
+    assert predict_agreement(tmp_path, "pass", "pass", monkeypatch) >= 0.999  # the same net, tau and frame
+    assert_other_methods_model_is_refused(tmp_path, "pass", "pass/model.pth", capsys)

@@ -203,3 +203,17 @@ def test_a_process_without_overlap_rows_leaves_the_projector_statistics_alone():
     stats = net.projector[1].running_mean.clone()
     assert net.pixel_embedding(torch.zeros(0, 64)).shape == (0, 8)
     assert torch.equal(net.projector[1].running_mean, stats) and net.projector[1].num_batches_tracked == 0
+
+
+def test_cam_labels_threshold_the_most_confident_cam_and_a_cam_equal_to_tau_is_confident():
+    from useg.methods.pass_.stages import cam_labels, with_background
+
+    rng = np.random.default_rng(0)
+    cam = torch.from_numpy(rng.random((2, 3, 5, 6)).astype(np.float32))
+    cam[0, 1, 0, 0], cam[0, :, 0, 1] = 0.5, torch.tensor([0.1, 0.5, 0.2])  # ties at tau: confident
+    cam[1, :, 2, 2] = torch.tensor([0.4, 0.4999, 0.3])  # just below tau: background
+    best, arg = cam.max(dim=1)
+    expected = np.where(best.numpy() >= np.float32(0.5), arg.numpy() + 1, 0)
+    labels = cam_labels(cam, 0.5)
+    assert (labels == expected).all() and labels[0, 0, 1] == 2 and labels[1, 2, 2] == 0
+    assert with_background(cam, 0.5).shape == (2, 4, 5, 6)  # `useg predict`'s scores: background first

@@ -96,22 +96,25 @@ def run_predict(args: argparse.Namespace) -> None:
     """Apply a method's trained model to a folder of images."""
     from useg.backbones import BackboneConfig, build_backbone
     from useg.predict import (
-        backbone_weights, check_method, list_images, merged_config, model_path, predict_folder, predictor_loader,
-        readable, run_folder,
+        backbone_weights, check_method, list_images, merged_config, model_path, predict_folder, predictor,
+        predictor_loader, readable, run_folder,
     )  # fmt: skip
     from useg.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
     config = merged_config(args.config)
-    loader = predictor_loader(args.method)
+    method, loader = predictor(args.method), predictor_loader(args.method)
     run = run_folder(config, args.config, args.results)
     model = model_path(args.method, config, run, args.model)
     check_method(model, args.method)
     files = readable(list_images(args.images), args.on_corrupt)
-    cfg = BackboneConfig.from_dict(config["backbone"])
-    backbone = build_backbone(cfg, backbone_weights(config, run, args.weights), seed=config.get("seed", 0))
+    backbone = None
+    if method.backbone:
+        cfg = BackboneConfig.from_dict(config["backbone"])
+        backbone = build_backbone(cfg, backbone_weights(config, run, args.weights), seed=config.get("seed", 0))
     device = resolve_device(args.device)
-    predict_folder(loader(model, backbone, device), files, args.out, cfg.frame, device, args.batch_size, args.threads)
+    frame = method.working_frame(config)
+    predict_folder(loader(model, backbone, device), files, args.out, frame, device, args.batch_size, args.threads)
     print(f"label maps: {args.out / 'labels'}\noverlays:   {args.out / 'overlays'}")
 
 

@@ -6,6 +6,7 @@ process fine-tunes on its share of every global batch (useg.train.distributed).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -263,19 +264,56 @@ def load_segmentation_net(path: str | Path) -> SegmentationNet:
     return model.eval()
 
 
+def normalised_cams(model: SegmentationNet, images: torch.Tensor) -> torch.Tensor:
+    """The CAMs [B, C, H, W] of images [B, 3, H, W] at their size, ReLU'd and divided by each image's maximum
+    (in [0, 1])."""
+    y = F.interpolate(model.cam(images), size=images.shape[2:], mode="bilinear", align_corners=False).relu()
+    return y / y.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+
+
 @torch.no_grad()
 def cams(model: SegmentationNet, batches: Batches) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Per batch: the positions and the CAMs [B, C, H, W] at the working size, ReLU'd and divided by each
-    image's maximum (in [0, 1])."""
+    """Per batch: the positions and the normalised CAMs [B, C, H, W] at the working size."""
     for index, batch in batches:
-        y = F.interpolate(model.cam(batch), size=batch.shape[2:], mode="bilinear", align_corners=False).relu()
-        yield index, y / y.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+        yield index, normalised_cams(model, batch)
+
+
+def with_background(cam: torch.Tensor, tau: float) -> torch.Tensor:
+    """Scores [B, 1 + C, H, W] whose arg-max is p = argmax_i(u_i * I{max(u) >= tau}) (Sec. 3.1 step 4): the
+    background score is the largest float below tau, so a CAM equal to tau wins, and ties below go to 0."""
+    below = torch.nextafter(torch.tensor(tau, dtype=cam.dtype), torch.tensor(-torch.inf, dtype=cam.dtype))
+    return torch.cat([below.to(cam.device).expand_as(cam[:, :1]), cam], dim=1)
 
 
 def cam_labels(cam: torch.Tensor, tau: float) -> np.ndarray:
-    """p = argmax_i(u_i * I{max(u) >= tau}): label 1..C where the CAM is confident, else 0 (Sec. 3.1 step 4)."""
-    best, arg = cam.max(dim=1)
-    return torch.where(best >= tau, arg + 1, 0).numpy().astype(np.uint16)
+    """Label 1..C where the CAM is confident, else 0 (Sec. 3.1 step 4)."""
+    return with_background(cam, tau).argmax(dim=1).cpu().numpy().astype(np.uint16)
+
+
+class ThresholdedCAM(torch.nn.Module):
+    """PASS's model for `useg predict`: normalised images [B, 3, H, W] -> scores [B, 1 + C, H, W] whose arg-max
+    is the label `pass-predict` writes (the fine-tuned net's CAMs with the chosen tau)."""
+
+    def __init__(self, net: SegmentationNet, tau: float) -> None:
+        super().__init__()
+        self.net, self.tau = net, tau
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return with_background(normalised_cams(self.net, images), self.tau)
+
+
+def load_predictor(path: Path, backbone: torch.nn.Module | None, device: torch.device) -> ThresholdedCAM:
+    """`useg predict` loader: the fine-tuned net of `path` and the threshold of the tau.json beside it."""
+    tau_path = Path(path).parent / "tau.json"
+    if not tau_path.is_file():
+        raise DataError(f"{tau_path} does not exist: PASS predicts with the tau its pass_threshold stage chose beside {path}")
+    tau = json.loads(tau_path.read_text())["tau"]
+    return ThresholdedCAM(load_segmentation_net(path), tau).to(device).eval()
+
+
+def frame_of(config: dict[str, Any]) -> Frame:
+    """The working frame of every PASS stage: `pass.input_size` and `pass.resize`."""
+    return Frame(config["pass"]["input_size"], config["pass"]["resize"])
 
 
 def choose_threshold(
