@@ -187,6 +187,13 @@ def test_maskrcnn_one_iteration_and_inference():
 C4_RCNN = {**TINY_RCNN, "head": "c4"}
 
 
+def test_c4_heads_are_drawn_from_the_seed_whatever_the_backbone_drew():
+    deeper = build_maskrcnn({**C4_RCNN, "backbone": "resnet34"}, 3, (64, 64), seed=0)
+    model = build_maskrcnn(C4_RCNN, 3, (64, 64), seed=0)
+    for head in ("roi_heads.box_predictor.cls_score.weight", "roi_heads.mask_predictor.conv5_mask.weight"):
+        assert torch.equal(model.state_dict()[head], deeper.state_dict()[head]), head
+
+
 def test_the_c4_head_is_detectrons_r50_c4_layout():
     """One stride-16 map from res4, all anchor sizes on it, res5 shared by the box and the mask branch."""
     model = build_maskrcnn(C4_RCNN, 3, (64, 64), seed=0)

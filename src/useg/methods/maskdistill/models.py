@@ -226,7 +226,7 @@ def build_maskrcnn(
     short = min(input_size)
     lo, hi = (round(s * short) for s in cfg["train_scales"])
     torch.manual_seed(seed)
-    parts = c4_parts(cfg, num_clusters, short) if cfg["head"] == "c4" else fpn_parts(cfg, num_clusters, short, seed, weights)
+    parts = c4_parts(cfg, num_clusters, short, seed) if cfg["head"] == "c4" else fpn_parts(cfg, num_clusters, short, seed, weights)
     return MaskRCNN(
         min_size=tuple(range(lo, hi + 1, 8)) if hi > lo else (hi,),
         max_size=2 * max(input_size),
@@ -262,7 +262,7 @@ def fpn_parts(cfg: dict[str, Any], num_clusters: int, short: int, seed: int, wei
     }
 
 
-def c4_parts(cfg: dict[str, Any], num_clusters: int, short: int) -> dict[str, Any]:
+def c4_parts(cfg: dict[str, Any], num_clusters: int, short: int, seed: int) -> dict[str, Any]:
     """Backbone, anchors and heads of R50-C4 Mask R-CNN (Detectron's, the paper's §A.1): the RPN with every
     anchor size on the one stride-16 map, 14 x 14 RoIAlign, res5 + average pooling as the box head and the same
     res5 under the mask branch's 2x deconvolution to 14 x 14 masks (Mask R-CNN Fig. 4 left)."""
@@ -272,6 +272,7 @@ def c4_parts(cfg: dict[str, Any], num_clusters: int, short: int) -> dict[str, An
     from torchvision.ops import MultiScaleRoIAlign
 
     body, res5 = resnet_c4(cfg)
+    torch.manual_seed(seed)  # the heads' draws do not depend on the backbone's
     sizes = tuple(size for (size,) in anchor_sizes(short, cfg["anchor_top"]))
     res5_channels = out_channels(res5)
     return {

@@ -185,12 +185,17 @@ class Finetuner:
         return int(distributed.global_sum(torch.tensor(count, device=self.device)))
 
 
+def finetune_batch(cfg: FinetuneConfig, rows: list[ManifestRow]) -> int:
+    """The global fine-tuning batch: `pass.finetune.batch_size`, at most the number of images."""
+    return min(cfg.batch_size, len(rows))
+
+
 def finetune_loader(
     rows: list[ManifestRow], cfg: FinetuneConfig, input_size: tuple[int, int], seed: int, world: World, threads: int,
     device: torch.device, resize: Resize = "squash",
 ) -> tuple[EpochBatches, Batches]:  # fmt: skip
     """(sampler, loader) of the fine-tuning crops: this process's share of every whole global batch."""
-    batch_size = min(cfg.batch_size, len(rows))
+    batch_size = finetune_batch(cfg, rows)
     distributed.check_global_batch(batch_size, "pass.finetune.batch_size")
     aug = ViewAugment(size=input_size, scale=tuple(cfg.crop_scale or (0.5, 1.0)), blur_p=0.0, solarize_p=0.0)
     batches = EpochBatches(len(rows), batch_size, seed, rank=world.rank, world=world.size)
@@ -220,8 +225,7 @@ def finetune(
     if missing:
         raise DataError(f"no pseudo label for {len(missing)} train images, e.g. {missing[:3]}: rerun pass-cluster")
     targets = torch.tensor([by_id[r.id] for r in rows])
-    batch_size = min(cfg.batch_size, len(rows))
-    iters = len(rows) // batch_size
+    iters = len(rows) // finetune_batch(cfg, rows)
     trainer = Finetuner(checkpoint, pseudo["k"], cfg, iters, seed, device, amp)
     batches, loader = finetune_loader(rows, cfg, input_size, seed, trainer.world, threads, trainer.device, resize)
     history, start = [], 0
@@ -238,7 +242,7 @@ def finetune(
         for b, (idx, batch) in enumerate(steps):
             loss, right = trainer.step(batch, targets[idx], epoch * iters + b, (epoch, b))
             total, correct = total + loss / iters, correct + right
-        accuracy = trainer.global_count(correct) / (iters * batch_size)
+        accuracy = trainer.global_count(correct) / (iters * batches.batch_size)
         history.append({"epoch": epoch + 1, "loss": total, "pseudo_label_accuracy": accuracy})
         log.info("pass finetune %d/%d: loss %.4f, pseudo-label accuracy %.3f", epoch + 1, cfg.epochs, total, accuracy)
         if trainer.world.is_main:
