@@ -83,6 +83,23 @@ def test_position_embedding_is_resampled_for_another_input_size(tmp_path):
     assert loaded.model.pos_embed.shape == (1, 1 + 4 * 6, 64)
 
 
+def test_a_rectangular_position_embedding_is_resampled_from_the_grid_its_checkpoint_records(tmp_path):
+    from timm.layers import resample_abs_pos_embed
+
+    from useg.backbones.weights import with_grid
+
+    source = build_backbone(tiny(8, input_size=(32, 48)))  # a 4 x 6 grid: 24 positions, not a square
+    torch.save(with_grid(source.model), tmp_path / "w.pth")
+    same = build_backbone(tiny(8, input_size=(32, 48), weights=str(tmp_path / "w.pth")))
+    torch.testing.assert_close(_outputs(same), _outputs(source))
+    square = build_backbone(tiny(8, input_size=(32, 32), weights=str(tmp_path / "w.pth")))
+    expected = resample_abs_pos_embed(source.model.pos_embed.detach(), new_size=(4, 4), old_size=(4, 6), num_prefix_tokens=1)
+    torch.testing.assert_close(square.model.pos_embed.detach(), expected)  # read as 4 x 6, not as a 24-long column
+    torch.save(source.model.state_dict(), tmp_path / "bare.pth")
+    with pytest.raises(WeightsError, match="24 patch positions, not a square grid.*backbone.input_size"):
+        build_backbone(tiny(8, input_size=(32, 32), weights=str(tmp_path / "bare.pth")))
+
+
 def test_missing_weight_file_is_a_clear_error(tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
         build_backbone(tiny(8, weights=str(tmp_path / "absent.pth")))

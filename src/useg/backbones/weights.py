@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 WRAPPER_KEYS = ("teacher", "state_dict", "model", "student")
 KEY_PREFIXES = ("module.", "backbone.", "encoder.", "model.")
+GRID_KEY = "pos_embed_grid"  # [h, w] of the position embedding, in checkpoints useg writes
 
 
 def unpickling_reason(exc: Exception) -> str:
@@ -77,14 +79,34 @@ def backbone_state(state: dict) -> dict[str, Tensor]:
     return cleaned
 
 
-def _fit_pos_embed(state: dict[str, Tensor], model) -> None:
-    """Resample a checkpoint's position embedding to this model's patch grid."""
+def with_grid(model) -> dict[str, Tensor]:
+    """A ViT's state dict with its position embedding's patch grid (a rectangular grid cannot be inferred)."""
+    return {**model.state_dict(), GRID_KEY: torch.tensor(model.patch_embed.grid_size)}
+
+
+def source_grid(state: dict[str, Tensor], positions: int, source: str) -> tuple[int, int]:
+    """The patch grid of a checkpoint's `positions` position embeddings: recorded (with_grid), else square."""
+    if GRID_KEY in state:
+        return tuple(int(g) for g in state[GRID_KEY])  # type: ignore[return-value]
+    side = math.isqrt(positions)
+    if side * side != positions:
+        raise WeightsError(
+            f"weights {source}: the position embedding holds {positions} patch positions, not a square grid, and the "
+            "file does not record its grid: set backbone.input_size to the size the weights were trained at"
+        )
+    return side, side
+
+
+def _fit_pos_embed(state: dict[str, Tensor], model, source: str) -> None:
+    """Resample a checkpoint's position embedding to this model's patch grid (dropping the recorded grid)."""
     pos = state.get("pos_embed")
-    if pos is not None and pos.shape != model.pos_embed.shape:
+    if pos is not None and pos.shape[1] != model.pos_embed.shape[1]:  # a width mismatch is reported by the strict load
         prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
         state["pos_embed"] = resample_abs_pos_embed(
-            pos.float(), new_size=model.patch_embed.grid_size, num_prefix_tokens=prefix
+            pos.float(), new_size=model.patch_embed.grid_size, old_size=source_grid(state, pos.shape[1] - prefix, source),
+            num_prefix_tokens=prefix,
         )
+    state.pop(GRID_KEY, None)
 
 
 def check_finite_state(state: dict[str, Tensor], source: str) -> None:
@@ -102,7 +124,7 @@ def load_state_into(model, state: dict[str, Tensor], source: str) -> None:
     """Load a backbone state dict strictly, explaining any mismatch or non-finite value."""
     state = backbone_state(state)
     check_finite_state(state, source)
-    _fit_pos_embed(state, model)
+    _fit_pos_embed(state, model, source)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from useg.atomic import write_json
 from useg.backbones.vit import BackboneConfig, ViTBackbone, create_vit
+from useg.backbones.weights import with_grid
 from useg.data.augment import View, ViewAugment, two_views
 from useg.data.pipeline import EpochBatches, ImageDataset, make_loader
 from useg.errors import ConfigError, DataError, check_choice
@@ -346,7 +347,7 @@ def pretrain(
             save_checkpoint(resume_path, {**trainer.state(), "epoch": epoch, "history": history, "config_hash": config_hash})
     wall = time.perf_counter() - began
     if trainer.world.is_main:
-        save_checkpoint(out_checkpoint, trainer.teacher.backbone.model.state_dict())
+        save_checkpoint(out_checkpoint, with_grid(trainer.teacher.backbone.model))
     total_k: Counter = Counter()
     for h in history:
         total_k.update({int(k): v for k, v in h["k_histogram"].items()})
