@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from useg.data.frame import Frame
 from useg.methods.maskdistill.aggregate import confident_labels
-from useg.methods.maskdistill.ap import Instances, mask_ap, single_object
+from useg.methods.maskdistill.ap import Instances, mask_ap, rle_area, single_object
 from useg.methods.maskdistill.deeplab import hard_pixel_ce
 from useg.methods.maskdistill.masks import (
     MaskRule,
@@ -305,25 +305,28 @@ def test_vit_backbone_rejects_a_resnet_weights_file(tiny_backbone_cfg):
         build_deeplab({k: v for k, v in vit_config(tiny_backbone_cfg).items() if k != "vit"}, 4, seed=0)
 
 
+SIZE = [(20, 20)]  # one 20 x 20 image
+
+
 def test_mask_ap_known_answers():
-    gt = Instances(square(0, 10, 20)[None].astype(bool), np.array([1]))
-    perfect = Instances(square(0, 10, 20)[None], np.array([1]), np.array([0.9]))
-    assert mask_ap([gt], [perfect])["ap"] == pytest.approx(1.0)
+    gt = Instances.of(square(0, 10, 20)[None].astype(bool), np.array([1]))
+    perfect = Instances.of(square(0, 10, 20)[None], np.array([1]), np.array([0.9]))
+    assert mask_ap([gt], [perfect], SIZE)["ap"] == pytest.approx(1.0)
     shifted = np.zeros((1, 20, 20), np.uint8)
     shifted[0, 0:10, 2:10] = 1  # IoU 0.8
-    result = mask_ap([gt], [Instances(shifted, np.array([1]), np.array([0.9]))])
+    result = mask_ap([gt], [Instances.of(shifted, np.array([1]), np.array([0.9]))], SIZE)
     assert result["ap50"] == pytest.approx(1.0) and result["ap75"] == pytest.approx(1.0)
     shifted = np.zeros((1, 20, 20), np.uint8)
     shifted[0, 0:10, 2:8] = 1  # IoU 0.6
-    result = mask_ap([gt], [Instances(shifted, np.array([1]), np.array([0.9]))])
+    result = mask_ap([gt], [Instances.of(shifted, np.array([1]), np.array([0.9]))], SIZE)
     assert result["ap50"] == pytest.approx(1.0) and result["ap75"] == 0.0
-    wrong_class = Instances(square(0, 10, 20)[None], np.array([2]), np.array([0.9]))
-    assert mask_ap([gt], [wrong_class])["ap"] == 0.0
+    wrong_class = Instances.of(square(0, 10, 20)[None], np.array([2]), np.array([0.9]))
+    assert mask_ap([gt], [wrong_class], SIZE)["ap"] == 0.0
 
 
 def test_single_setting_keeps_top_detection_and_best_box_match():
-    gts = Instances(np.stack([square(0, 5, 20), square(10, 20, 20)]).astype(bool), np.array([1, 2]))
-    dets = Instances(np.stack([square(0, 5, 20), square(11, 20, 20)]), np.array([1, 2]), np.array([0.3, 0.8]))
+    gts = Instances.of(np.stack([square(0, 5, 20), square(10, 20, 20)]).astype(bool), np.array([1, 2]))
+    dets = Instances.of(np.stack([square(0, 5, 20), square(11, 20, 20)]), np.array([1, 2]), np.array([0.3, 0.8]))
     gt, det = single_object(gts, dets)
     assert det.scores.tolist() == [0.8] and gt.classes.tolist() == [2]
 
@@ -357,19 +360,19 @@ def test_one_object_class_gives_a_single_cluster_that_mask_rcnn_trains_on(tmp_pa
 
 
 def test_single_setting_keeps_only_the_top_detection_of_an_image_without_ground_truth():
-    empty = Instances(np.zeros((0, 20, 20), bool), np.zeros(0, np.int64))
-    dets = Instances(np.stack([square(0, 5, 20), square(10, 20, 20), square(5, 9, 20)]), np.array([1, 1, 1]), np.array([0.2, 0.9, 0.5]))
+    empty = Instances.of(np.zeros((0, 20, 20), bool), np.zeros(0, np.int64))
+    dets = Instances.of(np.stack([square(0, 5, 20), square(10, 20, 20), square(5, 9, 20)]), np.array([1, 1, 1]), np.array([0.2, 0.9, 0.5]))
     gt, det = single_object(empty, dets)
-    assert len(gt.classes) == 0 and det.scores.tolist() == [0.9] and det.masks[0].sum() == square(10, 20, 20).sum()
+    assert len(gt.classes) == 0 and det.scores.tolist() == [0.9] and rle_area(det.rles[0]) == square(10, 20, 20).sum()
     # Hand-made set: one image with its instance found (score 0.6), one without ground truth whose three
     # detections all outscore it. Kept whole, they rank first as false positives and AP drops to 1/4
     # (precision 1/4 at the only recall step); one false positive above it leaves precision 1/2.
-    hit = Instances(square(0, 10, 20)[None].astype(bool), np.array([1]))
-    found = Instances(square(0, 10, 20)[None], np.array([1]), np.array([0.6]))
-    dets = Instances(dets.masks, dets.classes, np.array([0.7, 0.9, 0.8]))
+    hit = Instances.of(square(0, 10, 20)[None].astype(bool), np.array([1]))
+    found = Instances.of(square(0, 10, 20)[None], np.array([1]), np.array([0.6]))
+    dets = Instances(dets.rles, dets.classes, np.array([0.7, 0.9, 0.8]))
     pairs = [single_object(hit, found), single_object(empty, dets)]
-    assert mask_ap([p[0] for p in pairs], [p[1] for p in pairs])["ap50"] == pytest.approx(0.5, abs=0.01)
-    assert mask_ap([hit, empty], [found, dets])["ap50"] == pytest.approx(0.25, abs=0.01)
+    assert mask_ap([p[0] for p in pairs], [p[1] for p in pairs], [SIZE[0]] * 2)["ap50"] == pytest.approx(0.5, abs=0.01)
+    assert mask_ap([hit, empty], [found, dets], [SIZE[0]] * 2)["ap50"] == pytest.approx(0.25, abs=0.01)
 
 
 def test_connected_component_keeps_the_island_of_the_source_patch():

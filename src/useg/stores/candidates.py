@@ -61,10 +61,10 @@ class CandidateBank(ShardedStore):
         self.input_size: tuple[int, int] = tuple(self.attrs["input_size"])  # type: ignore[assignment]
 
     def images(self):
-        """Yield (manifest row, candidates dict of FIELDS) for every image, in order."""
+        """Yield (manifest row, candidates dict of FIELDS) for every image, in order; the masks are read per image."""
         for group in self.groups:
             offsets = group["offsets"][:]
-            arrays = {name: group[name][:] for name in FIELDS}
+            small = {name: group[name][:] for name in FIELDS if name != "masks"}
             for i, row in enumerate(group["index"][:]):
                 lo, hi = offsets[i], offsets[i + 1]
-                yield int(row), {name: arrays[name][lo:hi] for name in FIELDS}
+                yield int(row), {**{name: values[lo:hi] for name, values in small.items()}, "masks": group["masks"][lo:hi]}

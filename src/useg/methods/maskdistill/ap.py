@@ -19,11 +19,11 @@ import numpy as np
 from tqdm import tqdm
 
 from useg.atomic import write_json
+from useg.data.frame import Frame
 from useg.data.labels import load_instances, load_mask
 from useg.data.manifest import read_classes, read_manifest
-from useg.data.transforms import resize_labels
+from useg.errors import StoreError
 from useg.methods.maskdistill.clusters import read_clusters
-from useg.methods.maskdistill.masks import mask_box
 from useg.stores.candidates import CandidateBank
 from useg.stores.maskbank import MaskBank
 
@@ -32,19 +32,47 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Instances:
-    """Masks [n, H, W] (binary), class ids [n] and (detections only) scores [n] of one image."""
+    """Masks of one image [H, W] as COCO run-length encodings (pycocotools, a fraction of the pixels' bytes),
+    class ids [n] and (detections only) scores [n]: what mask AP keeps of every image of the split."""
 
-    masks: np.ndarray
+    rles: list[dict[str, Any]]
     classes: np.ndarray
     scores: np.ndarray | None = None
 
+    @classmethod
+    def of(cls, masks: np.ndarray, classes: np.ndarray, scores: np.ndarray | None = None) -> Instances:
+        """Instances of binary masks [n, H, W]."""
+        return cls([encode(mask) for mask in masks], np.asarray(classes), scores)
 
-def _rle(mask: np.ndarray) -> dict[str, Any]:
+    def take(self, keep: np.ndarray | slice) -> Instances:
+        """The instances selected by a boolean mask or a slice."""
+        picked = np.arange(len(self.classes))[keep]
+        scores = None if self.scores is None else self.scores[picked]
+        return Instances([self.rles[i] for i in picked], self.classes[picked], scores)
+
+
+def encode(mask: np.ndarray) -> dict[str, Any]:
+    """The COCO RLE of a binary [H, W] mask."""
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode()
     return rle
+
+
+def rle_box(rle: dict[str, Any]) -> np.ndarray:
+    """Tight box (x0, y0, x1, y1) of an encoded mask, x1/y1 exclusive."""
+    from pycocotools import mask as mask_utils
+
+    x, y, w, h = mask_utils.toBbox(rle)
+    return np.array([x, y, x + w, y + h])
+
+
+def rle_area(rle: dict[str, Any]) -> float:
+    """Pixels of an encoded mask."""
+    from pycocotools import mask as mask_utils
+
+    return float(mask_utils.area(rle))
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -62,35 +90,35 @@ def single_object(gt: Instances, det: Instances) -> tuple[Instances, Instances]:
     most confident detection alone, which then counts as a false positive, as the release's evaluation)."""
     if len(det.classes):
         top = int(np.argmax(det.scores))
-        det = Instances(det.masks[top : top + 1], det.classes[top : top + 1], det.scores[top : top + 1])
+        det = det.take(slice(top, top + 1))
     if not len(gt.classes):
         return gt, det
     if not len(det.classes):
-        keep = int(gt.masks.reshape(len(gt.masks), -1).sum(1).argmax())
+        keep = int(np.argmax([rle_area(r) for r in gt.rles]))
     else:
-        box = mask_box(det.masks[0])
-        keep = int(np.argmax([box_iou(box, mask_box(m)) for m in gt.masks]))
-    return Instances(gt.masks[keep : keep + 1], gt.classes[keep : keep + 1]), det
+        box = rle_box(det.rles[0])
+        keep = int(np.argmax([box_iou(box, rle_box(r)) for r in gt.rles]))
+    return gt.take(slice(keep, keep + 1)), det
 
 
-def mask_ap(gts: list[Instances], dets: list[Instances]) -> dict[str, float]:
-    """COCO mask AP (IoU .50:.95), AP50 and AP75 with pycocotools, up to 100 detections per image."""
+def mask_ap(gts: list[Instances], dets: list[Instances], sizes: list[tuple[int, int]]) -> dict[str, float]:
+    """COCO mask AP (IoU .50:.95), AP50 and AP75 with pycocotools, up to 100 detections per image (image i of
+    size `sizes[i]`)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     images, annotations, results = [], [], []
     categories = sorted({int(c) for g in gts for c in g.classes} | {int(c) for d in dets for c in d.classes})
-    for image_id, (gt, det) in enumerate(zip(gts, dets), start=1):
-        height, width = gt.masks.shape[1:] if gt.masks.ndim == 3 else det.masks.shape[1:]
-        images.append({"id": image_id, "height": int(height), "width": int(width)})
-        for mask, cls in zip(gt.masks, gt.classes):
-            x0, y0, x1, y1 = mask_box(mask)
+    for image_id, (gt, det, size) in enumerate(zip(gts, dets, sizes), start=1):
+        images.append({"id": image_id, "height": int(size[0]), "width": int(size[1])})
+        for rle, cls in zip(gt.rles, gt.classes):
+            x0, y0, x1, y1 = rle_box(rle)
             annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls), "segmentation": _rle(mask),
-                "area": float(mask.sum()), "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "iscrowd": 0,
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls), "segmentation": rle,
+                "area": rle_area(rle), "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "iscrowd": 0,
             })  # fmt: skip
-        for mask, cls, score in zip(det.masks, det.classes, det.scores):
-            results.append({"image_id": image_id, "category_id": int(cls), "segmentation": _rle(mask), "score": float(score)})
+        for rle, cls, score in zip(det.rles, det.classes, det.scores):
+            results.append({"image_id": image_id, "category_id": int(cls), "segmentation": rle, "score": float(score)})
     if not annotations or not results:
         return {"ap": 0.0, "ap50": 0.0, "ap75": 0.0, "num_instances": len(annotations), "num_detections": len(results)}
     with contextlib.redirect_stdout(io.StringIO()):
@@ -108,39 +136,42 @@ def mask_ap(gts: list[Instances], dets: list[Instances]) -> dict[str, float]:
 def ground_truth(row, ignore: int) -> Instances:
     """Instances of an image with the majority class of their pixels."""
     instances, semantic = load_instances(row), load_mask(row)
-    ids = [i for i in np.unique(instances) if i != 0]
-    masks = np.stack([instances == i for i in ids]) if ids else np.zeros((0, *instances.shape), bool)
-    classes = []
-    for mask in masks:
-        values = semantic[mask & (semantic != ignore)]
-        classes.append(int(np.bincount(values).argmax()) if len(values) else -1)
-    keep = np.array([c >= 0 for c in classes], bool)
-    return Instances(masks[keep] if len(masks) else masks, np.array(classes, np.int64)[keep] if classes else np.zeros(0, np.int64))
+    rles, classes = [], []
+    for i in np.unique(instances):
+        values = semantic[(instances == i) & (semantic != ignore)] if i != 0 else []
+        if len(values):
+            rles.append(encode(instances == i))
+            classes.append(int(np.bincount(values).argmax()))
+    return Instances(rles, np.array(classes, np.int64))
 
 
-def to_size(det: Instances, size: tuple[int, int]) -> Instances:
-    """Detections resized (nearest) to the ground-truth size."""
-    masks = np.stack([resize_labels(m, size) for m in det.masks]) if len(det.masks) else np.zeros((0, *size), np.uint8)
-    return Instances(masks, det.classes, det.scores)
+def in_image(masks: np.ndarray, classes: np.ndarray, scores: np.ndarray, frame: Frame, size: tuple[int, int]) -> Instances:
+    """Detections [n, h, w] of a working frame mapped back (nearest) onto the ground truth of `size`."""
+    return Instances([encode(frame.unfit_labels(m.astype(np.uint8), size, fill=0)) for m in masks], classes, scores)
 
 
 def semantic(det: Instances, matching: dict[str, str | None], class_ids: dict[str, int]) -> Instances:
     """Detections with clusters replaced by their matched classes (unmatched clusters dropped)."""
     mapped = np.array([class_ids.get(matching.get(str(int(c))) or "", -1) for c in det.classes], np.int64)
     keep = mapped >= 0
-    return Instances(det.masks[keep], mapped[keep], det.scores[keep])
+    return Instances(det.take(keep).rles, mapped[keep], det.scores[keep])
 
 
-def ap_table(gts: list[Instances], dets: list[Instances], matching: dict[str, str | None], class_ids: dict[str, int]) -> dict[str, Any]:
+def agnostic(instances: Instances) -> Instances:
+    """The instances as one category."""
+    return Instances(instances.rles, np.zeros(len(instances.classes), np.int64), instances.scores)
+
+
+def ap_table(
+    gts: list[Instances], dets: list[Instances], sizes: list[tuple[int, int]], matching: dict[str, str | None], class_ids: dict[str, int]
+) -> dict[str, Any]:  # fmt: skip
     """The four AP blocks of one source: class-agnostic / semantic × multi / single."""
-    agnostic = [Instances(d.masks, np.zeros(len(d.classes), np.int64), d.scores) for d in dets]
-    gts_agnostic = [Instances(g.masks, np.zeros(len(g.classes), np.int64)) for g in gts]
     sem = [semantic(d, matching, class_ids) for d in dets]
     out = {}
-    for name, g_list, d_list in (("class-agnostic", gts_agnostic, agnostic), ("semantic", gts, sem)):
-        out[f"{name}/multi"] = mask_ap(g_list, d_list)
+    for name, g_list, d_list in (("class-agnostic", [agnostic(g) for g in gts], [agnostic(d) for d in dets]), ("semantic", gts, sem)):
+        out[f"{name}/multi"] = mask_ap(g_list, d_list, sizes)
         pairs = [single_object(g, d) for g, d in zip(g_list, d_list)]
-        out[f"{name}/single"] = mask_ap([p[0] for p in pairs], [p[1] for p in pairs])
+        out[f"{name}/single"] = mask_ap([p[0] for p in pairs], [p[1] for p in pairs], sizes)
     return out
 
 
@@ -165,26 +196,27 @@ def evaluate_ap(
     class_ids = {name: i for i, name in enumerate(classes["classes"])}
     ignore = int(classes.get("ignore_index", 255))
     _, cluster_of = read_clusters(clusters_path)
-    gts, initial, maskrcnn = [], [], []
-    cands = dict(candidates.images())
-    for row_index, mask in zip(tqdm(bank.index, desc="mask AP", unit="img"), bank.pixel_masks()):
+    gts, initial, maskrcnn, sizes = [], [], [], []
+    stream = zip(tqdm(bank.index, desc="mask AP", unit="img"), bank.pixel_masks(), candidates.images(), strict=True)
+    for row_index, mask, (candidate_row, c) in stream:
+        if int(candidate_row) != int(row_index):
+            raise StoreError(
+                f"the candidate bank lists manifest row {candidate_row} where the mask bank has {row_index}: rerun maskdistill_candidates"
+            )
         row = manifest[int(row_index)]
-        gt = ground_truth(row, ignore) if row.instance_path else Instances(np.zeros((0, 1, 1), bool), np.zeros(0, np.int64))
-        size = tuple(load_mask(row).shape) if row.mask_path else bank.input_size
-        if not len(gt.classes):
-            gt = Instances(np.zeros((0, *size), bool), gt.classes)
-        gts.append(gt)
-        first = Instances(mask[None], np.array([cluster_of[int(row_index)]]), np.ones(1)) if mask.any() else Instances(mask[:0], np.zeros(0, np.int64), np.zeros(0))
-        initial.append(to_size(first, size))
-        c = cands[int(row_index)]
-        maskrcnn.append(to_size(Instances(c["masks"], c["labels"].astype(np.int64), c["scores"]), size))
+        gts.append(ground_truth(row, ignore) if row.instance_path else Instances([], np.zeros(0, np.int64)))
+        sizes.append((row.height, row.width))
+        cluster = np.array([cluster_of[int(row_index)]])
+        none = Instances([], np.zeros(0, np.int64), np.zeros(0))
+        initial.append(in_image(mask[None], cluster, np.ones(1), bank.frame, sizes[-1]) if mask.any() else none)
+        maskrcnn.append(in_image(c["masks"], c["labels"].astype(np.int64), c["scores"], candidates.frame, sizes[-1]))
     if not any(len(g.classes) for g in gts):
         log.warning("no ground-truth instances in the evaluation split: mask AP is not defined (all 0)")
     result = {
         **context,
         "num_images": len(gts),
-        "initial": ap_table(gts, initial, matchings["initial"], class_ids),
-        "maskrcnn": ap_table(gts, maskrcnn, matchings["maskrcnn"], class_ids),
+        "initial": ap_table(gts, initial, sizes, matchings["initial"], class_ids),
+        "maskrcnn": ap_table(gts, maskrcnn, sizes, matchings["maskrcnn"], class_ids),
     }
     write_json(out_path, result)
     for source in ("initial", "maskrcnn"):
