@@ -1,4 +1,11 @@
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +19,7 @@ from useg.data.manifest import ManifestRow
 from useg.errors import ConfigError, StoreError
 from useg.methods.maskdistill.masks import build_mask_bank
 from useg.stores import FeatureStore, FeatureWriter, open_store
-from useg.stores.background import BackgroundWriter, stream_to_store
+from useg.stores.background import WRITERS, ProcessWriter, ThreadWriter, stream_to_store
 from useg.stores.features import AUTO_CODECS
 
 CPU = torch.device("cpu")
@@ -49,50 +56,104 @@ def test_writes_run_in_submission_order_on_another_thread():
         seen.append((start, values))
         threads.add(threading.get_ident())
 
-    with BackgroundWriter(write, depth=2) as writer:
+    with ThreadWriter(write, depth=2) as writer:
         for start in range(10):
             writer.submit(start, values=start * 2)
     assert seen == [(s, s * 2) for s in range(10)] and threads != {threading.get_ident()}
 
 
-def test_the_queue_is_bounded_submit_waits_for_the_writer():
-    release = threading.Event()
-    with BackgroundWriter(lambda _: release.wait(), depth=2) as writer:
+def test_writes_run_in_submission_order_in_another_process(tmp_path):
+    log = tmp_path / "log.txt"
+
+    def write(start, values):
+        with log.open("a") as fh:
+            fh.write(f"{os.getpid()} {start} {values.sum()}\n")
+
+    with ProcessWriter(write, depth=2) as writer:
+        for start in range(10):
+            writer.submit(start, values=np.full(3, start))
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert [(int(s), int(v)) for _, s, v in lines] == [(s, 3 * s) for s in range(10)]
+    assert {int(pid) for pid, _, _ in lines} != {os.getpid()} and len({pid for pid, _, _ in lines}) == 1
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_the_queue_is_bounded_submit_waits_for_the_writer(kind):
+    release = multiprocessing.get_context("fork").Event() if kind == "process" else threading.Event()
+    with WRITERS[kind](lambda _: release.wait(), depth=2) as writer:
         for item in range(3):  # one being written, two queued
             writer.submit(item)
         blocked = threading.Thread(target=writer.submit, args=(3,))
         blocked.start()
-        blocked.join(0.3)
+        blocked.join(0.5 if kind == "thread" else 2.5)
         assert blocked.is_alive(), "a fourth batch was queued beyond the depth"
         release.set()
         blocked.join()
 
 
-def test_a_writer_error_is_raised_in_the_caller_with_its_type():
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_writer_error_is_raised_in_the_caller_with_its_type(kind):
     def write(start):
         if start == 1:
             raise StoreError(f"bad row {start}")
 
     with pytest.raises(StoreError, match="bad row 1"):
-        with BackgroundWriter(write, depth=1) as writer:
+        with WRITERS[kind](write, depth=1) as writer:
             for start in range(50):
                 writer.submit(start)
 
 
-def test_features_are_identical_with_0_and_2_loader_workers_and_with_or_without_the_background_writer(tmp_path, rows, backbone):
+def test_a_killed_writer_process_fails_the_caller_instead_of_hanging():
+    def write(start):
+        if start == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(RuntimeError, match="exit code -9"):
+        with ProcessWriter(write, depth=1) as writer:
+            for start in range(50):
+                writer.submit(start)
+
+
+def test_the_writer_process_ends_when_its_caller_dies(tmp_path):
+    script = (
+        "import os, sys, time\n"
+        "from useg.stores.background import ProcessWriter\n"
+        "writer = ProcessWriter(lambda start: None).__enter__()\n"
+        "print(writer.process.pid, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and process_running(pid):
+        time.sleep(0.2)
+    assert not process_running(pid), "the writer process outlived its caller"
+
+
+def process_running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_features_are_identical_with_0_and_2_loader_workers_and_every_writer(tmp_path, rows, backbone):
     stores = {}
-    for threads, background in [(1, False), (1, True), (3, False), (3, True)]:
-        path = tmp_path / f"t{threads}-{background}.zarr"
-        extract_features(backbone, rows, path, Frame((32, 48)), {}, CPU, batch_size=3, threads=threads, background=background)
-        stores[threads, background] = store_arrays(path)
-    reference = stores[1, False]
+    for workers, background in [(0, "none"), (0, "process"), (0, "thread"), (2, "none"), (2, "process")]:
+        path = tmp_path / f"w{workers}-{background}.zarr"
+        extract_features(backbone, rows, path, Frame((32, 48)), {}, CPU, batch_size=3, background=background, workers=workers)
+        stores[workers, background] = store_arrays(path)
+    reference = stores[0, "none"]
     assert list(reference["index"]) == [r[0] for r in rows] and list(reference["ids"]) == [r[1].id for r in rows]
     assert reference["patches"].shape == (7, 4, 6, 64) and np.abs(reference["patches"]).max() > 0
     for key, arrays in stores.items():
         assert_same_arrays(reference, arrays)
 
 
-def test_a_bad_array_in_the_writer_fails_the_stage_and_leaves_no_store(tmp_path):
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_bad_array_in_the_writer_fails_the_stage_and_leaves_no_store(tmp_path, kind):
     target = tmp_path / "s.zarr"
     batches = [(0, 2), (2, 2), (4, 1)]
 
@@ -102,7 +163,7 @@ def test_a_bad_array_in_the_writer_fails_the_stage_and_leaves_no_store(tmp_path)
 
     with pytest.raises(ValueError):
         with FeatureWriter(target, np.arange(5), [f"i{i}" for i in range(5)], (1, 1), 4, 1, {}) as writer:
-            stream_to_store(batches, bad_second_batch, writer.write)
+            stream_to_store(batches, bad_second_batch, writer.write, kind)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(StoreError, match="does not exist"):
         FeatureStore(target)
@@ -137,9 +198,9 @@ def test_mask_banks_are_identical_with_0_and_2_loader_workers(tmp_path, rows, ba
     cfg = {"topk": 0.4, "cls_heads": None, "cls_mass": None, "connected": False, "background": "zero", "batch_size": 3,
            "cluster_input": cluster_input}  # fmt: skip
     banks = []
-    for threads in (1, 3):
-        build_mask_bank(backbone, rows, cfg, Frame((32, 48)), tmp_path / f"m{threads}.zarr", {}, CPU, threads=threads)
-        group = open_store(tmp_path / f"m{threads}.zarr")
+    for workers in (0, 2):
+        build_mask_bank(backbone, rows, cfg, Frame((32, 48)), tmp_path / f"m{workers}.zarr", {}, CPU, workers=workers)
+        group = open_store(tmp_path / f"m{workers}.zarr")
         banks.append({name: group[name][:] for name in ("index", "masks", "boxes", "source", "cls")})
     assert banks[0]["masks"].shape == (7, 4, 6) and banks[0]["masks"].any()
     assert_same_arrays(*banks)

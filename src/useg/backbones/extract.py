@@ -15,7 +15,7 @@ from useg.data.manifest import ManifestRow
 from useg.data.frame import Frame
 from useg.data.pipeline import ordered_batches
 from useg.errors import ConfigError, WeightsError
-from useg.stores.background import stream_to_store
+from useg.stores.background import Background, stream_to_store
 from useg.stores.features import FeatureWriter
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,9 @@ def check_finite_features(arrays: list[np.ndarray], rows: list[tuple[int, Manife
         )
 
 
-def device_outputs(out: ViTOutput, device: torch.device) -> dict[str, torch.Tensor]:
-    """The arrays of a FeatureStore batch; on CUDA the float16 ones halved there (half the bytes to copy)."""
-    if device.type != "cuda":
-        return {"cls": out.cls, "patches": out.patches, "attn": out.attn}
+def device_outputs(out: ViTOutput) -> dict[str, torch.Tensor]:
+    """The arrays of a FeatureStore batch, the float16 ones halved where they were computed (half the bytes to
+    copy to the host and to hand to the writer; the same rounding as the store's own conversion)."""
     return {"cls": out.cls, "patches": out.patches.half(), "attn": out.attn.half()}
 
 
@@ -55,10 +54,12 @@ def extract_features(
     batch_size: int = 16,
     threads: int = 1,
     codec: str = "auto",
-    background: bool = True,
+    background: Background | None = None,
+    workers: int | None = None,
 ) -> None:
     """Write CLS, patch tokens and last-block attention of `rows` to a FeatureStore shard: images decoded in
-    `threads - 1` loader workers, the forward here, the store written by a background thread (or here)."""
+    `workers` loader workers (default `stream_workers(threads, device)`), the forward here, the store written by a writer process
+    or thread (`background`, useg.stores.background) or here (`none`)."""
     check_input_size(frame.size, backbone.patch_size)
     backbone = backbone.to(device).eval()
     grid = backbone.grid_for(*frame.size)
@@ -68,14 +69,14 @@ def extract_features(
 
     def forward(start: int, images: torch.Tensor) -> dict[str, torch.Tensor]:
         bar.update(len(images))
-        return device_outputs(backbone(images), device)
+        return device_outputs(backbone(images))
 
     def checked_write(start: int, cls: np.ndarray, patches: np.ndarray, attn: np.ndarray) -> None:
         """Check on the writer's thread (no device sync in the forward loop), then write."""
         check_finite_features([cls, patches, attn], rows[start : start + len(cls)], backbone.name)
         writer.write(start, cls, patches, attn)
 
-    batches = ordered_batches([row.path for _, row in rows], frame, batch_size, threads, device)
+    batches = ordered_batches([row.path for _, row in rows], frame, batch_size, threads, device, workers)
     with FeatureWriter(
         out_path, index, ids, grid, backbone.embed_dim, backbone.num_heads, prov, rows_per_chunk=batch_size, codec=codec, **attrs
     ) as writer, tqdm(total=len(rows), desc=f"features {Path(out_path).name}", unit="img") as bar:

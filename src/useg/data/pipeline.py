@@ -192,10 +192,18 @@ def ordered_loader(
     return make_loader(ImageDataset(paths, sample, 0, size, resize), batches, stack_images, threads, device)
 
 
+def stream_workers(threads: int, device: torch.device | str) -> int:
+    """Loader workers of a stage that streams images through a model in order: on CUDA every thread but the
+    one driving the device; on CPU none, since the forward itself runs on all of the job's threads and a
+    worker would only take cores from it (docs/measurements.md, 2026-12-03)."""
+    return loader_workers(threads) if torch.device(device).type == "cuda" else 0
+
+
 def ordered_batches(
-    paths: Sequence[str], frame: Frame, batch_size: int, threads: int, device: torch.device
+    paths: Sequence[str], frame: Frame, batch_size: int, threads: int, device: torch.device, workers: int | None = None
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """(first row, images in `frame` on `device`) of every batch in order, decoded in `threads - 1` worker
-    processes; on CUDA from pinned memory, copied without blocking."""
-    for indices, images in ordered_loader(paths, frame.size, batch_size, threads, frame.mode, device=device):
+    """(first row, images in `frame` on `device`) of every batch in order, decoded in `workers` worker
+    processes (default `stream_workers`); on CUDA from pinned memory, copied without blocking."""
+    workers = stream_workers(threads, device) if workers is None else workers
+    for indices, images in ordered_loader(paths, frame.size, batch_size, workers + 1, frame.mode, device=device):
         yield int(indices[0]), images.to(device, non_blocking=True)

@@ -39,7 +39,7 @@ def write_feature_predictions(
     device: torch.device | str = "cpu",
 ) -> None:
     """Label maps in the writer's frame of every image of `stores` from the per-patch `scores` [B, K, h, w] of its float32 patch
-    tokens [B, h, w, D] on `device`; each batch written by a background thread while the next is scored."""
+    tokens [B, h, w, D] on `device`; each batch written in the background (useg.stores.background) while the next is scored."""
 
     def label(start: int, batch: FeatureBatch) -> dict[str, np.ndarray]:
         patches = torch.from_numpy(batch.patches.astype(np.float32)).to(device)

@@ -205,10 +205,11 @@ def build_mask_bank(
     prov: dict[str, Any],
     device: torch.device,
     threads: int = 1,
+    workers: int | None = None,
 ) -> None:
     """Distil one object mask per image of a shard into a MaskBank (§3.2), with the CLS token each mask
     is clustered by (`maskdistill.cluster_input`: its box cut from the image, or the masked image);
-    decoding in `threads - 1` loader workers, the store written by a background thread."""
+    decoding in `workers` loader workers (default `stream_workers`), the store written in the background."""
     backbone = backbone.to(device).eval()
     grid = backbone.grid_for(*frame.size)
     index, ids = row_keys(rows)
@@ -225,7 +226,7 @@ def build_mask_bank(
         coverage.append(float(batch["masks"].mean(axis=(1, 2)).sum()))
         return batch
 
-    batches = ordered_batches([row.path for _, row in rows], frame, cfg["batch_size"], threads, device)
+    batches = ordered_batches([row.path for _, row in rows], frame, cfg["batch_size"], threads, device, workers)
     with MaskBankWriter(out_path, index, ids, grid, backbone.embed_dim, prov, **attrs) as writer:
         stream_to_store(tqdm(batches, desc=f"object masks {Path(out_path).name}", unit="batch"), distil, writer.write)
     log.info("object masks: %d images, mean coverage %.2f, grid %dx%d -> %s", len(rows), sum(coverage) / max(1, len(rows)), *grid, out_path)

@@ -43,7 +43,7 @@ def build_label_bank(
     threads: int = 1,
 ) -> None:
     """Grad-CAM response maps and labels of every image of a shard into a LabelBank (eq. 4–8); decoding in
-    `threads - 1` loader workers, the store written by a background thread."""
+    `stream_workers` loader workers, the store written in the background (useg.stores.background)."""
     backbone = backbone.to(device).eval().requires_grad_(False)
     grid = backbone.grid_for(*frame.size)
     num_labels = len(concepts) + int(cfg["foreground_only"])
