@@ -40,6 +40,14 @@ def test_unknown_config_key_is_reported_in_a_few_lines_naming_it(tmp_path: Path)
     assert len(text.splitlines()) < 10, "neither the schema nor the whole config is printed"
 
 
+def test_scoring_imagenet_s_in_the_frame_fails_when_the_dag_is_built(tmp_path: Path):
+    config = tiny_config(evaluate={"protocols": ["hungarian", "imagenet-s"], "scored_at": "frame"})
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    assert "evaluate.scored_at: frame cannot score the imagenet-s protocol" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_pass_k_above_the_train_images_fails_when_the_dag_is_built(tmp_path: Path):
     root = make_folder_dataset(tmp_path / "ds", count=4, classes=3)  # 3 train images, 1 val
     result = run_snakemake(tmp_path / "run", folder_config(root, methods=["pass"], **{"pass": {"k": 5}}), "-n")

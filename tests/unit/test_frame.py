@@ -78,3 +78,33 @@ def test_evaluation_maps_predictions_back_through_the_frame_they_were_made_in(tm
 
     assert miou(frame) > 0.9
     assert miou(Frame((16, 16), "squash")) < 0.7
+
+
+def test_scoring_in_the_frame_reads_the_truth_by_torchs_nearest_rule_and_counts_the_frames_pixels(tmp_path):
+    import torch
+    from PIL import Image
+
+    from useg.data.manifest import ManifestRow
+    from useg.data.transforms import resize_labels
+    from useg.eval.stage import evaluate_predictions
+    from useg.stores.predictions import PredictionsWriter
+
+    truth = np.random.default_rng(0).integers(0, 4, (72, 96)).astype(np.uint8)
+    Image.fromarray(truth).save(tmp_path / "m.png")
+    rows = [ManifestRow("im", str(tmp_path / "im.png"), 96, 72, "val", mask_path=str(tmp_path / "m.png"))]
+    frame = Frame((20, 20), "squash")
+    # TransFGU's release: F.interpolate(label, size) with its default nearest mode
+    released = torch.nn.functional.interpolate(torch.from_numpy(truth)[None, None].float(), frame.size)[0, 0].numpy().astype(np.uint8)
+    assert (released != resize_labels(truth, frame.size)).any(), "OpenCV's nearest must differ here for the test to tell them apart"
+    prediction = released.copy()
+    prediction[0] = (prediction[0] + 1) % 4  # the first row (20 of 400 pixels) wrong
+    with PredictionsWriter(tmp_path / "p.zarr", np.arange(1), ["im"], frame, 4, "hand", {}) as writer:
+        writer.write(0, prediction[None])
+
+    def metrics(scored_at: str) -> dict:
+        return evaluate_predictions(tmp_path / "p.zarr", rows, list("abcd"), tmp_path / f"{scored_at}.json", {}, scored_at=scored_at)
+
+    in_frame, at_image = metrics("frame"), metrics("image")
+    assert np.sum(in_frame["confusion"]) == 400 and in_frame["scored_at"] == "frame"
+    assert in_frame["protocols"]["hungarian"]["pixel_accuracy"] == pytest.approx(380 / 400)
+    assert np.sum(at_image["confusion"]) == 72 * 96 and at_image["protocols"]["hungarian"]["pixel_accuracy"] < 0.9

@@ -261,11 +261,18 @@ METHOD_COLUMNS = {
 
 def evaluate_params(method):
     """Config slice of one column's evaluation: dataset, column, split, protocols (and the alignseg
-    protocol's map size when it is asked for)."""
-    protocols = config["evaluate"]["protocols"]
+    protocol's map size when it is asked for, where the pixels are scored when not at the image)."""
+    protocols, scored_at = config["evaluate"]["protocols"], config["evaluate"]["scored_at"]
     params = {"dataset": DS, "method": method, "split": DATASET["eval_split"], "protocols": protocols}
     if "alignseg" in protocols:
         params["alignseg_size"] = config["evaluate"]["alignseg_size"]
+    if scored_at != "image":
+        if "imagenet-s" in protocols:
+            raise ValueError(
+                "evaluate.scored_at: frame cannot score the imagenet-s protocol, which the official evaluator "
+                "scores at the image size: set evaluate.scored_at: image"
+            )
+        params["scored_at"] = scored_at
     return params
 
 

@@ -25,6 +25,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         protocols=tuple(params.get("protocols", ["hungarian"])),
         matching_path=args.matching,
         alignseg_size=params.get("alignseg_size", 100),
+        scored_at=params.get("scored_at", "image"),
     )
 
 

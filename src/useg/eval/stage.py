@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -26,6 +26,28 @@ log = logging.getLogger(__name__)
 HUNGARIAN_FAMILY = {"hungarian", "hungarian-discard", "hungarian-iou", "alignseg"}
 
 
+ScoredAt = Literal["image", "frame"]
+
+
+def frame_truth(truth: np.ndarray, frame: Frame, ignore: int) -> np.ndarray:
+    """The ground truth in a prediction's working frame, as TransFGU's release scores it: squashed by torch's
+    nearest rule (nearest_resize), else cropped or padded by the frame (padding `ignore`)."""
+    if frame.mode == "squash":
+        return nearest_resize(truth, frame.size)
+    return frame.fit_labels(truth, ignore)
+
+
+def scored_maps(
+    truth: np.ndarray, labels: np.ndarray, frame: Frame, ignore: int, scored_at: ScoredAt
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ground truth, the predicted labels that show it, those labels at the ground truth's size): at the
+    image (the part its frame shows, the prediction mapped back) or in the prediction's frame."""
+    if scored_at == "frame":
+        return frame_truth(truth, frame, ignore), labels, labels
+    gt, shown = frame.overlap(truth, labels)
+    return gt, shown, resize_labels(np.ascontiguousarray(shown), gt.shape)
+
+
 def _image_eval(
     row: ManifestRow,
     labels: np.ndarray,
@@ -35,11 +57,11 @@ def _image_eval(
     ignore: int,
     imagenet_s: bool,
     alignseg: AlignSegMeans | None,
+    scored_at: ScoredAt = "image",
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """One image's confusion at its ground-truth size (on the part of the image its frame shows), its
-    imagenet-s statistics and its confusion on the alignseg protocol's resized maps (the last two when asked)."""
-    gt, shown = frame.overlap(load_mask(row), labels)
-    pred = resize_labels(np.ascontiguousarray(shown), gt.shape)
+    """One image's confusion where `scored_at` says (`scored_maps`), its imagenet-s statistics and its
+    confusion on the alignseg protocol's resized maps (the last two when asked)."""
+    gt, shown, pred = scored_maps(load_mask(row), labels, frame, ignore, scored_at)
     stats = image_stats(gt, pred, num_classes, num_labels, ignore) if imagenet_s else None
     confusion = confusion_matrix(gt, pred, num_classes, num_labels, ignore)
     if alignseg is None:
@@ -59,10 +81,12 @@ def scan_predictions(
     threads: int = 1,
     imagenet_s: bool = False,
     alignseg: AlignSegMeans | None = None,
+    scored_at: ScoredAt = "image",
 ) -> tuple[np.ndarray, np.ndarray, ImageNetSEvaluator | None]:
     """Sum of per-image confusions [C, K], sum of the per-image matched class x class confusions
-    [C, C] (`per-image` protocol), and the imagenet-s statistics when asked; each prediction is
-    mapped (nearest) through its frame to its ground-truth size. `alignseg` accumulates AlignSeg's per-image protocol."""
+    [C, C] (`per-image` protocol), and the imagenet-s statistics when asked; each prediction is mapped
+    (nearest) through its frame to its ground-truth size, or the ground truth into the frame (`scored_at`).
+    `alignseg` accumulates AlignSeg's per-image protocol."""
     confusion = np.zeros((num_classes, predictions.num_labels), np.int64)
     matched = np.zeros((num_classes, num_classes), np.int64)
     evaluator = ImageNetSEvaluator(num_classes, predictions.num_labels, ignore_index) if imagenet_s else None
@@ -73,7 +97,8 @@ def scan_predictions(
                 raise DataError(f"no ground-truth mask for images {missing[:5]}: evaluation needs masks/")
             jobs = [
                 pool.submit(
-                    _image_eval, rows[i], lab, predictions.frame, num_classes, predictions.num_labels, ignore_index, imagenet_s, alignseg
+                    _image_eval, rows[i], lab, predictions.frame, num_classes, predictions.num_labels, ignore_index, imagenet_s, alignseg,
+                    scored_at,
                 )
                 for i, lab in zip(index, labels)
             ]
@@ -100,6 +125,7 @@ def evaluate_predictions(
     protocols: tuple[str, ...] = ("hungarian",),
     matching_path: str | Path | None = None,
     alignseg_size: int | None = 100,
+    scored_at: ScoredAt = "image",
 ) -> dict[str, Any]:
     """Write metrics.json for one predictions store and return it.
 
@@ -107,7 +133,8 @@ def evaluate_predictions(
     `hungarian-discard`, `hungarian-iou`, `alignseg` (scored on nearest-resized `alignseg_size`²
     maps; None: at the ground-truth size), each reported beside `hungarian`, and/or `imagenet-s`
     (label 0 = background);
-    `matching_path` reuses a saved imagenet-s matching instead of matching anew.
+    `matching_path` reuses a saved imagenet-s matching instead of matching anew; `scored_at` (`scored_maps`):
+    at each image's ground-truth size or in each prediction's working frame (TransFGU's release).
     """
     if not class_names:
         raise DataError("the dataset has no classes.txt: cannot evaluate without class names")
@@ -116,7 +143,7 @@ def evaluate_predictions(
     unsupervised = not predictions.supervised
     alignseg = AlignSegMeans(len(class_names), alignseg_size) if "alignseg" in protocols and unsupervised else None
     confusion, matched, evaluator = scan_predictions(
-        predictions, rows, len(class_names), ignore_index, threads, imagenet_s, alignseg
+        predictions, rows, len(class_names), ignore_index, threads, imagenet_s, alignseg, scored_at
     )
     if not confusion.sum():
         raise DataError(
@@ -140,6 +167,7 @@ def evaluate_predictions(
         "num_images": len(predictions),
         "num_classes": len(class_names),
         "num_clusters": predictions.num_labels,
+        "scored_at": scored_at,
         "class_names": class_names,
         "supervised": predictions.supervised,
         "protocols": results,
