@@ -103,6 +103,33 @@ def test_a_writer_error_is_raised_in_the_caller_with_its_type(kind):
                 writer.submit(start)
 
 
+def test_the_writer_process_ends_on_the_callers_error_whatever_signal_handlers_the_caller_has(tmp_path):
+    """A caller that catches SIGTERM (pytest plugins, job schedulers' wrappers) forks that handler into the writer."""
+
+    def write(start):
+        if start == 1:
+            raise StoreError("bad row 1")
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        with pytest.raises(StoreError, match="bad row 1"):
+            with ProcessWriter(write, depth=1) as writer:
+                for start in range(50):
+                    writer.submit(start)
+        assert not writer.process.is_alive()
+        marker = tmp_path / "written"
+        child = ProcessWriter(lambda start: marker.touch()).__enter__()
+        child.submit(0)
+        deadline = time.monotonic() + 20
+        while not marker.exists() and time.monotonic() < deadline:  # the writer runs, its handlers are its own
+            time.sleep(0.05)
+        os.kill(child.process.pid, signal.SIGTERM)
+        child.process.join(10)
+        assert child.process.exitcode == -signal.SIGTERM, "SIGTERM ends the writer process"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_killed_writer_process_fails_the_caller_instead_of_hanging():
     def write(start):
         if start == 2:

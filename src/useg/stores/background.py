@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import signal
 import sys
 import threading
 import traceback
@@ -73,7 +74,10 @@ class ThreadWriter:
 
 def _serve(write: Callable[..., None], items: Any, errors: Any, parent: int) -> None:
     """The writer process: write the queued items in order until the caller's stop; after an error hand
-    it to the caller and write nothing more; end if the caller died."""
+    it to the caller and write nothing more; end if the caller died. SIGTERM and SIGINT end it whatever
+    handlers the caller had installed (the fork inherits them)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     failed = False
     while True:
         try:
@@ -128,7 +132,7 @@ class ProcessWriter:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, *_: Any) -> None:
         if exc is not None:
-            self.process.terminate()  # the caller failed: the pending writes are dropped, not made
+            self.process.kill()  # the caller failed: the pending writes are dropped, not made
             self.process.join()
             return
         while self.process.is_alive():
