@@ -259,6 +259,18 @@ METHOD_COLUMNS = {
 }
 
 
+def check_scored_at():
+    """Fail when the imagenet-s protocol is asked to score in the working frame: its official evaluator scores at the image size."""
+    if config["evaluate"]["scored_at"] != "image" and "imagenet-s" in config["evaluate"]["protocols"]:
+        raise ValueError(
+            "evaluate.scored_at: frame cannot score the imagenet-s protocol, which the official evaluator "
+            "scores at the image size: set evaluate.scored_at: image"
+        )
+
+
+check_scored_at()
+
+
 def evaluate_params(method):
     """Config slice of one column's evaluation: dataset, column, split, protocols (and the alignseg
     protocol's map size when it is asked for, where the pixels are scored when not at the image)."""
@@ -267,11 +279,6 @@ def evaluate_params(method):
     if "alignseg" in protocols:
         params["alignseg_size"] = config["evaluate"]["alignseg_size"]
     if scored_at != "image":
-        if "imagenet-s" in protocols:
-            raise ValueError(
-                "evaluate.scored_at: frame cannot score the imagenet-s protocol, which the official evaluator "
-                "scores at the image size: set evaluate.scored_at: image"
-            )
         params["scored_at"] = scored_at
     return params
 
