@@ -130,6 +130,19 @@ def test_the_writer_process_ends_on_the_callers_error_whatever_signal_handlers_t
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_an_error_in_the_last_write_is_raised_at_the_end_and_leaves_no_writer_process():
+    def write(start):
+        if start == 2:
+            raise StoreError("bad row 2")
+
+    with pytest.raises(StoreError, match="bad row 2"):
+        with ProcessWriter(write, depth=4) as writer:
+            for start in range(3):
+                writer.submit(start)
+            time.sleep(0.5)  # the last write fails before the caller ends the block
+    assert not writer.process.is_alive(), "the failed writer was left polling for work"
+
+
 def test_a_killed_writer_process_fails_the_caller_instead_of_hanging():
     def write(start):
         if start == 2:

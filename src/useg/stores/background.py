@@ -120,31 +120,31 @@ class ProcessWriter:
         if not self.process.is_alive() and self.process.exitcode not in (0, None):
             raise RuntimeError(f"the store writer process ended with exit code {self.process.exitcode} (killed, out of memory?)")
 
-    def submit(self, *args: Any, **kwargs: Any) -> None:
-        """Queue one write (blocks while `depth` writes are pending); raises an earlier write's error."""
+    def _put(self, item: Any) -> None:
+        """Queue `item`, waiting while `depth` items are pending; raises the writer's error instead if it has one."""
         while True:
             self._raise_error()
             try:
-                self.items.put((args, kwargs), timeout=_POLL_S)
+                self.items.put(item, timeout=_POLL_S)
                 return
             except queue.Full:
                 continue
 
+    def submit(self, *args: Any, **kwargs: Any) -> None:
+        """Queue one write (blocks while `depth` writes are pending); raises an earlier write's error."""
+        self._put((args, kwargs))
+
     def __exit__(self, exc_type: Any, exc: BaseException | None, *_: Any) -> None:
-        if exc is not None:
-            self.process.kill()  # the caller failed: the pending writes are dropped, not made
+        try:
+            if exc is None:
+                self._put(_STOP)
+                self.process.join()
+                self.items.close()
+                self._raise_error()
+        finally:
+            if self.process.is_alive():
+                self.process.kill()  # the caller or the writer failed: the pending writes are dropped, not made
             self.process.join()
-            return
-        while self.process.is_alive():
-            self._raise_error()
-            try:
-                self.items.put(_STOP, timeout=_POLL_S)
-                break
-            except queue.Full:
-                continue
-        self.process.join()
-        self.items.close()
-        self._raise_error()
 
 
 def host_arrays(result: dict[str, Any]) -> tuple[dict[str, Any], Any]:
