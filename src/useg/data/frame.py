@@ -125,6 +125,7 @@ class Frame:
         seen, shown = self.overlap(truth, labels)
         return seen, resize_labels(np.ascontiguousarray(shown), seen.shape)
 
+
 @dataclass(frozen=True)
 class InFrame:
     """A picklable label source of the input pipeline: `labels(i)` (image-sized, or in the frame `source` of an
