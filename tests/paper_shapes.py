@@ -302,10 +302,17 @@ def model_section(cfg: Config, name: str) -> Config:
     return {**cfg["maskdistill"][name], "weights": "random", "vit": {**cfg["backbone"], "weights": "random"}}
 
 
-@shape_step("maskdistill", "masks", reads=())
+@shape_step("maskdistill", "masks", reads=("maskdistill.mask_short_side",))
 def maskdistill_masks(cfg: Config) -> None:
-    """masks: q/k of the last block at the working size (eq. 1-2)."""
-    _, out = check_features(cfg, cfg["backbone"]["input_size"])
+    """masks: q/k of the last block at the working size, or with mask_short_side at a 375 x 500 VOC image's
+    short-side size padded to whole patches (eq. 1-2)."""
+    from useg.methods.maskdistill.masks import short_side_shape
+
+    size, side = cfg["backbone"]["input_size"], cfg["maskdistill"].get("mask_short_side")
+    if side is not None:
+        patch = vit(cfg).patch_size
+        size = [-(-n // patch) * patch for n in short_side_shape((375, 500), side)]
+    _, out = check_features(cfg, size)
     q, k, _ = out.qkv[max(out.qkv)]
     assert q.shape == k.shape and q.shape[2] == 1 + out.grid[0] * out.grid[1]
 

@@ -746,3 +746,67 @@ def test_mask_rcnn_pairs_stream_from_the_bank_flipped_per_sample_and_the_same_fo
             flipped.append(flips)
     assert any(flipped) and not all(flipped)
 
+
+
+@pytest.mark.parametrize("shape", [(375, 500), (500, 375), (333, 500), (480, 480), (17, 1000)])
+def test_short_side_shape_is_torchvisions_resize_of_the_short_side(shape):
+    from PIL import Image
+    from torchvision.transforms import Resize
+
+    from useg.methods.maskdistill.masks import short_side_shape
+
+    height, width = shape
+    resized = Resize(640)(Image.new("RGB", (width, height)))
+    assert short_side_shape(shape, 640) == (resized.height, resized.width)
+
+
+def test_short_side_sample_is_the_resized_image_normalised_and_zero_padded_at_bottom_and_right():
+    from useg.data.transforms import normalise, resize_rgb
+    from useg.methods.maskdistill.masks import ShortSideSample
+
+    image = np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    tensor, resized, original = ShortSideSample(20, 8)(image)
+    assert resized == (20, 33) and original == (30, 50) and tensor.shape == (3, 24, 40)  # 20 x 33 -> whole patches
+    assert torch.equal(tensor[:, :20, :33], normalise(resize_rgb(image, (20, 33))))
+    assert not tensor[:, 20:].any() and not tensor[:, :, 33:].any()
+
+
+def test_a_mask_is_carried_into_the_frame_grid_by_majority_and_its_source_to_the_patch_holding_most_of_it():
+    from useg.methods.maskdistill.masks import in_frame
+
+    mask = np.zeros((8, 16), np.uint8)  # the image; the frame 8 x 8 squashes x by 2, a 2 x 2 grid of 4 px patches
+    mask[:, :10] = 1  # patch columns in the frame: x 0-3 fully in, x 4-7 holds frame pixels 4 (in) and 5-7 (out)
+    grid_mask, source = in_frame(mask, (4, 12, 8, 16), Frame((8, 8)), (2, 2))
+    assert grid_mask.tolist() == [[1, 0], [1, 0]] and source == 3  # the source: bottom right
+
+
+def test_short_side_masks_are_the_rule_on_each_image_at_its_own_size_carried_into_the_frame(tmp_path: Path, tiny_backbone_cfg):
+    from PIL import Image
+
+    from useg.backbones import build_backbone
+    from useg.data.manifest import ManifestRow
+    from useg.methods.maskdistill.masks import ShortSideSample, build_mask_bank, image_masks, in_frame, mask_box
+    from useg.stores.maskbank import MaskBank
+
+    backbone = build_backbone(tiny_backbone_cfg, seed=0).eval()
+    rng, rows = np.random.default_rng(2), []
+    for i, (h, w) in enumerate([(30, 50), (50, 30), (30, 50)]):  # two sizes in one batch
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append((i, ManifestRow(id=f"im{i}", path=str(tmp_path / f"{i}.png"), width=w, height=h, split="train")))
+    cfg = {"topk": 0.4, "cls_heads": None, "cls_mass": 0.5, "connected": True, "cluster_input": "box_crop",
+           "background": "zero", "batch_size": 3, "mask_short_side": 20}  # fmt: skip
+    frame = Frame((32, 32))
+    build_mask_bank(backbone, rows, cfg, frame, tmp_path / "bank.zarr", provenance("t", {}, seed=0), torch.device("cpu"))
+    bank = MaskBank([tmp_path / "bank.zarr"])
+    assert bank.attrs["mask_short_side"] == 20
+    for i, row in rows:
+        tensor, resized, original = ShortSideSample(20, backbone.patch_size)(np.array(Image.open(row.path)))
+        assert tensor.shape[1:] == ((24, 40) if row.height == 30 else (40, 24))  # the aspect kept, not the frame's
+        with torch.no_grad():
+            out = backbone(tensor[None], qkv_blocks=(backbone.depth - 1,))
+        q, k, _ = out.qkv[backbone.depth - 1]
+        masks, source = rule_masks(q, k, backbone.num_prefix_tokens, out.grid, MaskRule(0.4, None, 0.5, True))
+        [(image_mask, source_box)] = image_masks(masks, source, out.grid, backbone.patch_size, [resized], [original])
+        expected, expected_source = in_frame(image_mask, source_box, frame, (4, 4))
+        assert image_mask.shape == original and np.array_equal(bank.read("masks")[i], expected)
+        assert bank.read("source")[i] == expected_source and mask_box(image_mask).any()

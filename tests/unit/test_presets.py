@@ -190,7 +190,7 @@ PAPER_VALUES: list[tuple[str, dict[str, Any], str]] = [
          f"{TRANSFGU} Table 1 (LIP-{k}), supplementary (256/2e-5/100)")
         for k, miou, acc in ((5, 25.16, 65.76), (16, 15.49, 60.08), (19, 12.24, 42.52))
     ],
-    ("maskdistill/voc", {"backbone.model": "vit_small_patch16_224", "backbone.input_size": [640, 640],
+    ("maskdistill/voc", {"backbone.model": "vit_small_patch16_224", "backbone.input_size": [640, 640], "maskdistill.mask_short_side": 640,
                          "maskdistill.topk": 0.4, "maskdistill.tau": 0.9, "maskdistill.k": 20,
                          "maskdistill.deeplab.epochs": 45, "maskdistill.deeplab.batch_size": 16,
                          "maskdistill.deeplab.lr": 0.002, "maskdistill.deeplab.lr_step": 0.889,

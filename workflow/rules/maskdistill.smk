@@ -20,7 +20,7 @@ rule maskdistill_masks:
         directory(f"{MD}/masks/{{split}}/shard-{{shard}}.zarr"),
     params:
         cfg=lambda w: as_json(
-            {"backbone": config["backbone"], **maskdistill_slice("topk", "cls_heads", "cls_mass", "connected", "cluster_input", "background", "batch_size", "device")}
+            {"backbone": config["backbone"], **maskdistill_slice("topk", "cls_heads", "cls_mass", "connected", "cluster_input", "background", "batch_size", "mask_short_side", "device")}
         ),
         shards=config["features"]["shards"],
         weights=weights_option,

@@ -192,6 +192,21 @@ def ordered_loader(
     return make_loader(ImageDataset(paths, sample, 0, size, resize), batches, stack_images, threads, device)
 
 
+def sample_list(items: list[tuple[int, Any]]) -> tuple[int, list[Any]]:
+    """Collate (index, sample) items of images at their own sizes: the first index and the samples, unstacked."""
+    return int(items[0][0]), [x for _, x in items]
+
+
+def ordered_samples(
+    paths: Sequence[str], sample: SampleFn, batch_size: int, threads: int, device: torch.device, workers: int | None = None
+) -> Iterator[tuple[int, list[Any]]]:
+    """(first row, samples) of every batch in order, each image decoded at its own size and made into a sample
+    by `sample` in `workers` worker processes (default `stream_workers`): the stages that work at a per-image size."""
+    workers = stream_workers(threads, device) if workers is None else workers
+    batches = EpochBatches(len(paths), batch_size, 0, shuffle=False, drop_last=False)
+    yield from make_loader(ImageDataset(paths, sample, 0), batches, sample_list, workers + 1, device)
+
+
 def stream_workers(threads: int, device: torch.device | str) -> int:
     """Loader workers of a stage that streams images through a model in order: on CUDA every thread but the
     one driving the device; on CPU none, since the forward itself runs on all of the job's threads and a

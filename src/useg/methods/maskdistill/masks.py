@@ -1,6 +1,7 @@
 """Object mask distillation from the last block's q and k (MaskDistill §3.2, eq. 1–2), with the release's
 three extras as switches (`MaskRule`): a_CLS over the first heads only, a_CLS kept on its top-mass set,
-and the connected component of the source patch."""
+and the connected component of the source patch. Masks are mined in the working frame, or (`mask_short_side`)
+as the release mines them: each image at its own size, short side S, then carried into the frame."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from useg.data.augment import normalise_images
 from useg.data.frame import Frame
 from useg.data.images import load_rgb
 from useg.data.manifest import ManifestRow, row_keys
-from useg.data.pipeline import ordered_batches
+from useg.data.pipeline import ordered_batches, ordered_samples
+from useg.data.transforms import normalise, resize_labels, resize_rgb
 from useg.errors import ConfigError
 from useg.stores.background import stream_to_store
-from useg.stores.maskbank import MaskBankWriter
+from useg.stores.maskbank import MaskBankWriter, grid_to_pixels
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +169,16 @@ def padded_crop(image: np.ndarray, box: tuple[int, int, int, int], patch: int) -
 
 
 @torch.inference_mode()
-def box_crop_cls(backbone: ViTBackbone, rows: list[ManifestRow], boxes: np.ndarray, frame: Frame, device: torch.device) -> np.ndarray:
+def box_crop_cls(
+    backbone: ViTBackbone, rows: list[ManifestRow], boxes: np.ndarray, frame: Frame | None, device: torch.device
+) -> np.ndarray:
     """CLS tokens [B, D] of each mask's box cut from the original image, one forward per crop at its native
-    resolution (the release's clustering input; §3.2 clusters masked images instead)."""
+    resolution (the release's clustering input; §3.2 clusters masked images instead); boxes in `frame`'s
+    pixels, or in the image's own with `frame` None."""
     out = []
     for row, box in zip(rows, boxes):
         image = load_rgb(row.path)
-        crop = padded_crop(image, original_box(box, frame, image.shape[:2]), backbone.patch_size)
+        crop = padded_crop(image, original_box(box, frame or Frame(image.shape[:2]), image.shape[:2]), backbone.patch_size)
         out.append(backbone(crop.to(device)).cls.float().cpu().numpy())
     return np.concatenate(out)
 
@@ -196,6 +201,101 @@ def distill_batch(backbone: ViTBackbone, images: torch.Tensor, rule: MaskRule, b
     return batch
 
 
+def short_side_shape(shape: tuple[int, int], side: int) -> tuple[int, int]:
+    """(h, w) of an image of `shape` with its short side at `side` and the long side scaled with it, truncated
+    (torchvision's Resize(int), the release's mask input: gen_masks.py `transforms.Resize(640)`)."""
+    height, width = shape
+    if height <= width:
+        return side, int(side * width / height)
+    return int(side * height / width), side
+
+
+@dataclass(frozen=True)
+class ShortSideSample:
+    """The release's mask input, made in the loader: the image at `short_side_shape`, normalised, zero-padded at
+    the bottom and right to whole patches -> (image [3, H', W'], its resized (h, w), its original (H, W))."""
+
+    side: int
+    patch: int
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+        height, width = short_side_shape(image.shape[:2], self.side)
+        resized = normalise(resize_rgb(image, (height, width)))
+        return F.pad(resized, (0, -width % self.patch, 0, -height % self.patch)), (height, width), image.shape[:2]
+
+
+def patch_shares(mask: np.ndarray, frame: Frame, grid: tuple[int, int]) -> np.ndarray:
+    """An image-sized binary mask brought into `frame` (nearest) and pooled to its patch grid [h, w]: the
+    share of each patch's pixels in the mask."""
+    (gh, gw), (ph, pw) = grid, (frame.size[0] // grid[0], frame.size[1] // grid[1])
+    fitted = frame.fit_labels(mask.astype(np.uint8), 0)[: gh * ph, : gw * pw]
+    return fitted.reshape(gh, ph, gw, pw).mean(axis=(1, 3))
+
+
+def in_frame(image_mask: np.ndarray, source_pixels: tuple[int, int, int, int], frame: Frame, grid: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """An image-sized object mask and its source patch's box (top, left, bottom, right) in image pixels, in the
+    frame's patch grid: the patches at least half in the mask, and the patch holding most of the source."""
+    source = np.zeros(image_mask.shape, np.uint8)
+    top, left, bottom, right = source_pixels
+    source[top:bottom, left:right] = 1
+    mask = (patch_shares(image_mask, frame, grid) >= 0.5).astype(np.uint8)
+    return mask, int(np.argmax(patch_shares(source, frame, grid)))
+
+
+def image_masks(
+    masks: torch.Tensor, source: torch.Tensor, grid: tuple[int, int], patch: int,
+    resized: list[tuple[int, int]], originals: list[tuple[int, int]],
+) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:  # fmt: skip
+    """Masks [B, N] of padded short-side inputs at each original image's size (upsampled by the patch, cut to
+    the resized image, resized nearest, as the release writes them), with their source patches' boxes there."""
+    pixels = upsample_masks(masks, grid, (grid[0] * patch, grid[1] * patch)).cpu().numpy()
+    out = []
+    for mask, s, (h, w), (height, width) in zip(pixels, source.tolist(), resized, originals):
+        row, col = divmod(s, grid[1])
+        sy, sx = height / h, width / w
+        box = (int(row * patch * sy), int(col * patch * sx), math.ceil((row + 1) * patch * sy), math.ceil((col + 1) * patch * sx))
+        out.append((resize_labels(mask[:h, :w].astype(np.uint8), (height, width)), box))
+    return out
+
+
+@torch.inference_mode()
+def distill_short_side(
+    backbone: ViTBackbone, samples: list[tuple[torch.Tensor, tuple[int, int], tuple[int, int]]], rule: MaskRule,
+    background: str | None, frame: Frame, device: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    """`distill_batch` for images at their own short-side sizes (`ShortSideSample`): each group of equal size
+    in one forward, the masks carried into the frame's patch grid; `image_boxes` holds each mask's box in the
+    original image (the box crop's), `cls` the masked-image CLS tokens unless `background` is None."""
+    grid = backbone.grid_for(*frame.size)
+    masks, sources, boxes, cls = [None] * len(samples), [0] * len(samples), [None] * len(samples), [None] * len(samples)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (image, _, _) in enumerate(samples):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    for members in groups.values():
+        images = torch.stack([samples[i][0] for i in members]).to(device)
+        out = backbone(images, qkv_blocks=(backbone.depth - 1,))
+        q, k, _ = out.qkv[backbone.depth - 1]
+        group_masks, source = rule_masks(q, k, backbone.num_prefix_tokens, out.grid, rule)
+        carried = image_masks(group_masks, source, out.grid, backbone.patch_size, [samples[i][1] for i in members], [samples[i][2] for i in members])
+        for i, (image_mask, source_box) in zip(members, carried):
+            masks[i], sources[i] = in_frame(image_mask, source_box, frame, grid)
+            boxes[i] = mask_box(image_mask)
+        if background is not None:
+            pixels = upsample_masks(group_masks, out.grid, tuple(images.shape[-2:]))
+            for i, token in zip(members, backbone(masked_images(images, pixels, background)).cls.float().cpu().numpy()):
+                cls[i] = token
+    stacked = np.stack(masks)
+    batch = {
+        "masks": stacked,
+        "boxes": np.stack([mask_box(m) for m in grid_to_pixels(stacked, grid, frame.size)]),
+        "source": np.array(sources, np.int32),
+        "image_boxes": np.stack(boxes),
+    }
+    if background is not None:
+        batch["cls"] = np.stack(cls)
+    return batch
+
+
 def build_mask_bank(
     backbone: ViTBackbone,
     rows: list[tuple[int, ManifestRow]],
@@ -213,20 +313,29 @@ def build_mask_bank(
     backbone = backbone.to(device).eval()
     grid = backbone.grid_for(*frame.size)
     index, ids = row_keys(rows)
-    rule, by_box = MaskRule.from_config(cfg), cfg["cluster_input"] == "box_crop"
+    rule, by_box, side = MaskRule.from_config(cfg), cfg["cluster_input"] == "box_crop", cfg.get("mask_short_side")
+    background = None if by_box else cfg["background"]
     attrs = {**frame.attrs(), "patch_size": backbone.patch_size, "topk": cfg["topk"], "background": cfg["background"],
-             "cluster_input": cfg["cluster_input"]}  # fmt: skip
+             "cluster_input": cfg["cluster_input"], "mask_short_side": side}  # fmt: skip
     coverage: list[float] = []
 
-    def distil(start: int, images: torch.Tensor) -> dict[str, np.ndarray]:
-        batch = distill_batch(backbone, images, rule, None if by_box else cfg["background"])
+    def distil(start: int, images: Any) -> dict[str, np.ndarray]:
+        if side is None:
+            batch, boxes_frame = distill_batch(backbone, images, rule, background), frame
+        else:
+            batch, boxes_frame = distill_short_side(backbone, images, rule, background, frame, device), None
+        image_boxes = batch.pop("image_boxes", batch["boxes"])
         if by_box:
             chunk = [row for _, row in rows[start : start + len(images)]]
-            batch["cls"] = box_crop_cls(backbone, chunk, batch["boxes"], frame, device)
+            batch["cls"] = box_crop_cls(backbone, chunk, image_boxes, boxes_frame, device)
         coverage.append(float(batch["masks"].mean(axis=(1, 2)).sum()))
         return batch
 
-    batches = ordered_batches([row.path for _, row in rows], frame, cfg["batch_size"], threads, device, workers)
+    paths = [row.path for _, row in rows]
+    if side is None:
+        batches = ordered_batches(paths, frame, cfg["batch_size"], threads, device, workers)
+    else:
+        batches = ordered_samples(paths, ShortSideSample(side, backbone.patch_size), cfg["batch_size"], threads, device, workers)
     with MaskBankWriter(out_path, index, ids, grid, backbone.embed_dim, prov, **attrs) as writer:
         stream_to_store(tqdm(batches, desc=f"object masks {Path(out_path).name}", unit="batch"), distil, writer.write)
     log.info("object masks: %d images, mean coverage %.2f, grid %dx%d -> %s", len(rows), sum(coverage) / max(1, len(rows)), *grid, out_path)
