@@ -171,6 +171,6 @@ def test_maskdistill_deeplab_and_mask_rcnn(tmp_path):
         losses = model([torch.rand(3, 32, 32).to(DEVICE)], [{k: v.to(DEVICE) for k, v in target.items()}])
         sum(losses.values()).backward()
         save_model(tmp_path / "rcnn.pt", model.cpu(), "MaskRCNN", TINY_RCNN, num_clusters=3, input_size=[32, 32])
-        rcnn, k, frame = load_maskrcnn(tmp_path / "rcnn.pt", DEVICE)
-        predict_candidates(rcnn, list(enumerate(rows)), k, frame, 2, tmp_path / "c.zarr", PROV, DEVICE)
+        rcnn, k, frame, own_size = load_maskrcnn(tmp_path / "rcnn.pt", DEVICE)
+        predict_candidates(rcnn, list(enumerate(rows)), k, frame, 2, tmp_path / "c.zarr", PROV, DEVICE, own_size=own_size)
     assert hard_pixel_ce is not None and (tmp_path / "c.zarr").exists()

@@ -229,7 +229,7 @@ def test_a_c4_checkpoint_rebuilds_the_c4_model(tmp_path):
 
     model = build_maskrcnn(C4_RCNN, 3, (64, 64), seed=1)
     save_model(tmp_path / "rcnn.pt", model, "MaskRCNN", C4_RCNN, num_clusters=3, input_size=[64, 64])
-    rebuilt, k, _ = load_maskrcnn(tmp_path / "rcnn.pt", torch.device("cpu"))
+    rebuilt, k, _, _ = load_maskrcnn(tmp_path / "rcnn.pt", torch.device("cpu"))
     assert k == 3 and rebuilt.roi_heads.mask_head is rebuilt.roi_heads.box_head.res5
     for name, value in model.state_dict().items():
         torch.testing.assert_close(rebuilt.state_dict()[name], value, rtol=0, atol=0)
@@ -746,6 +746,38 @@ def test_mask_rcnn_pairs_stream_from_the_bank_flipped_per_sample_and_the_same_fo
             flipped.append(flips)
     assert any(flipped) and not all(flipped)
 
+
+def test_mask_rcnn_in_the_image_frame_trains_on_each_image_at_its_own_size_with_the_mask_carried_into_it(tmp_path: Path):
+    from tests.unit.test_device_placement import write_rgb
+    from useg.data.images import load_rgb
+    from useg.data.pipeline import sample_rng, unit_image
+    from useg.methods.maskdistill.maskrcnn import training_loader
+
+    rows = write_rgb(tmp_path, 7, size=40)
+    bank, clusters = mask_bank(tmp_path, 7), {i: i % 2 for i in range(7)}
+    _, loader = training_loader(rows, bank, clusters, {"batch_size": 4, "frame": "image"}, 3, 1, torch.device("cpu"))
+    pixels = np.stack(list(bank.pixel_masks()))
+    for index, position in enumerate([0, 2, 3, 4, 5, 6]):
+        image, target = loader.dataset[(0, index)][1]
+        flips = bool(sample_rng(3, 0, index).random() < 0.5)
+        original = unit_image(load_rgb(rows[position].path))  # 40 x 40: not brought into the 32 x 32 frame
+        mask = bank.frame.unfit_labels(pixels[position], (40, 40), 0)
+        assert torch.equal(image, original.flip(-1) if flips else original)
+        assert np.array_equal(target["masks"][0].numpy(), mask[:, ::-1] if flips else mask)
+        x0, y0, x1, y1 = (0, 10 * (position % 3), 20, 10 * (position % 3 + 2))  # the 8 px patches at 40 / 32
+        assert target["boxes"].tolist() == [[40 - x1, y0, 40 - x0, y1] if flips else [x0, y0, x1, y1]]
+
+
+def test_candidates_at_an_images_own_size_are_carried_into_the_working_frame():
+    from useg.methods.maskdistill.maskrcnn import in_frame
+
+    masks = torch.zeros(2, 1, 20, 40)
+    masks[0, 0, :10, :20] = 0.9  # the top-left quarter
+    det = {"scores": torch.tensor([0.9, 0.2]), "labels": torch.tensor([1, 3]), "boxes": torch.zeros(2, 4), "masks": masks}
+    out = in_frame(det, Frame((8, 8)))
+    assert out["masks"].shape == (2, 8, 8) and out["masks"][0, :4, :4].all() and out["masks"][0].sum() == 16
+    assert out["boxes"].tolist() == [[0, 0, 4, 4], [0, 0, 0, 0]] and out["labels"].tolist() == [0, 2]
+    assert in_frame(det, None)["masks"].shape == (2, 20, 40)  # the working frame: as the model returns them
 
 
 @pytest.mark.parametrize("shape", [(375, 500), (500, 375), (333, 500), (480, 480), (17, 1000)])

@@ -106,11 +106,11 @@ def run_candidates(args: argparse.Namespace) -> None:
     params = stage_params(args)
     set_threads(args.threads)
     device = _device(params)
-    model, k, frame = load_maskrcnn(args.model, device)
+    model, k, frame, own_size = load_maskrcnn(args.model, device)
     where = {"split": args.split, "shard": args.shard, "shards": args.shards}
     predict_candidates(
         model, _shard(args), k, frame, params["maskdistill"]["batch_size"],
-        args.out, stage_provenance("maskdistill-candidates", params, **where), device, args.threads,
+        args.out, stage_provenance("maskdistill-candidates", params, **where), device, args.threads, own_size,
     )  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from tqdm import tqdm
 
 from useg.data.frame import Frame
 from useg.data.manifest import ManifestRow, row_keys
-from useg.data.pipeline import EpochBatches, LabelledDataset, epoch_cycle, make_loader, ordered_loader, unit_image
+from useg.data.pipeline import EpochBatches, LabelledDataset, epoch_cycle, loader_workers, make_loader, ordered_loader, ordered_samples, unit_image
 from useg.errors import DataError
+from useg.methods.maskdistill.masks import mask_box
 from useg.methods.maskdistill.models import build_maskrcnn, for_rebuild, inference_size, num_parameters, save_model, sgd, step_lr
 from useg.stores.candidates import write_candidates
 from useg.stores.maskbank import MaskBank, ObjectRows
@@ -30,17 +32,23 @@ KIND = "MaskRCNN"
 @dataclass(frozen=True)
 class PseudoTargets:
     """The pseudo ground truth of Mask R-CNN, read on demand: sample i is bank position `positions[i]` (an image
-    with a non-empty mask), its target one (cluster + 1, box, mask) object read from the bank's shards."""
+    with a non-empty mask), its target one (cluster + 1, box, mask) object read from the bank's shards; with
+    `frame`, carried from that working frame into the image of shape `shapes[i]` (its box the mask's there)."""
 
     objects: ObjectRows
     positions: np.ndarray
     labels: np.ndarray
+    frame: Frame | None = None
+    shapes: tuple[tuple[int, int], ...] = ()
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def __call__(self, index: int) -> dict[str, torch.Tensor]:
         mask, box = self.objects(int(self.positions[index]))
+        if self.frame is not None:
+            mask = self.frame.unfit_labels(mask, self.shapes[index], 0)
+            box = mask_box(mask)
         return {
             "boxes": torch.from_numpy(box[None].astype(np.float32)),
             "labels": torch.tensor([int(self.labels[index])]),
@@ -48,11 +56,19 @@ class PseudoTargets:
         }
 
 
-def pseudo_targets(bank: MaskBank, clusters: dict[int, int]) -> PseudoTargets:
-    """The targets of the images with a non-empty mask (found chunk by chunk), labelled by their cluster + 1."""
+def pseudo_targets(bank: MaskBank, clusters: dict[int, int], rows: list[ManifestRow] | None = None) -> PseudoTargets:
+    """The targets of the images with a non-empty mask (found chunk by chunk), labelled by their cluster + 1;
+    given the bank's `rows`, in each image's own pixels (`maskrcnn.frame: image`)."""
     keep = np.flatnonzero(bank.nonempty())
     labels = np.array([clusters[int(bank.index[i])] + 1 for i in keep], np.int64)
-    return PseudoTargets(ObjectRows(bank), keep, labels)
+    if rows is None:
+        return PseudoTargets(ObjectRows(bank), keep, labels)
+    return PseudoTargets(ObjectRows(bank), keep, labels, bank.frame, tuple((rows[i].height, rows[i].width) for i in keep))
+
+
+def in_image(cfg: dict[str, Any]) -> bool:
+    """Whether Mask R-CNN works on each image at its own size (`maskrcnn.frame: image`; checkpoints before the key: no)."""
+    return cfg.get("frame", "working") == "image"
 
 
 def flip(image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -81,10 +97,11 @@ def training_loader(
 ) -> tuple[EpochBatches, DataLoader]:
     """(sampler, loader) of Mask R-CNN's training pairs: each pseudo-labelled image and its object read in the
     workers, flipped from the sample's generator of (seed, epoch, index); `rows` are the bank's rows."""
-    targets = pseudo_targets(bank, clusters)
+    targets = pseudo_targets(bank, clusters, rows if in_image(cfg) else None)
     if not len(targets):
         raise DataError("every object mask is empty: no pseudo ground truth to train Mask R-CNN on")
-    dataset = LabelledDataset([rows[i].path for i in targets.positions], targets, training_pair, seed, bank.frame.size, bank.frame.mode)
+    size, mode = (None, "squash") if in_image(cfg) else (bank.frame.size, bank.frame.mode)
+    dataset = LabelledDataset([rows[i].path for i in targets.positions], targets, training_pair, seed, size, mode)
     batches = EpochBatches(len(targets), min(cfg["batch_size"], len(targets)), seed)
     return batches, make_loader(dataset, batches, pairs_of, threads, device)
 
@@ -136,8 +153,9 @@ def train_maskrcnn(
     log.info("mask r-cnn -> %s", out_path)
 
 
-def load_maskrcnn(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, int, Frame]:
-    """A trained Mask R-CNN in eval mode at the working size, its number of clusters and its working frame."""
+def load_maskrcnn(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, int, Frame, bool]:
+    """A trained Mask R-CNN in eval mode at the working size, its number of clusters, its working frame and
+    whether it runs on the images at their own sizes."""
     from useg.methods.maskdistill.models import load_model
 
     state, ckpt = load_model(path, KIND)
@@ -146,7 +164,30 @@ def load_maskrcnn(path: str | Path, device: torch.device) -> tuple[torch.nn.Modu
     model = build_maskrcnn(cfg, ckpt["num_clusters"], input_size, 0)
     model.load_state_dict(state)
     inference_size(model, input_size, cfg["train_scales"])
-    return model.to(device).eval(), int(ckpt["num_clusters"]), Frame.of(ckpt)
+    return model.to(device).eval(), int(ckpt["num_clusters"]), Frame.of(ckpt), in_image(cfg)
+
+
+def image_batches(
+    paths: list[str], frame: Frame, batch_size: int, threads: int, device: torch.device, own_size: bool
+) -> Iterator[list[torch.Tensor]]:
+    """Mask R-CNN's input images in [0, 1], in order: in the working frame, or each at its own size."""
+    if own_size:
+        for _, images in ordered_samples(paths, unit_image, batch_size, threads, device, loader_workers(threads)):
+            yield images
+    else:
+        for _, images in ordered_loader(paths, frame.size, batch_size, threads, frame.mode, device=device, sample=unit_image):
+            yield list(images)
+
+
+def in_frame(detections: dict[str, torch.Tensor], frame: Frame | None) -> dict[str, np.ndarray]:
+    """A detection result's candidates (cluster = label - 1, binary masks); masks at an image's own size (with
+    `frame`) carried into the working frame, their boxes the masks' boxes there."""
+    masks = (detections["masks"][:, 0] > 0.5).cpu().numpy().astype(np.uint8)
+    boxes = detections["boxes"].cpu().numpy()
+    if frame is not None:
+        masks = np.stack([frame.fit_labels(m, 0) for m in masks]) if len(masks) else np.zeros((0, *frame.size), np.uint8)
+        boxes = np.stack([mask_box(m) for m in masks]).astype(np.float32) if len(masks) else np.zeros((0, 4), np.float32)
+    return {"scores": detections["scores"].cpu().numpy(), "labels": detections["labels"].cpu().numpy() - 1, "boxes": boxes, "masks": masks}
 
 
 @torch.inference_mode()
@@ -160,21 +201,16 @@ def predict_candidates(
     prov: dict[str, Any],
     device: torch.device,
     threads: int = 1,
+    own_size: bool = False,
 ) -> None:
-    """Every mask candidate (score, cluster, box, binary mask) of every image of a shard -> CandidateBank (§3.3);
-    images decoded in order by `threads - 1` loader workers."""
+    """Every mask candidate (score, cluster, box, binary mask) of every image of a shard -> CandidateBank (§3.3),
+    in the working frame; images decoded in order by `threads - 1` loader workers, in the frame or (`own_size`)
+    each at its own size."""
     per_image: list[dict[str, np.ndarray]] = []
-    loader = ordered_loader([row.path for _, row in rows], frame.size, batch_size, threads, frame.mode, device=device, sample=unit_image)
-    for _, images in tqdm(loader, desc=f"candidates {Path(out_path).name}", unit="batch"):
-        for det in model(list(images.to(device, non_blocking=True))):
-            per_image.append(
-                {
-                    "scores": det["scores"].cpu().numpy(),
-                    "labels": det["labels"].cpu().numpy() - 1,
-                    "boxes": det["boxes"].cpu().numpy(),
-                    "masks": (det["masks"][:, 0] > 0.5).cpu().numpy().astype(np.uint8),
-                }
-            )
+    batches = image_batches([row.path for _, row in rows], frame, batch_size, threads, device, own_size)
+    for images in tqdm(batches, desc=f"candidates {Path(out_path).name}", unit="batch"):
+        for det in model([image.to(device, non_blocking=True) for image in images]):
+            per_image.append(in_frame(det, frame if own_size else None))
     index, ids = row_keys(rows)
     write_candidates(out_path, index, ids, per_image, frame, prov, num_classes=num_clusters)
     counts = [len(c["scores"]) for c in per_image]
