@@ -55,9 +55,12 @@ def compare(backbone, rows: list[ManifestRow], frame: Frame, side: int, tmp: Pat
     name = f"{frame.mode}-{frame.size[0]}x{frame.size[1]}"
     (in_frame, frame_s), (own_size, side_s) = (mined(backbone, rows, frame, s, tmp / f"{name}-{s}.zarr") for s in (None, side))
     a, b = in_frame.read("masks"), own_size.read("masks")
+    (top, left, bottom, right), patch = frame.placement((rows[0].height, rows[0].width))[1], frame.size[0] // a.shape[1]
+    inside = (a == b)[:, top // patch : -(-bottom // patch), left // patch : -(-right // patch)]
     return {
         "frame": name, "seconds_per_image_in_frame": frame_s, "seconds_per_image_short_side": side_s,
-        "patches_equal": float((a == b).mean()), "images_identical": int((a == b).all(axis=(1, 2)).sum()),
+        "patches_equal": float((a == b).mean()), "patches_equal_on_the_image": float(inside.mean()),
+        "images_identical": int((a == b).all(axis=(1, 2)).sum()),
         "sources_equal": int((in_frame.read("source") == own_size.read("source")).sum()),
         "coverage_in_frame": float(a.mean()), "coverage_short_side": float(b.mean()),
     }  # fmt: skip
@@ -85,7 +88,8 @@ def main() -> None:
         square = max(size)
         results = [compare(backbone, rows, Frame(size), short, Path(tmp)), compare(backbone, rows, Frame((square, square), "pad"), short, Path(tmp))]
     for r in results:
-        print(f"{r['frame']}: {r['patches_equal']:.4f} of patches equal, {r['images_identical']}/{len(rows)} images identical, "
+        print(f"{r['frame']}: {r['patches_equal']:.4f} of patches equal ({r['patches_equal_on_the_image']:.4f} on the image), "
+              f"{r['images_identical']}/{len(rows)} images identical, "
               f"coverage {r['coverage_in_frame']:.3f} / {r['coverage_short_side']:.3f}, "
               f"{r['seconds_per_image_in_frame'] * 1e3:.1f} / {r['seconds_per_image_short_side'] * 1e3:.1f} ms per image")  # fmt: skip
     save({"images": len(rows), "image_size": [height, width], "short_side": short, "results": results}, args.out)
