@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 OUT = "results/tiny"
 MASKDISTILL = {
-    "niter": 5, "nredo": 1, "batch_size": 8, "tau": 0.5,
+    "niter": 5, "nredo": 1, "batch_size": 8, "tau": 0.5, "mask_short_side": 32,  # the release's per-image path
     "maskrcnn": {
         "backbone": "vit", "fpn_channels": 16, "head_dim": 32, "proposals": 50, "roi_batch_size": 16,
         "iterations": 3, "batch_size": 2, "warmup_iters": 1, "max_candidates": 5, "min_score": 0.0,
@@ -40,6 +40,7 @@ def test_whole_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
     assert linear["supervised"] and "linear-probe" in linear["protocols"]  # class ids, scored without matching
     masks = zarr.open_group(str(out / "maskdistill/masks/train/shard-0.zarr"), mode="r")
     assert masks.attrs["kind"] == "MaskBank" and masks["masks"].shape == (8, 4, 4) and masks["cls"].shape == (8, 64)
+    assert masks.attrs["mask_short_side"] == 32
     boxes, grid = masks["boxes"][:], masks["masks"][:]
     for box, mask in zip(boxes, grid):  # every box encloses its upsampled mask (8 px patches)
         rows, cols = np.nonzero(mask)
