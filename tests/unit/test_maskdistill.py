@@ -769,15 +769,15 @@ def test_mask_rcnn_in_the_image_frame_trains_on_each_image_at_its_own_size_with_
 
 
 def test_candidates_at_an_images_own_size_are_carried_into_the_working_frame():
-    from useg.methods.maskdistill.maskrcnn import in_frame
+    from useg.methods.maskdistill.maskrcnn import candidates_of
 
     masks = torch.zeros(2, 1, 20, 40)
     masks[0, 0, :10, :20] = 0.9  # the top-left quarter
     det = {"scores": torch.tensor([0.9, 0.2]), "labels": torch.tensor([1, 3]), "boxes": torch.zeros(2, 4), "masks": masks}
-    out = in_frame(det, Frame((8, 8)))
+    out = candidates_of(det, Frame((8, 8)))
     assert out["masks"].shape == (2, 8, 8) and out["masks"][0, :4, :4].all() and out["masks"][0].sum() == 16
     assert out["boxes"].tolist() == [[0, 0, 4, 4], [0, 0, 0, 0]] and out["labels"].tolist() == [0, 2]
-    assert in_frame(det, None)["masks"].shape == (2, 20, 40)  # the working frame: as the model returns them
+    assert candidates_of(det, None)["masks"].shape == (2, 20, 40)  # the working frame: as the model returns them
 
 
 @pytest.mark.parametrize("shape", [(375, 500), (500, 375), (333, 500), (480, 480), (17, 1000)])
@@ -804,20 +804,23 @@ def test_short_side_sample_is_the_resized_image_normalised_and_zero_padded_at_bo
 
 
 def test_a_mask_is_carried_into_the_frame_grid_by_majority_and_its_source_to_the_patch_holding_most_of_it():
-    from useg.methods.maskdistill.masks import in_frame
+    from useg.methods.maskdistill.masks import grid_mask_and_source
 
     mask = np.zeros((8, 16), np.uint8)  # the image; the frame 8 x 8 squashes x by 2, a 2 x 2 grid of 4 px patches
     mask[:, :10] = 1  # patch columns in the frame: x 0-3 fully in, x 4-7 holds frame pixels 4 (in) and 5-7 (out)
-    grid_mask, source = in_frame(mask, (4, 12, 8, 16), Frame((8, 8)), (2, 2))
+    grid_mask, source = grid_mask_and_source(mask, (4, 12, 8, 16), Frame((8, 8)), (2, 2))
     assert grid_mask.tolist() == [[1, 0], [1, 0]] and source == 3  # the source: bottom right
 
 
-def test_short_side_masks_are_the_rule_on_each_image_at_its_own_size_carried_into_the_frame(tmp_path: Path, tiny_backbone_cfg):
+@pytest.mark.parametrize("cluster_input", ["box_crop", "masked"])
+def test_short_side_masks_are_the_rule_on_each_image_at_its_own_size_carried_into_the_frame(tmp_path: Path, tiny_backbone_cfg, cluster_input):
     from PIL import Image
 
     from useg.backbones import build_backbone
     from useg.data.manifest import ManifestRow
-    from useg.methods.maskdistill.masks import ShortSideSample, build_mask_bank, image_masks, in_frame, mask_box
+    from useg.methods.maskdistill.masks import (
+        ShortSideSample, box_crop_cls, build_mask_bank, grid_mask_and_source, image_masks, mask_box, masked_images,
+    )  # fmt: skip
     from useg.stores.maskbank import MaskBank
 
     backbone = build_backbone(tiny_backbone_cfg, seed=0).eval()
@@ -825,7 +828,7 @@ def test_short_side_masks_are_the_rule_on_each_image_at_its_own_size_carried_int
     for i, (h, w) in enumerate([(30, 50), (50, 30), (30, 50)]):  # two sizes in one batch
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
         rows.append((i, ManifestRow(id=f"im{i}", path=str(tmp_path / f"{i}.png"), width=w, height=h, split="train")))
-    cfg = {"topk": 0.4, "cls_heads": None, "cls_mass": 0.5, "connected": True, "cluster_input": "box_crop",
+    cfg = {"topk": 0.4, "cls_heads": None, "cls_mass": 0.5, "connected": True, "cluster_input": cluster_input,
            "background": "zero", "batch_size": 3, "mask_short_side": 20}  # fmt: skip
     frame = Frame((32, 32))
     build_mask_bank(backbone, rows, cfg, frame, tmp_path / "bank.zarr", provenance("t", {}, seed=0), torch.device("cpu"))
@@ -839,6 +842,12 @@ def test_short_side_masks_are_the_rule_on_each_image_at_its_own_size_carried_int
         q, k, _ = out.qkv[backbone.depth - 1]
         masks, source = rule_masks(q, k, backbone.num_prefix_tokens, out.grid, MaskRule(0.4, None, 0.5, True))
         [(image_mask, source_box)] = image_masks(masks, source, out.grid, backbone.patch_size, [resized], [original])
-        expected, expected_source = in_frame(image_mask, source_box, frame, (4, 4))
+        expected, expected_source = grid_mask_and_source(image_mask, source_box, frame, (4, 4))
         assert image_mask.shape == original and np.array_equal(bank.read("masks")[i], expected)
         assert bank.read("source")[i] == expected_source and mask_box(image_mask).any()
+        with torch.no_grad():  # the box crop cut by the mask's box in the original image, or the masked input
+            if cluster_input == "box_crop":
+                cls = box_crop_cls(backbone, [row], mask_box(image_mask)[None], None, torch.device("cpu"))[0]
+            else:
+                cls = backbone(masked_images(tensor[None], upsample_masks(masks, out.grid, tensor.shape[1:]), "zero")).cls[0].numpy()
+        assert np.allclose(bank.read("cls")[i], cls, atol=1e-5)

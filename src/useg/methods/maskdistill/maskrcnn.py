@@ -179,7 +179,7 @@ def image_batches(
             yield list(images)
 
 
-def in_frame(detections: dict[str, torch.Tensor], frame: Frame | None) -> dict[str, np.ndarray]:
+def candidates_of(detections: dict[str, torch.Tensor], frame: Frame | None) -> dict[str, np.ndarray]:
     """A detection result's candidates (cluster = label - 1, binary masks); masks at an image's own size (with
     `frame`) carried into the working frame, their boxes the masks' boxes there."""
     masks = (detections["masks"][:, 0] > 0.5).cpu().numpy().astype(np.uint8)
@@ -210,7 +210,7 @@ def predict_candidates(
     batches = image_batches([row.path for _, row in rows], frame, batch_size, threads, device, own_size)
     for images in tqdm(batches, desc=f"candidates {Path(out_path).name}", unit="batch"):
         for det in model([image.to(device, non_blocking=True) for image in images]):
-            per_image.append(in_frame(det, frame if own_size else None))
+            per_image.append(candidates_of(det, frame if own_size else None))
     index, ids = row_keys(rows)
     write_candidates(out_path, index, ids, per_image, frame, prov, num_classes=num_clusters)
     counts = [len(c["scores"]) for c in per_image]

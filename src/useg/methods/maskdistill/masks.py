@@ -232,7 +232,9 @@ def patch_shares(mask: np.ndarray, frame: Frame, grid: tuple[int, int]) -> np.nd
     return fitted.reshape(gh, ph, gw, pw).mean(axis=(1, 3))
 
 
-def in_frame(image_mask: np.ndarray, source_pixels: tuple[int, int, int, int], frame: Frame, grid: tuple[int, int]) -> tuple[np.ndarray, int]:
+def grid_mask_and_source(
+    image_mask: np.ndarray, source_pixels: tuple[int, int, int, int], frame: Frame, grid: tuple[int, int]
+) -> tuple[np.ndarray, int]:
     """An image-sized object mask and its source patch's box (top, left, bottom, right) in image pixels, in the
     frame's patch grid: the patches at least half in the mask, and the patch holding most of the source."""
     source = np.zeros(image_mask.shape, np.uint8)
@@ -258,41 +260,58 @@ def image_masks(
     return out
 
 
-@torch.inference_mode()
-def distill_short_side(
-    backbone: ViTBackbone, samples: list[tuple[torch.Tensor, tuple[int, int], tuple[int, int]]], rule: MaskRule,
-    background: str | None, frame: Frame, device: torch.device,
-) -> dict[str, Any]:  # fmt: skip
-    """`distill_batch` for images at their own short-side sizes (`ShortSideSample`): each group of equal size
-    in one forward, the masks carried into the frame's patch grid; `image_boxes` holds each mask's box in the
-    original image (the box crop's), `cls` the masked-image CLS tokens unless `background` is None."""
-    grid = backbone.grid_for(*frame.size)
-    masks, sources, boxes, cls = [None] * len(samples), [0] * len(samples), [None] * len(samples), [None] * len(samples)
+ShortSideInput = tuple[torch.Tensor, tuple[int, int], tuple[int, int]]  # a ShortSideSample
+
+
+def same_size_groups(samples: list[ShortSideInput]) -> list[list[int]]:
+    """Positions of the samples grouped by input size, in order of first appearance (one forward per group)."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, (image, _, _) in enumerate(samples):
         groups.setdefault(tuple(image.shape), []).append(i)
-    for members in groups.values():
-        images = torch.stack([samples[i][0] for i in members]).to(device)
-        out = backbone(images, qkv_blocks=(backbone.depth - 1,))
-        q, k, _ = out.qkv[backbone.depth - 1]
-        group_masks, source = rule_masks(q, k, backbone.num_prefix_tokens, out.grid, rule)
-        carried = image_masks(group_masks, source, out.grid, backbone.patch_size, [samples[i][1] for i in members], [samples[i][2] for i in members])
-        for i, (image_mask, source_box) in zip(members, carried):
-            masks[i], sources[i] = in_frame(image_mask, source_box, frame, grid)
-            boxes[i] = mask_box(image_mask)
-        if background is not None:
-            pixels = upsample_masks(group_masks, out.grid, tuple(images.shape[-2:]))
-            for i, token in zip(members, backbone(masked_images(images, pixels, background)).cls.float().cpu().numpy()):
-                cls[i] = token
-    stacked = np.stack(masks)
+    return list(groups.values())
+
+
+@torch.inference_mode()
+def distill_group(
+    backbone: ViTBackbone, group: list[ShortSideInput], rule: MaskRule, background: str | None, frame: Frame, device: torch.device
+) -> list[dict[str, Any]]:
+    """Per image of a group of one input size: its mask and source in the frame's patch grid (`mask`, `source`),
+    its mask's box in the original image (`image_box`) and, unless `background` is None, the masked image's CLS."""
+    images = torch.stack([image for image, _, _ in group]).to(device)
+    out = backbone(images, qkv_blocks=(backbone.depth - 1,))
+    q, k, _ = out.qkv[backbone.depth - 1]
+    masks, source = rule_masks(q, k, backbone.num_prefix_tokens, out.grid, rule)
+    carried = image_masks(masks, source, out.grid, backbone.patch_size, [r for _, r, _ in group], [o for _, _, o in group])
+    grid = backbone.grid_for(*frame.size)
+    records = []
+    for image_mask, source_box in carried:
+        mask, grid_source = grid_mask_and_source(image_mask, source_box, frame, grid)
+        records.append({"mask": mask, "source": grid_source, "image_box": mask_box(image_mask)})
+    if background is not None:
+        pixels = upsample_masks(masks, out.grid, tuple(images.shape[-2:]))
+        for record, token in zip(records, backbone(masked_images(images, pixels, background)).cls.float().cpu().numpy()):
+            record["cls"] = token
+    return records
+
+
+def distill_short_side(
+    backbone: ViTBackbone, samples: list[ShortSideInput], rule: MaskRule, background: str | None, frame: Frame, device: torch.device
+) -> dict[str, np.ndarray]:
+    """`distill_batch` for images at their own short-side sizes (`ShortSideSample`), the masks carried into the
+    frame's patch grid; `image_boxes` holds each mask's box in the original image (the box crop's)."""
+    records: list[dict[str, Any]] = [{}] * len(samples)
+    for members in same_size_groups(samples):
+        for i, record in zip(members, distill_group(backbone, [samples[i] for i in members], rule, background, frame, device)):
+            records[i] = record
+    masks = np.stack([r["mask"] for r in records])
     batch = {
-        "masks": stacked,
-        "boxes": np.stack([mask_box(m) for m in grid_to_pixels(stacked, grid, frame.size)]),
-        "source": np.array(sources, np.int32),
-        "image_boxes": np.stack(boxes),
+        "masks": masks,
+        "boxes": np.stack([mask_box(m) for m in grid_to_pixels(masks, backbone.grid_for(*frame.size), frame.size)]),
+        "source": np.array([r["source"] for r in records], np.int32),
+        "image_boxes": np.stack([r["image_box"] for r in records]),
     }
     if background is not None:
-        batch["cls"] = np.stack(cls)
+        batch["cls"] = np.stack([r["cls"] for r in records])
     return batch
 
 
