@@ -7,9 +7,11 @@ Layout of `shard-<i>.zarr`::
     masks    uint8   [N, h, w]      object mask M_s at the patch grid (1 = object)
     boxes    int32   [N, 4]         box of the upsampled mask (x0, y0, x1, y1; working-size pixels, x1/y1 exclusive)
     source   int32   [N]            source patch s (row-major index in the grid)
-    cls      float32 [N, D]         CLS token of the masked image (class assignment input)
+    cls      float32 [N, D]         CLS token each mask is clustered by (its box crop's or its masked image's)
 
-attrs: kind="MaskBank", grid [h, w], input_size [H, W], resize (the frame), patch_size, topk, background, provenance.
+attrs: kind="MaskBank", grid [h, w], input_size [H, W], resize (the frame), patch_size, topk, background,
+cluster_input, mask_short_side (null: mined in the frame; S: mined at each image's short side S and carried
+into the frame's grid), provenance.
 An empty mask has the box (0, 0, 0, 0).
 """
 
