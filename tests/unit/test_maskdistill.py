@@ -778,6 +778,8 @@ def test_candidates_at_an_images_own_size_are_carried_into_the_working_frame():
     assert out["masks"].shape == (2, 8, 8) and out["masks"][0, :4, :4].all() and out["masks"][0].sum() == 16
     assert out["boxes"].tolist() == [[0, 0, 4, 4], [0, 0, 0, 0]] and out["labels"].tolist() == [0, 2]
     assert candidates_of(det, None)["masks"].shape == (2, 20, 40)  # the working frame: as the model returns them
+    none = candidates_of({k: v[:0] for k, v in det.items()}, Frame((8, 8)))
+    assert none["masks"].shape == (0, 8, 8) and none["boxes"].shape == (0, 4)  # an image without candidates
 
 
 @pytest.mark.parametrize("shape", [(375, 500), (500, 375), (333, 500), (480, 480), (17, 1000)])

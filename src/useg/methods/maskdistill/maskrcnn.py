@@ -185,8 +185,8 @@ def candidates_of(detections: dict[str, torch.Tensor], frame: Frame | None) -> d
     masks = (detections["masks"][:, 0] > 0.5).cpu().numpy().astype(np.uint8)
     boxes = detections["boxes"].cpu().numpy()
     if frame is not None:
-        masks = np.stack([frame.fit_labels(m, 0) for m in masks]) if len(masks) else np.zeros((0, *frame.size), np.uint8)
-        boxes = np.stack([mask_box(m) for m in masks]).astype(np.float32) if len(masks) else np.zeros((0, 4), np.float32)
+        masks = np.array([frame.fit_labels(m, 0) for m in masks], np.uint8).reshape(-1, *frame.size)
+        boxes = np.array([mask_box(m) for m in masks], np.float32).reshape(-1, 4)
     return {"scores": detections["scores"].cpu().numpy(), "labels": detections["labels"].cpu().numpy() - 1, "boxes": boxes, "masks": masks}
 
 

@@ -163,9 +163,13 @@ def padded_crop(image: np.ndarray, box: tuple[int, int, int, int], patch: int) -
     """The box cut from an RGB image at its own resolution, normalised, zero-padded at the bottom and right
     to whole patches [1, 3, H', W'] (the release's clustering input)."""
     x0, y0, x1, y1 = box
-    crop = normalise_images(torch.from_numpy(image[y0:y1, x0:x1]).permute(2, 0, 1).float() / 255)
-    height, width = crop.shape[-2:]
-    return F.pad(crop, (0, -width % patch, 0, -height % patch))[None]
+    return pad_to_patches(normalise_images(torch.from_numpy(image[y0:y1, x0:x1]).permute(2, 0, 1).float() / 255), patch)[None]
+
+
+def pad_to_patches(image: torch.Tensor, patch: int) -> torch.Tensor:
+    """An image [..., H, W] zero-padded at the bottom and right to whole patches (the release's ViT inputs)."""
+    height, width = image.shape[-2:]
+    return F.pad(image, (0, -width % patch, 0, -height % patch))
 
 
 @torch.inference_mode()
@@ -219,9 +223,8 @@ class ShortSideSample:
     patch: int
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
-        height, width = short_side_shape(image.shape[:2], self.side)
-        resized = normalise(resize_rgb(image, (height, width)))
-        return F.pad(resized, (0, -width % self.patch, 0, -height % self.patch)), (height, width), image.shape[:2]
+        resized = short_side_shape(image.shape[:2], self.side)
+        return pad_to_patches(normalise(resize_rgb(image, resized)), self.patch), resized, image.shape[:2]
 
 
 def patch_shares(mask: np.ndarray, frame: Frame, grid: tuple[int, int]) -> np.ndarray:
@@ -273,16 +276,16 @@ def same_size_groups(samples: list[ShortSideInput]) -> list[list[int]]:
 
 @torch.inference_mode()
 def distill_group(
-    backbone: ViTBackbone, group: list[ShortSideInput], rule: MaskRule, background: str | None, frame: Frame, device: torch.device
-) -> list[dict[str, Any]]:
-    """Per image of a group of one input size: its mask and source in the frame's patch grid (`mask`, `source`),
+    backbone: ViTBackbone, group: list[ShortSideInput], rule: MaskRule, background: str | None, frame: Frame,
+    grid: tuple[int, int], device: torch.device,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Per image of a group of one input size: its mask and source in the frame's patch `grid` (`mask`, `source`),
     its mask's box in the original image (`image_box`) and, unless `background` is None, the masked image's CLS."""
     images = torch.stack([image for image, _, _ in group]).to(device)
     out = backbone(images, qkv_blocks=(backbone.depth - 1,))
     q, k, _ = out.qkv[backbone.depth - 1]
     masks, source = rule_masks(q, k, backbone.num_prefix_tokens, out.grid, rule)
     carried = image_masks(masks, source, out.grid, backbone.patch_size, [r for _, r, _ in group], [o for _, _, o in group])
-    grid = backbone.grid_for(*frame.size)
     records = []
     for image_mask, source_box in carried:
         mask, grid_source = grid_mask_and_source(image_mask, source_box, frame, grid)
@@ -299,14 +302,14 @@ def distill_short_side(
 ) -> dict[str, np.ndarray]:
     """`distill_batch` for images at their own short-side sizes (`ShortSideSample`), the masks carried into the
     frame's patch grid; `image_boxes` holds each mask's box in the original image (the box crop's)."""
-    records: list[dict[str, Any]] = [{}] * len(samples)
+    grid, records = backbone.grid_for(*frame.size), [{}] * len(samples)
     for members in same_size_groups(samples):
-        for i, record in zip(members, distill_group(backbone, [samples[i] for i in members], rule, background, frame, device)):
+        for i, record in zip(members, distill_group(backbone, [samples[i] for i in members], rule, background, frame, grid, device)):
             records[i] = record
     masks = np.stack([r["mask"] for r in records])
     batch = {
         "masks": masks,
-        "boxes": np.stack([mask_box(m) for m in grid_to_pixels(masks, backbone.grid_for(*frame.size), frame.size)]),
+        "boxes": np.stack([mask_box(m) for m in grid_to_pixels(masks, grid, frame.size)]),
         "source": np.array([r["source"] for r in records], np.int32),
         "image_boxes": np.stack([r["image_box"] for r in records]),
     }
